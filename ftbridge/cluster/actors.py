@@ -1,0 +1,110 @@
+"""Ray actors that host Spark's own standalone master and workers.
+
+One executor actor runs one Spark standalone Worker JVM sized to exactly one executor, so
+Ray's scheduler decides where executors go and what they may use. When Ray restarts a dead
+executor actor, its new worker registers with the master and Spark starts a fresh executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+
+import ray
+
+from ftbridge.cluster import jvm
+
+log = logging.getLogger(__name__)
+
+
+def _node_ip() -> str:
+    return ray.util.get_node_ip_address()
+
+
+def _work_dir(kind: str, name: str) -> str:
+    root = os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark", kind)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{name}-", dir=root)
+
+
+class SparkMaster:
+    """Hosts the Spark standalone master JVM. Asks Ray for no CPU: it only coordinates."""
+
+    def __init__(self, port: int, java: str, start_timeout_s: float) -> None:
+        self.host = _node_ip()
+        self.port = port
+        self.dir = _work_dir("master", f"master-{port}")
+        env = jvm.daemon_env(java)
+        self.proc = jvm.launch(
+            ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
+             "--webui-port", "0"],
+            env, os.path.join(self.dir, "master.log"),
+        )
+        jvm.wait_for(lambda: jvm.port_open(self.host, port), start_timeout_s,
+                     f"Spark master on {self.host}:{port}", self.proc)
+
+    def info(self) -> dict:
+        return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(),
+                "jvm_pid": self.proc.pid, "node_id": ray.get_runtime_context().get_node_id()}
+
+    def shutdown(self) -> None:
+        self.proc.stop()
+
+
+class SparkExecutor:
+    """Hosts one Spark standalone Worker JVM that runs exactly one executor."""
+
+    def __init__(self, name: str, master_url: str, cores: int, memory_mb: int, java: str,
+                 start_timeout_s: float) -> None:
+        self.name = name
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.dir = _work_dir("worker", name)
+        env = jvm.daemon_env(java, {
+            "FTBRIDGE_RAY_NODE_ID": self.node_id,
+            "FTBRIDGE_EXECUTOR_ACTOR": name,
+            "SPARK_WORKER_DIR": self.dir,
+        })
+        self.proc = jvm.launch(
+            ["org.apache.spark.deploy.worker.Worker", "--host", _node_ip(), "--cores", str(cores),
+             "--memory", f"{memory_mb}m", "--work-dir", self.dir, "--webui-port", "0", master_url],
+            env, os.path.join(self.dir, "worker.log"),
+        )
+        jvm.wait_for(self._registered, start_timeout_s, f"Spark worker {name} registering with {master_url}",
+                     self.proc)
+        log.info("executor actor %s: worker JVM %d registered on node %s", name, self.proc.pid, self.node_id)
+
+    def _registered(self) -> bool:
+        try:
+            with open(self.proc.log_path, errors="replace") as f:
+                return "Successfully registered with master" in f.read()
+        except OSError:
+            return False
+
+    def _executor_jvm(self) -> tuple[int | None, str | None]:
+        for pid in jvm.children(self.proc.pid):
+            args = jvm.cmdline(pid)
+            if any("CoarseGrainedExecutorBackend" in a for a in args):
+                exec_id = args[args.index("--executor-id") + 1] if "--executor-id" in args else None
+                return pid, exec_id
+        return None, None
+
+    def info(self) -> dict:
+        jvm_pid, executor_id = self._executor_jvm()
+        return {"actor_name": self.name, "actor_pid": os.getpid(), "worker_jvm_pid": self.proc.pid,
+                "jvm_pid": jvm_pid, "node_id": self.node_id, "executor_id": executor_id,
+                "worker_alive": self.proc.alive()}
+
+    def wait_executor(self, timeout_s: float) -> dict:
+        """Block until Spark has started this worker's executor JVM; return info()."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self.info()
+            if info["jvm_pid"] is not None:
+                return info
+            time.sleep(0.2)
+        return self.info()
+
+    def shutdown(self) -> None:
+        self.proc.stop()

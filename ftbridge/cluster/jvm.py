@@ -1,0 +1,254 @@
+"""Finding Java and Spark, and starting Spark's own daemons as reaped process groups."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftbridge.errors import ClusterStartTimeoutError, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+# Spark 4 on Java 17/21 needs these for Arrow, Netty and Kryo; Spark adds most itself for
+# the driver and executors, but not for standalone daemons, and older releases miss some.
+ADD_OPENS = [
+    "java.base/java.lang",
+    "java.base/java.lang.invoke",
+    "java.base/java.lang.reflect",
+    "java.base/java.io",
+    "java.base/java.net",
+    "java.base/java.nio",
+    "java.base/java.util",
+    "java.base/java.util.concurrent",
+    "java.base/java.util.concurrent.atomic",
+    "java.base/jdk.internal.ref",
+    "java.base/sun.nio.ch",
+    "java.base/sun.nio.cs",
+    "java.base/sun.security.action",
+    "java.base/sun.util.calendar",
+    "java.security.jgss/sun.security.krb5",
+    "java.base/jdk.internal.misc",
+]
+JAVA_OPTS = " ".join(
+    ["-XX:+IgnoreUnrecognizedVMOptions"]
+    + [f"--add-opens={m}=ALL-UNNAMED" for m in ADD_OPENS]
+    + ["-Dio.netty.tryReflectionSetAccessible=true", "-Djava.net.preferIPv4Stack=true"]
+)
+
+_INSTALL_HINT = (
+    "Install a Java 17 or 21 runtime (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`) "
+    "or set JAVA_HOME to one."
+)
+
+
+def find_java() -> str:
+    """Return the path of the `java` binary, or raise ConfigurationError saying what to install."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return os.path.join(home, "bin", "java")
+    found = shutil.which("java")
+    if not found:
+        raise ConfigurationError(f"no Java runtime found (JAVA_HOME unset, no `java` on PATH). {_INSTALL_HINT}")
+    return found
+
+
+def java_home(java: str) -> str:
+    return str(Path(os.path.realpath(java)).parent.parent)
+
+
+def java_major_version(java: str) -> int:
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigurationError(f"could not run `{java} -version`: {exc}. {_INSTALL_HINT}") from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        raise ConfigurationError(f"could not read the Java version from: {out.strip()!r}. {_INSTALL_HINT}")
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 else major
+
+
+def check_java_for_spark() -> str:
+    """Find Java and check it is new enough for the installed PySpark; return its path."""
+    import pyspark
+
+    java = find_java()
+    major = java_major_version(java)
+    needed = 17 if int(pyspark.__version__.split(".")[0]) >= 4 else 8
+    if major < needed:
+        raise ConfigurationError(
+            f"PySpark {pyspark.__version__} needs Java {needed}+, found Java {major} at {java}. {_INSTALL_HINT}"
+        )
+    return java
+
+
+def spark_home() -> str:
+    from pyspark.find_spark_home import _find_spark_home
+
+    return _find_spark_home()
+
+
+def daemon_env(java: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Spark daemons: Java flags, the driver's Python, quiet logs."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "JAVA_HOME": java_home(java),
+            "SPARK_HOME": spark_home(),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_DAEMON_JAVA_OPTS": JAVA_OPTS,
+            "SPARK_DAEMON_MEMORY": "256m",
+            "SPARK_NO_DAEMONIZE": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class JvmProcess:
+    """A JVM we started: it leads its own process group and a reaper watches its owner."""
+
+    popen: subprocess.Popen
+    reaper: subprocess.Popen
+    log_path: str
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left after `grace_s`."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(self.popen.pid):
+                self.popen.poll()
+                time.sleep(0.1)
+            if not _group_alive(self.popen.pid):
+                break
+        self.popen.poll()
+        try:
+            self.reaper.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.reaper.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def launch(args: list[str], env: dict[str, str], log_path: str) -> JvmProcess:
+    """Start `spark-class ARGS` as a new process group with a reaper bound to this process."""
+    cmd = [os.path.join(env["SPARK_HOME"], "bin", "spark-class"), *args]
+    log_file = open(log_path, "ab")
+    try:
+        popen = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=os.path.dirname(log_path),
+        )
+    finally:
+        log_file.close()
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "ftbridge.cluster.reaper", str(os.getpid()), str(popen.pid)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Ray kills a dead worker's process group; the reaper must outlive it to do its job.
+        start_new_session=True,
+    )
+    log.debug("started %s (pid %d, log %s)", args[0], popen.pid, log_path)
+    return JvmProcess(popen, reaper, log_path)
+
+
+def wait_for(predicate, timeout_s: float, what: str, proc: JvmProcess | None = None) -> None:
+    """Poll `predicate` until true; raise ClusterStartTimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and not proc.alive():
+            raise ClusterStartTimeoutError(
+                f"{what}: the JVM exited with code {proc.popen.returncode}. Log tail:\n{proc.log_tail()}",
+                log_path=proc.log_path,
+            )
+        time.sleep(0.2)
+    tail = proc.log_tail() if proc else ""
+    raise ClusterStartTimeoutError(
+        f"{what}: not ready after {timeout_s:.0f}s. Check the log"
+        + (f" {proc.log_path}:\n{tail}" if proc else "."),
+    )
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def parse_memory(value: str | int) -> int:
+    """'1GB', '512m', '2g', 1073741824 -> bytes."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
+    if not match:
+        raise ConfigurationError(f"cannot read memory size {value!r}; use e.g. '512MB', '1g' or '2GB'")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
+    return int(float(match.group(1)) * scale)

@@ -1,0 +1,73 @@
+"""A watchdog that kills a JVM process group when its owner dies.
+
+Killing a Ray actor with SIGKILL gives it no chance to stop the JVMs it started, and
+PR_SET_PDEATHSIG fires when the *thread* that forked exits, which Java's process
+launcher makes unreliable for the executor JVMs a Spark worker starts. So every JVM
+ftbridge starts leads its own process group (the worker's executor JVMs inherit it), and
+this small process, started beside it, polls the owner and kills the whole group with
+SIGKILL once the owner is gone. It exits by itself once the group is empty.
+
+Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+POLL_SECONDS = 0.2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except OSError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def watch(owner_pid: int, pgid: int) -> int:
+    """Block until the owner dies (then kill the group) or the group empties."""
+    while True:  # bounded by the owner's and the group's lifetimes, polled
+        if not _group_alive(pgid):
+            return 0
+        if not _alive(owner_pid) or os.getppid() != owner_pid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return 0
+        time.sleep(POLL_SECONDS)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID", file=sys.stderr)
+        return 2
+    # The reaper must not die with the terminal's SIGINT before it has done its job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return watch(int(argv[0]), int(argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

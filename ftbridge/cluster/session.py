@@ -1,0 +1,326 @@
+"""Spark on Ray: start a standalone master and executor actors, connect a SparkSession.
+
+All state of a running session lives in one `SparkOnRay` object; the module keeps only a
+pointer to the current one so `stop_spark()` and `executors()` can find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from ftbridge.cluster import jvm
+from ftbridge.cluster.actors import SparkExecutor, SparkMaster
+from ftbridge.cluster.config import ClusterConfig
+from ftbridge.errors import (
+    ClusterStartTimeoutError,
+    InsufficientResourcesError,
+    SparkAlreadyRunningError,
+    SparkNotRunningError,
+)
+
+log = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+_CURRENT: "SparkOnRay | None" = None
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """One live executor, as the chaos harness and operators see it."""
+
+    actor_name: str
+    actor_pid: int
+    jvm_pid: int | None
+    node_id: str
+    executor_id: str | None
+    worker_jvm_pid: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ensure_ray() -> None:
+    """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=os.environ.get("FTBRIDGE_RAY_LOG_TO_DRIVER", "1") == "1")
+
+
+def _check_resources(cfg: ClusterConfig) -> None:
+    total = ray.cluster_resources()
+    cpus, mem = total.get("CPU", 0.0), total.get("memory", 0.0)
+    want_cpu = cfg.num_executors * cfg.executor_cores
+    want_mem = cfg.num_executors * cfg.actor_memory_bytes
+    if want_cpu > cpus:
+        raise InsufficientResourcesError(
+            f"{cfg.num_executors} executors x {cfg.executor_cores} cores need {want_cpu} CPUs but the Ray "
+            f"cluster has {cpus:g}. Ask for fewer executors or cores, or add Ray nodes.",
+            wanted_cpus=want_cpu, cluster_cpus=cpus)
+    if want_mem > mem:
+        raise InsufficientResourcesError(
+            f"{cfg.num_executors} executors x {cfg.executor_memory} (+overhead: "
+            f"{cfg.actor_memory_bytes / 2**30:.2f} GiB each) need {want_mem / 2**30:.2f} GiB of Ray memory but "
+            f"the cluster has {mem / 2**30:.2f} GiB. Lower executor_memory or add Ray nodes.",
+            wanted_memory=want_mem, cluster_memory=mem)
+    for res, amount in cfg.executor_resources.items():
+        if cfg.num_executors * amount > total.get(res, 0.0):
+            raise InsufficientResourcesError(
+                f"{cfg.num_executors} executors x {amount} {res!r} exceed the cluster's {total.get(res, 0.0):g}.",
+                resource=res)
+    if want_cpu >= cpus:
+        # ftbridge's own tasks ask for no CPU, so conversions still run; user transforms that
+        # ask for CPUs (map_batches, Train workers) will wait until executors are stopped.
+        log.warning(
+            "executors take all %g Ray CPUs: ftbridge conversions still run (their tasks ask for "
+            "no CPU), but Ray work that needs CPUs waits until stop_spark(). Leave at least one "
+            "CPU free for Ray Data transforms and training.", cpus)
+
+
+class SparkOnRay:
+    """A running Spark-on-Ray session: master actor, executor actors, SparkSession."""
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self.cfg = cfg
+        self.java = jvm.check_java_for_spark()
+        ensure_ray()
+        _check_resources(cfg)
+        self.pg = None
+        self.master = None
+        self.executor_actors: list = []
+        self.spark = None
+        self.stop_hooks: list[Callable[[bool], None]] = []
+        self.driver_node_id = ray.get_runtime_context().get_node_id()
+        self.namespace = ray.get_runtime_context().namespace
+        self._ids = f"{cfg.app_name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        try:
+            self._start()
+        except BaseException:
+            self._teardown()
+            raise
+
+    # -- start -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        if cfg.placement_group_strategy:
+            self._make_placement_group()
+        host = ray.util.get_node_ip_address()
+        self.master = ray.remote(SparkMaster).options(
+            name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=True),
+        ).remote(jvm.free_port(host), self.java, cfg.start_timeout_s)
+        self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
+        for i in range(cfg.num_executors):
+            self.executor_actors.append(self._make_executor(i))
+        self._wait_executor_actors()
+        self.spark = self._make_session()
+        self._wait_spark_executors()
+        log.info("Spark on Ray ready: %d executors in %.1fs (master %s)", cfg.num_executors,
+                 time.monotonic() - t0, self.master_info["url"])
+
+    def _make_placement_group(self) -> None:
+        bundle = {"CPU": self.cfg.executor_cores, "memory": self.cfg.actor_memory_bytes,
+                  **self.cfg.executor_resources}
+        self.pg = placement_group([bundle] * self.cfg.num_executors, strategy=self.cfg.placement_group_strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=self.cfg.start_timeout_s)
+        if not ready:
+            raise InsufficientResourcesError(
+                f"placement group ({self.cfg.placement_group_strategy}, {self.cfg.num_executors} x {bundle}) "
+                f"could not be placed within {self.cfg.start_timeout_s:.0f}s; the cluster has "
+                f"{ray.available_resources()} free. Use a looser strategy or fewer/smaller executors.")
+
+    def _make_executor(self, index: int):
+        cfg = self.cfg
+        opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cores,
+                    memory=cfg.actor_memory_bytes, max_restarts=cfg.max_executor_restarts,
+                    max_task_retries=-1, resources=dict(cfg.executor_resources) or None)
+        if self.pg is not None:
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=index)
+        return ray.remote(SparkExecutor).options(**opts).remote(
+            opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java,
+            cfg.start_timeout_s)
+
+    def _wait_executor_actors(self) -> None:
+        refs = [a.info.remote() for a in self.executor_actors]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.cfg.start_timeout_s)
+        ray.get(ready)  # surfaces actor start errors
+        if pending:
+            raise InsufficientResourcesError(
+                f"{len(pending)} of {len(refs)} executor actors were not placed within "
+                f"{self.cfg.start_timeout_s:.0f}s; Ray has {ray.available_resources()} free. Free resources, "
+                "ask for fewer executors, or raise FTBRIDGE_START_TIMEOUT_S.")
+
+    def spark_conf(self) -> dict[str, str]:
+        cfg = self.cfg
+        host = ray.util.get_node_ip_address()
+        conf = {
+            "spark.executor.cores": str(cfg.executor_cores),
+            "spark.executor.memory": f"{cfg.memory_mb}m",
+            "spark.cores.max": str(cfg.num_executors * cfg.executor_cores),
+            "spark.driver.host": host,
+            "spark.driver.bindAddress": host,
+            "spark.ui.enabled": "false",
+            "spark.pyspark.python": sys.executable,
+            "spark.pyspark.driver.python": sys.executable,
+            "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+            "spark.driver.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.executor.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            "spark.sql.shuffle.partitions": str(max(2, 2 * cfg.num_executors * cfg.executor_cores)),
+            "spark.task.maxFailures": "8",
+            "spark.stage.maxConsecutiveAttempts": "8",
+            "spark.network.timeout": "60s",
+            "spark.executor.heartbeatInterval": "5s",
+        }
+        conf.update(cfg.configs)
+        return conf
+
+    def _make_session(self):
+        from pyspark.sql import SparkSession
+
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        os.environ["JAVA_HOME"] = jvm.java_home(self.java)
+        builder = SparkSession.builder.master(self.master_info["url"]).appName(self.cfg.app_name)
+        for key, value in self.spark_conf().items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    def _wait_spark_executors(self) -> None:
+        jsc = self.spark.sparkContext._jsc.sc()
+        want = self.cfg.num_executors
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            if jsc.getExecutorIds().size() >= want:
+                return
+            time.sleep(0.2)
+        raise ClusterStartTimeoutError(
+            f"only {jsc.getExecutorIds().size()} of {want} Spark executors registered with the driver within "
+            f"{self.cfg.start_timeout_s:.0f}s. Check the worker logs under the executor actors' work dirs.")
+
+    def _get(self, ref, what: str):
+        try:
+            return ray.get(ref, timeout=self.cfg.start_timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ClusterStartTimeoutError(f"{what} did not start within {self.cfg.start_timeout_s:.0f}s") from exc
+
+    # -- inspect -----------------------------------------------------------------------------
+    def executors(self, timeout_s: float = 30.0) -> list[ExecutorInfo]:
+        refs = [a.info.remote() for a in self.executor_actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue
+            info.pop("worker_alive", None)
+            out.append(ExecutorInfo(**info))
+        return sorted(out, key=lambda e: e.actor_name)
+
+    # -- stop --------------------------------------------------------------------------------
+    def stop(self, cleanup_data: bool = True) -> None:
+        for hook in list(self.stop_hooks):
+            try:
+                hook(cleanup_data)
+            except Exception:  # a failing hook must not leave JVMs behind
+                log.exception("stop hook %r failed", hook)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.spark is not None:
+            try:
+                self.spark.stop()
+            except Exception:
+                log.exception("SparkSession.stop failed")
+            self.spark = None
+        actors = [a for a in [*self.executor_actors, self.master] if a is not None]
+        refs = [a.shutdown.remote() for a in actors]
+        ray.wait(refs, num_returns=len(refs), timeout=30)
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        self.executor_actors, self.master = [], None
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
+
+
+def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_memory: str,
+               configs: dict | None = None, placement_group_strategy: str | None = None, **kwargs):
+    """Start Spark on Ray and return its SparkSession.
+
+    Args:
+        app_name: Spark application name.
+        num_executors: number of executors; each lives in its own Ray actor.
+        executor_cores: Ray CPUs (and Spark task slots) per executor.
+        executor_memory: Spark executor heap, e.g. "1GB"; Ray memory is reserved for it.
+        configs: extra Spark configuration.
+        placement_group_strategy: None, or "PACK"/"SPREAD"/"STRICT_PACK"/"STRICT_SPREAD".
+        **kwargs: start_timeout_s, max_executor_restarts (see ClusterConfig).
+
+    Returns:
+        A SparkSession whose executors run inside Ray actors.
+    """
+    global _CURRENT
+    with _LOCK:
+        if _CURRENT is not None:
+            raise SparkAlreadyRunningError(
+                f"Spark on Ray is already running (app {_CURRENT.cfg.app_name!r}); call ftbridge.stop_spark() "
+                "first, or use ftbridge.spark_session() to get the running session.")
+        cfg = ClusterConfig(app_name, num_executors, executor_cores, executor_memory, configs or {},
+                            placement_group_strategy, **kwargs)
+        _CURRENT = SparkOnRay(cfg)
+        return _CURRENT.spark
+
+
+def current() -> SparkOnRay:
+    if _CURRENT is None:
+        raise SparkNotRunningError("Spark on Ray is not running; call ftbridge.init_spark(...) first.")
+    return _CURRENT
+
+
+def current_or_none() -> SparkOnRay | None:
+    return _CURRENT
+
+
+def spark_session():
+    """The running SparkSession."""
+    return current().spark
+
+
+def executors() -> list[ExecutorInfo]:
+    """Live executors: actor name and pid, JVM pid, Ray node id, Spark executor id."""
+    return current().executors()
+
+
+def stop_spark(cleanup_data: bool = True) -> None:
+    """Stop Spark and its actors. Ray keeps running.
+
+    Args:
+        cleanup_data: delete this session's spill files and mark its conversions released;
+            False keeps them so Datasets stay readable after Spark is gone.
+    """
+    global _CURRENT
+    with _LOCK:
+        if _CURRENT is None:
+            return
+        try:
+            _CURRENT.stop(cleanup_data)
+        finally:
+            _CURRENT = None

@@ -1,0 +1,49 @@
+"""Shared fixtures: one real multi-node Ray cluster per test session, Spark on top of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+import ftbridge
+from chaos.proctable import spark_daemon_jvms, wait_gone
+
+logging.getLogger("ftbridge").setLevel(logging.INFO)
+
+HEAD_CPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (head node only at first); tests add and remove worker nodes."""
+    os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": False})
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ftbridge.stop_spark()
+    ray.shutdown()
+    cluster.shutdown()
+    leftover = wait_gone(spark_daemon_jvms(), timeout_s=30)
+    assert not leftover, f"Spark JVMs outlived the test session: {leftover}"
+
+
+@pytest.fixture(scope="module")
+def spark(ray_cluster):
+    """Spark on Ray with 2 executors x 1 core, shared by a test module."""
+    session = ftbridge.init_spark("tests", num_executors=2, executor_cores=1, executor_memory="1GB")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    ftbridge.stop_spark()
+
+
+def python_env() -> dict:
+    """Environment for child interpreters: same venv, same Ray auth."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), env.get("PYTHONPATH", "")])
+    env["PYSPARK_PYTHON"] = sys.executable
+    return env

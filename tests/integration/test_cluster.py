@@ -1,0 +1,94 @@
+"""Spark on Ray with real Spark and a real Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ray
+
+import ftbridge
+from chaos.proctable import pid_alive, spark_daemon_jvms, wait_gone
+from ftbridge.errors import InsufficientResourcesError, SparkAlreadyRunningError
+from tests.conftest import python_env
+
+WORDS = [("look",), ("spark",), ("tutorial",), ("spark",), ("look",), ("python",)]
+
+
+def test_word_count(spark):
+    counts = {r["word"]: r["count"] for r in spark.createDataFrame(WORDS, ["word"]).groupBy("word").count().collect()}
+    assert counts == {"look": 2, "spark": 2, "tutorial": 1, "python": 1}
+
+
+def test_range_repartition_count(spark):
+    assert spark.range(0, 10**6).repartition(10).count() == 10**6
+
+
+def test_executors_are_ray_actors(spark):
+    infos = ftbridge.executors()
+    assert len(infos) == 2
+    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    for info in infos:
+        assert info.node_id in node_ids
+        assert pid_alive(info.actor_pid) and pid_alive(info.jvm_pid) and pid_alive(info.worker_jvm_pid)
+        assert info.executor_id is not None
+        actor = ray.get_actor(info.actor_name)
+        assert actor is not None
+    assert sorted(spark.sparkContext._jsc.sc().getExecutorIds().mkString(",").split(",")) == sorted(
+        i.executor_id for i in infos)
+
+
+def test_init_twice_is_a_clear_error(spark):
+    with pytest.raises(SparkAlreadyRunningError, match="already running"):
+        ftbridge.init_spark("again", num_executors=1, executor_cores=1, executor_memory="512MB")
+
+
+def _slow_sum(spark, n_tasks=40, sleep_s=0.4):
+    def work(x):
+        time.sleep(sleep_s)
+        return x * x
+
+    return spark.sparkContext.parallelize(range(n_tasks), n_tasks).map(work).sum()
+
+
+def _wait_executors(n, exclude_pids=(), timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        infos = [i for i in ftbridge.executors() if i.jvm_pid and i.actor_pid not in exclude_pids]
+        if len(infos) >= n:
+            return infos
+        time.sleep(0.5)
+    raise AssertionError(f"executors did not come back within {timeout_s}s: {ftbridge.executors()}")
+
+
+def test_executor_killed_mid_job_finishes_and_rejoins(spark):
+    victim = ftbridge.executors()[0]
+    result = {}
+    job = threading.Thread(target=lambda: result.setdefault("sum", _slow_sum(spark)))
+    job.start()
+    time.sleep(3)
+    os.kill(victim.actor_pid, signal.SIGKILL)
+    job.join(timeout=300)
+    assert not job.is_alive(), "job did not finish after an executor was killed"
+    assert result["sum"] == sum(x * x for x in range(40))
+    # The worker and executor JVMs of the killed actor die with it (no orphans) ...
+    assert not wait_gone([victim.jvm_pid, victim.worker_jvm_pid], timeout_s=30)
+    # ... and Ray restarts the actor, whose new executor rejoins Spark.
+    infos = _wait_executors(2, timeout_s=120)
+    assert victim.actor_pid not in {i.actor_pid for i in infos}
+    assert _slow_sum(spark, n_tasks=4, sleep_s=0) == sum(x * x for x in range(4))
+
+
+def test_no_java_is_a_clear_error(tmp_path):
+    env = python_env()
+    env.pop("JAVA_HOME", None)
+    env["PATH"] = f"{tmp_path}:{os.path.dirname(sys.executable)}"
+    code = "import ftbridge; ftbridge.init_spark('x', num_executors=1, executor_cores=1, executor_memory='512MB')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no Java runtime found" in proc.stderr and "openjdk-17" in proc.stderr

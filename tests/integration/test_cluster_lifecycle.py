@@ -1,0 +1,90 @@
+"""Start/stop, resource errors, node loss, no orphan JVMs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+
+import ftbridge
+from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.errors import InsufficientResourcesError
+
+
+def test_more_cpus_than_the_cluster_has_fails_fast(ray_cluster):
+    t0 = time.monotonic()
+    with pytest.raises(InsufficientResourcesError, match="CPUs"):
+        ftbridge.init_spark("big", num_executors=64, executor_cores=1, executor_memory="512MB")
+    with pytest.raises(InsufficientResourcesError, match="memory"):
+        ftbridge.init_spark("big", num_executors=1, executor_cores=1, executor_memory="100000GB")
+    assert time.monotonic() - t0 < 30
+    assert not spark_daemon_jvms()
+
+
+def test_resources_held_elsewhere_fail_within_the_bound(ray_cluster):
+    @ray.remote(num_cpus=ray.cluster_resources()["CPU"])
+    class Hog:
+        def ping(self):
+            return 1
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote(), timeout=60)
+    try:
+        with pytest.raises(InsufficientResourcesError, match="not placed within 5s"):
+            ftbridge.init_spark("starved", num_executors=1, executor_cores=1, executor_memory="512MB",
+                                start_timeout_s=5)
+    finally:
+        ray.kill(hog)
+    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+
+
+def test_stop_and_restart_in_one_process(ray_cluster):
+    for round_ in range(2):
+        spark = ftbridge.init_spark(f"restart-{round_}", num_executors=1, executor_cores=1, executor_memory="512MB")
+        assert spark.range(0, 1000).count() == 1000
+        pids = [p for i in ftbridge.executors() for p in (i.jvm_pid, i.worker_jvm_pid, i.actor_pid)]
+        ftbridge.stop_spark()
+        assert not wait_gone(pids, timeout_s=30), "stop_spark left processes behind"
+        assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+
+
+def test_node_removed_mid_job(ray_cluster):
+    nodes = [ray_cluster.add_node(num_cpus=1, resources={"spark_node": 1}) for _ in range(3)]
+    ray_cluster.wait_for_nodes()
+    try:
+        spark = ftbridge.init_spark("nodes", num_executors=2, executor_cores=1, executor_memory="512MB",
+                                    executor_resources={"spark_node": 1})
+        infos = ftbridge.executors()
+        by_node = {n.node_id: n for n in nodes}
+        assert all(i.node_id in by_node for i in infos), "executors must run on the worker nodes"
+        victim = infos[0]
+        result = {}
+
+        def work(x):
+            time.sleep(0.4)
+            return x * 3
+
+        job = threading.Thread(
+            target=lambda: result.setdefault("sum", spark.sparkContext.parallelize(range(40), 40).map(work).sum()))
+        job.start()
+        time.sleep(3)
+        ray_cluster.remove_node(by_node[victim.node_id])
+        job.join(timeout=300)
+        assert not job.is_alive()
+        assert result["sum"] == sum(x * 3 for x in range(40))
+        assert not wait_gone([victim.jvm_pid, victim.worker_jvm_pid, victim.actor_pid], timeout_s=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            live = [i for i in ftbridge.executors() if i.jvm_pid]
+            if len(live) == 2:
+                break
+            time.sleep(0.5)
+        assert len(live) == 2 and victim.node_id not in {i.node_id for i in live}
+    finally:
+        ftbridge.stop_spark()
+        for node in nodes:
+            if node in ray_cluster.worker_nodes:
+                ray_cluster.remove_node(node)
+    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
