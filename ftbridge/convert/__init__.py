@@ -1,0 +1,1 @@
+"""The conversion engine: spill writer, Ray read tasks, rebuild path, to_spark."""

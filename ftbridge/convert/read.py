@@ -1,0 +1,179 @@
+"""Ray read tasks over spill files, and the Dataset built from their outputs.
+
+Blocks are *task returns*, so when a node dies with blocks in its object store, Ray's
+lineage reconstruction re-runs `read_partition` for exactly those blocks. Read tasks ask
+for no CPU: Spark executor actors may hold every CPU, and a read that waits for a CPU
+held by an executor that waits for the read would deadlock (seen with from_arrow_refs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ftbridge.convert.spill import SpillTarget, buffer_checksum, file_checksum
+from ftbridge.errors import FtbridgeError, PartitionLostError
+from lineage.catalog import new_event_id, now
+from lineage.writer import emit
+
+log = logging.getLogger(__name__)
+
+READ_MAX_RETRIES = int(os.environ.get("FTBRIDGE_READ_MAX_RETRIES", 5))
+REBUILD_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_TIMEOUT_S", 600))
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """Everything a read task needs to serve, check and rebuild one partition."""
+
+    conversion_id: str
+    partition_id: int
+    path: str
+    node_id: str | None
+    num_rows: int
+    num_bytes: int
+    checksum: str
+    target: SpillTarget
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """Shared by all read tasks of one Dataset build."""
+
+    token: str                      # unique per Dataset build: tells a re-read from a first read
+    writer: object                  # CatalogWriter actor handle
+    rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
+
+
+def event(ref: PartitionRef, kind: str, started: float, detail: str = "", node_id: str | None = None,
+          source: str = "read_task") -> dict:
+    finished = time.time()
+    from datetime import datetime, timezone
+
+    return {"event_id": new_event_id(), "conversion_id": ref.conversion_id, "partition_id": ref.partition_id,
+            "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc), "finished_at": now(),
+            "duration_s": round(finished - started, 6), "node_id": node_id or ref.node_id, "source": source,
+            "detail": detail}
+
+
+def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
+    """(table, None, '') when the file is intact; (None, kind, why) when missing or corrupt."""
+    fs, _ = ref.target.filesystem()
+    try:
+        if ref.target.is_local:
+            buf = pa.memory_map(ref.path, "r").read_buffer()
+            size, checksum = buf.size, buffer_checksum(buf)
+        else:
+            checksum, size = file_checksum(fs, ref.path)
+            buf = None
+    except FileNotFoundError:
+        return None, "spill_missing", f"{ref.path} does not exist"
+    except (OSError, pa.ArrowException) as exc:
+        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+            return None, "spill_missing", f"{ref.path}: {exc}"
+        return None, "spill_missing", f"{ref.path} could not be opened: {exc}"
+    if size != ref.num_bytes or checksum != ref.checksum:
+        return None, "checksum_mismatch", (f"{ref.path}: {size} bytes, checksum {checksum}; catalog says "
+                                           f"{ref.num_bytes} bytes, {ref.checksum}")
+    try:
+        if buf is None:
+            with fs.open_input_file(ref.path) as f:
+                table = pa.ipc.open_file(f).read_all()
+        else:
+            table = pa.ipc.open_file(buf).read_all()  # zero-copy over the memory map
+    except (OSError, pa.ArrowException) as exc:
+        return None, "checksum_mismatch", f"{ref.path} is not a readable Arrow IPC file: {exc}"
+    if table.num_rows != ref.num_rows:
+        return None, "checksum_mismatch", f"{ref.path} has {table.num_rows} rows; catalog says {ref.num_rows}"
+    return table, None, ""
+
+
+def _rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
+    here = ray.get_runtime_context().get_node_id()
+    if ctx.rebuild_service is None:
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; no Spark session or recipe is registered to rebuild it")
+    try:
+        service = ray.get_actor(ctx.rebuild_service, namespace="ftbridge")
+        meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why), timeout=REBUILD_TIMEOUT_S)
+    except FtbridgeError:
+        raise
+    except ValueError as exc:  # get_actor: the service is gone (Spark stopped, driver died)
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; the Spark session that could rebuild it has stopped") from exc
+    except ray.exceptions.GetTimeoutError as exc:
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; the rebuild did not finish within {REBUILD_TIMEOUT_S:.0f}s") from exc
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), FtbridgeError) else None
+        if cause is not None:
+            raise cause from exc
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; rebuild failed: {exc}") from exc
+    except ray.exceptions.RayActorError as exc:
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; the rebuild service died (driver gone?)") from exc
+    log.info("partition %d of %s rebuilt on node %s (asked from %s)", ref.partition_id, ref.conversion_id,
+             meta.get("node_id"), here)
+    return replace(ref, path=meta["path"], node_id=meta.get("node_id"), num_bytes=meta["num_bytes"],
+                   checksum=meta["checksum"], num_rows=meta["num_rows"])
+
+
+@ray.remote(num_cpus=0, num_returns=2, max_retries=READ_MAX_RETRIES)
+def read_partition(ref: PartitionRef, ctx: ReadContext):
+    """Serve one partition: read and check its spill file; rebuild it through Spark if needed."""
+    from ray.data.block import BlockMetadataWithSchema
+
+    started = time.time()
+    here = ray.get_runtime_context().get_node_id()
+    table, problem, why = load_checked(ref)
+    if problem is not None:
+        log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
+        emit(ctx.writer, "record_events", [event(ref, problem, started, why, node_id=here)])
+        try:
+            ref = _rebuild(ref, ctx, why)
+        except FtbridgeError as exc:
+            emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": "lost"},
+                 [event(ref, "unrecoverable", started, str(exc), node_id=here)])
+            raise
+        table, problem, why = load_checked(ref)
+        if problem is not None:
+            raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
+                                     node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
+    emit(ctx.writer, "record_read", ctx.token, [event(ref, "read", started, ref.path, node_id=here)])
+    return table, BlockMetadataWithSchema.from_block(table)
+
+
+def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_nodes: set[str]) -> list:
+    """Submit one read task per partition, placed on the file's node when it is alive."""
+    out = []
+    for ref in refs:
+        opts = {}
+        if ref.target.node_local and ref.node_id in alive_nodes:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ref.node_id, soft=True)
+        out.append(read_partition.options(**opts).remote(ref, ctx))
+    return out
+
+
+def build_dataset(block_refs: list, metadata: list, schema: pa.Schema):
+    """A MaterializedDataset over task-returned blocks, without Ray Data's metadata tasks."""
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators.from_operators import FromArrow
+    from ray.data._internal.stats import DatasetStats
+    from ray.data.context import DataContext
+    from ray.data.dataset import MaterializedDataset
+
+    if not block_refs:  # an empty DataFrame: an empty Dataset that still knows its schema
+        empty = pa.Table.from_batches([], schema=schema)
+        from ray.data.block import BlockMetadataWithSchema
+
+        block_refs, metadata = [ray.put(empty)], [BlockMetadataWithSchema.from_block(empty)]
+    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+    context = DataContext.get_current().copy()
+    return MaterializedDataset(LogicalPlan(FromArrow(block_refs, metadata), context), context, stats)

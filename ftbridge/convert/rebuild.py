@@ -1,0 +1,136 @@
+"""Rebuild requests from read tasks to the Spark driver.
+
+Read tasks run in Ray workers; the SparkSession lives in the driver process. A named async
+actor (`RebuildService`, no CPU) takes requests from read tasks and parks them; a thread
+in the driver long-polls it, runs the rebuild through Spark, and posts the result back.
+Concurrent requests for one partition share one rebuild. When the driver or Spark stops,
+the service fails every parked request at once, so readers never wait out a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from typing import Callable
+
+import ray
+
+from ftbridge.errors import FtbridgeError, PartitionLostError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0
+
+
+class RebuildService:
+    """Parks rebuild requests until the driver answers them."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.futures: dict[tuple[str, int], asyncio.Future] = {}
+        self.closed_why: str | None = None
+
+    async def request(self, conversion_id: str, partition_id: int, why: str) -> dict:
+        if self.closed_why:
+            raise PartitionLostError(conversion_id=conversion_id, partition=partition_id, node_id=None,
+                                     cause=f"{why}; {self.closed_why}")
+        key = (conversion_id, int(partition_id))
+        fut = self.futures.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.futures[key] = fut
+            await self.queue.put((key, why))
+        return await asyncio.shield(fut)
+
+    async def next(self, timeout_s: float) -> list:
+        try:
+            first = await asyncio.wait_for(self.queue.get(), timeout_s)
+        except asyncio.TimeoutError:
+            return []
+        items = [first]
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    async def complete(self, conversion_id: str, partition_id: int, result: dict | None, error=None) -> None:
+        fut = self.futures.pop((conversion_id, int(partition_id)), None)
+        if fut is not None and not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    async def close(self, why: str) -> None:
+        self.closed_why = why
+        for (conv, pid), fut in list(self.futures.items()):
+            if not fut.done():
+                fut.set_exception(PartitionLostError(conversion_id=conv, partition=pid, node_id=None, cause=why))
+        self.futures.clear()
+
+
+class RebuildDispatcher:
+    """Driver side: owns the service actor and a thread that serves its requests."""
+
+    def __init__(self) -> None:
+        self.name = f"ftbridge-rebuild-{uuid.uuid4().hex[:12]}"
+        self.actor = ray.remote(RebuildService).options(
+            name=self.name, namespace="ftbridge", num_cpus=0, max_concurrency=1000, max_restarts=0,
+        ).remote()
+        ray.get(self.actor.__ray_ready__.remote(), timeout=60)
+        self.handlers: dict[str, Callable[[int, str], dict]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ftbridge-rebuild", daemon=True)
+        self._thread.start()
+
+    def register(self, conversion_id: str, handler: Callable[[int, str], dict]) -> None:
+        self.handlers[conversion_id] = handler
+
+    def unregister(self, conversion_id: str) -> None:
+        self.handlers.pop(conversion_id, None)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():  # each poll is bounded; stop() ends the loop
+            try:
+                items = ray.get(self.actor.next.remote(POLL_S), timeout=POLL_S + 30)
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.warning("rebuild service poll failed: %s", exc)
+                    self._stop.wait(1.0)
+                continue
+            for (conv, pid), why in items:
+                self._handle(conv, pid, why)
+
+    def _handle(self, conv: str, pid: int, why: str) -> None:
+        handler = self.handlers.get(conv)
+        result, error = None, None
+        if handler is None:
+            error = PartitionLostError(conversion_id=conv, partition=pid, node_id=None,
+                                       cause=f"{why}; its Spark DataFrame is no longer registered (released?)")
+        else:
+            try:
+                result = handler(pid, why)
+            except FtbridgeError as exc:
+                error = exc
+            except Exception as exc:  # Py4J and Spark errors become one clear error for the reader
+                error = PartitionLostError(conversion_id=conv, partition=pid, node_id=None,
+                                           cause=f"{why}; Spark could not rebuild it: "
+                                                 f"{str(exc).splitlines()[0][:500]}")
+                log.exception("rebuild of %s/%d failed", conv, pid)
+        try:
+            ray.get(self.actor.complete.remote(conv, pid, result, error), timeout=30)
+        except Exception as exc:
+            log.warning("could not deliver rebuild result for %s/%d: %s", conv, pid, exc)
+
+    def stop(self, why: str = "the Spark session that could rebuild it has stopped") -> None:
+        self._stop.set()
+        try:
+            ray.get(self.actor.close.remote(why), timeout=10)
+        except Exception:
+            pass
+        self._thread.join(timeout=POLL_S + 35)
+        try:
+            ray.kill(self.actor)
+        except Exception:
+            pass

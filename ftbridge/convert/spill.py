@@ -1,0 +1,178 @@
+"""Spill: Spark partitions to Arrow IPC files, one vectorised Spark job.
+
+The function built by `make_spill_fn` runs inside Spark's Python workers (`mapInArrow`): it
+streams the partition's Arrow batches into a private temp file, renames it into place
+(atomic, so a killed task never leaves a torn file under the final name), hashes it, and
+yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickled from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ftbridge.errors import ConfigurationError
+
+META_DDL = "partition_id int, path string, node_id string, num_rows long, num_bytes long, checksum string"
+_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+CHUNK = 8 << 20
+
+
+def default_spill_root() -> str:
+    return os.environ.get("FTBRIDGE_SPILL_DIR") or os.path.join(
+        tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spill")
+
+
+def _safe_id(value: str, what: str) -> str:
+    if not _ID.match(value or ""):
+        raise ConfigurationError(f"{what} {value!r} is not a safe path component")
+    return value
+
+
+@dataclass(frozen=True)
+class SpillTarget:
+    """Where a conversion's files go. Node-local roots get a per-node folder."""
+
+    root: str          # a local path, or a pyarrow.fs URI (s3://, gs://, hdfs://, file://)
+    node_local: bool
+
+    @staticmethod
+    def resolve(spill_dir: str | None) -> "SpillTarget":
+        """None: node-local temp dir (fast, lost with the node); otherwise durable/shared."""
+        if spill_dir is None:
+            return SpillTarget(os.path.abspath(default_spill_root()), node_local=True)
+        spill_dir = str(spill_dir)
+        if "://" in spill_dir and not spill_dir.startswith("file://"):
+            return SpillTarget(spill_dir.rstrip("/"), node_local=False)
+        path = spill_dir[len("file://"):] if spill_dir.startswith("file://") else spill_dir
+        return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        if self.is_local:
+            return pafs.LocalFileSystem(), self.root
+        return pafs.FileSystem.from_uri(self.root)
+
+    def conversion_dir(self, conversion_id: str, node_id: str | None) -> str:
+        _, base = self.filesystem()
+        parts = [base]
+        if self.node_local:
+            parts.append(_safe_id(node_id or "unknown-node", "node id"))
+        parts.append(_safe_id(conversion_id, "conversion id"))
+        return "/".join(p.rstrip("/") for p in parts)
+
+    def partition_path(self, conversion_id: str, partition_id: int, node_id: str | None) -> str:
+        path = f"{self.conversion_dir(conversion_id, node_id)}/part-{int(partition_id):05d}.arrow"
+        if self.is_local and not os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep):
+            raise ConfigurationError(f"spill path {path} escapes the spill root {self.root}")
+        return path
+
+    def check_writable(self) -> None:
+        """Create the root (0700) and write a probe file; raise ConfigurationError if we cannot."""
+        fs, base = self.filesystem()
+        probe = f"{base.rstrip('/')}/.ftbridge-probe-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                os.makedirs(base, mode=0o700, exist_ok=True)
+            else:
+                fs.create_dir(base, recursive=True)
+            with fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise ConfigurationError(
+                f"spill dir {self.root} is not writable: {exc}. Pass spill_dir= a writable local path or "
+                "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
+
+
+def file_checksum(fs: pafs.FileSystem, path: str) -> tuple[str, int]:
+    """(blake2b-128 hex of the file's bytes, size)."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with fs.open_input_stream(path) as stream:
+        while True:
+            chunk = stream.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def buffer_checksum(buf) -> str:
+    return hashlib.blake2b(memoryview(buf), digest_size=16).hexdigest()
+
+
+def _make_dir(fs: pafs.FileSystem, path: str, local: bool) -> None:
+    if local:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    else:
+        fs.create_dir(path, recursive=True)
+
+
+def write_partition(target: SpillTarget, conversion_id: str, partition_id: int, node_id: str | None,
+                    schema: pa.Schema, batches) -> dict:
+    """Write batches as one Arrow IPC file; return its metadata row."""
+    fs, _ = target.filesystem()
+    final = target.partition_path(conversion_id, partition_id, node_id)
+    _make_dir(fs, final.rsplit("/", 1)[0], target.is_local)
+    tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+    if target.is_local:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before any byte lands
+    rows = 0
+    try:
+        with fs.open_output_stream(tmp) as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in batches:
+                if batch.schema != schema:
+                    batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0] \
+                        if batch.num_rows else pa.RecordBatch.from_pylist([], schema=schema)
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        fs.move(tmp, final)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (OSError, pa.ArrowException):
+            pass
+        raise
+    checksum, size = file_checksum(fs, final)
+    return {"partition_id": int(partition_id), "path": final, "node_id": node_id, "num_rows": rows,
+            "num_bytes": size, "checksum": checksum}
+
+
+def make_spill_fn(target: SpillTarget, conversion_id: str, schema: pa.Schema, only_partitions=None):
+    """The `mapInArrow` function: spill this task's partition, yield one metadata batch."""
+    schema_bytes = schema.serialize().to_pybytes()
+    wanted = None if only_partitions is None else frozenset(only_partitions)
+
+    def spill(batches):
+        from pyspark import TaskContext
+
+        partition_id = TaskContext.get().partitionId()
+        if wanted is not None and partition_id not in wanted:
+            for _ in batches:  # drain: Spark expects the input consumed
+                pass
+            return
+        node_id = os.environ.get("FTBRIDGE_RAY_NODE_ID")
+        arrow_schema = pa.ipc.read_schema(pa.py_buffer(schema_bytes))
+        meta = write_partition(target, conversion_id, partition_id, node_id, arrow_schema, batches)
+        yield pa.RecordBatch.from_pylist([meta], schema=META_ARROW_SCHEMA)
+
+    return spill
+
+
+META_ARROW_SCHEMA = pa.schema([
+    ("partition_id", pa.int32()), ("path", pa.string()), ("node_id", pa.string()), ("num_rows", pa.int64()),
+    ("num_bytes", pa.int64()), ("checksum", pa.string()),
+])

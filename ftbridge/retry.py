@@ -1,0 +1,41 @@
+"""The retry policies, in one place. Each is bounded, retries only what can pass, and logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from ftbridge.errors import CatalogUnavailableError
+
+log = logging.getLogger("ftbridge.retry")
+
+
+def _float_env(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def catalog_lock_retry(fn):
+    """Call `fn`, retrying while the catalog file is locked by another process.
+
+    Bounded by FTBRIDGE_CATALOG_LOCK_TIMEOUT_S (default 60 s); then the last
+    CatalogUnavailableError propagates.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception_type(CatalogUnavailableError),
+        wait=wait_random_exponential(multiplier=0.01, max=0.25),
+        stop=stop_after_delay(_float_env("FTBRIDGE_CATALOG_LOCK_TIMEOUT_S", 60.0)),
+        before_sleep=before_sleep_log(log, logging.DEBUG),
+        reraise=True,
+    )
+    return retrying(fn)

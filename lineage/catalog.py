@@ -1,0 +1,149 @@
+"""The DuckDB lineage catalog.
+
+DuckDB allows one writing process per file and a writer's lock also shuts out readers.
+So a `Catalog` never keeps the file open: every operation opens a connection, does its
+work in one transaction and closes it, and a busy file is retried with a bounded policy.
+That keeps the file readable by the CLI while a job runs; each commit is durable once the
+call returns (DuckDB's WAL), so a kill -9 of the writer loses no committed record.
+Only one process writes at a time in practice: the `CatalogWriter` actor in a Ray job,
+or the CLI when no job is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogUnavailableError, CatalogVersionError
+from ftbridge.retry import catalog_lock_retry
+from lineage.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "~/.ftbridge/catalog.duckdb"
+
+
+def default_catalog_path(path: str | os.PathLike | None = None) -> str:
+    """Argument, else env FTBRIDGE_CATALOG, else ~/.ftbridge/catalog.duckdb."""
+    chosen = path or os.environ.get("FTBRIDGE_CATALOG") or DEFAULT_PATH
+    return str(Path(chosen).expanduser().resolve())
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+class Catalog:
+    """Owns access to one catalog file. Cheap to create; picklable (holds only the path)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = True) -> None:
+        self.path = default_catalog_path(path)
+        self.create = create
+        self._checked = False
+
+    def __reduce__(self):
+        return (Catalog, (self.path,), {"create": self.create})
+
+    def __setstate__(self, state):
+        self.create = state["create"]
+        self._checked = False
+
+    # -- connections -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self, read_only: bool):
+        if read_only and not os.path.exists(self.path):
+            raise CatalogError(
+                f"no catalog at {self.path}. Run a conversion first, or point --catalog / FTBRIDGE_CATALOG "
+                "at an existing catalog file.", path=self.path)
+        if not read_only:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        con = self._open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool):
+        def attempt():
+            try:
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.Error as exc:
+                if _is_lock_error(exc):
+                    raise CatalogUnavailableError(f"catalog {self.path} is busy: {exc}", path=self.path) from exc
+                raise CatalogCorruptError(
+                    f"{self.path} is not a readable ftbridge catalog ({exc}). Move it aside; ftbridge will "
+                    "create a new one, and the spill files it listed stay on disk.", path=self.path) from exc
+
+        return catalog_lock_retry(attempt)
+
+    @contextlib.contextmanager
+    def read(self):
+        """A read-only connection on a checked schema."""
+        with self._connect(read_only=True) as con:
+            self._check_schema(con, writable=False)
+            yield con
+
+    @contextlib.contextmanager
+    def write(self):
+        """A read-write connection inside one transaction: all or nothing."""
+        with self._connect(read_only=False) as con:
+            self._check_schema(con, writable=True)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # -- schema ------------------------------------------------------------------------------
+    def _check_schema(self, con, writable: bool) -> None:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        version = 0
+        if "ftbridge_meta" in tables:
+            row = con.execute("SELECT value FROM ftbridge_meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        elif tables:
+            raise CatalogCorruptError(
+                f"{self.path} is a DuckDB file but not an ftbridge catalog (tables: {sorted(tables)}).",
+                path=self.path)
+        if version > SCHEMA_VERSION:
+            raise CatalogVersionError(
+                f"catalog {self.path} has schema version {version}; this ftbridge knows up to {SCHEMA_VERSION}. "
+                "Upgrade ftbridge to read it.", path=self.path, version=version)
+        if version < SCHEMA_VERSION:
+            if not writable:
+                if version == 0:
+                    raise CatalogCorruptError(f"{self.path} has no ftbridge tables.", path=self.path)
+                return  # older but readable; the next writer migrates it
+            self._migrate(con, version)
+        elif "ftbridge_meta" in tables and not set(REQUIRED_TABLES) <= tables:
+            raise CatalogCorruptError(
+                f"catalog {self.path} misses tables {sorted(set(REQUIRED_TABLES) - tables)}.", path=self.path)
+
+    def _migrate(self, con, current: int) -> None:
+        con.execute("BEGIN TRANSACTION")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                con.execute(statement)
+            con.execute("INSERT OR REPLACE INTO ftbridge_meta VALUES ('schema_version', ?)", [str(version)])
+            log.info("catalog %s migrated to schema version %d", self.path, version)
+        con.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self.read() as con:
+            return int(con.execute("SELECT value FROM ftbridge_meta WHERE key='schema_version'").fetchone()[0])

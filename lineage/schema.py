@@ -1,0 +1,77 @@
+"""Catalog schema: numbered migrations, applied in order, recorded in `ftbridge_meta`."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE IF NOT EXISTS ftbridge_meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS conversions (
+            conversion_id VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            status VARCHAR NOT NULL,            -- active | released | failed
+            plan_text VARCHAR,
+            plan_hash VARCHAR,
+            schema_b64 VARCHAR NOT NULL,        -- Arrow IPC schema, base64
+            storage_level VARCHAR,
+            spill_root VARCHAR NOT NULL,
+            node_local BOOLEAN NOT NULL,
+            app_id VARCHAR,
+            spark_version VARCHAR,
+            num_partitions INTEGER NOT NULL,
+            total_rows BIGINT NOT NULL,
+            total_bytes BIGINT NOT NULL,
+            recipe VARCHAR,
+            allow_nondeterministic BOOLEAN NOT NULL DEFAULT FALSE,
+            driver_host VARCHAR,
+            driver_pid INTEGER,
+            released_at TIMESTAMPTZ
+        )""",
+        """CREATE TABLE IF NOT EXISTS partitions (
+            conversion_id VARCHAR NOT NULL,
+            partition_id INTEGER NOT NULL,
+            path VARCHAR NOT NULL,
+            node_id VARCHAR,
+            num_rows BIGINT NOT NULL,
+            num_bytes BIGINT NOT NULL,
+            checksum VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,             -- healthy | missing | corrupt | lost | released
+            rebuilt_count INTEGER NOT NULL DEFAULT 0,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (conversion_id, partition_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS events (
+            event_id VARCHAR PRIMARY KEY,       -- made by the caller, so retried writes are idempotent
+            conversion_id VARCHAR NOT NULL,
+            partition_id INTEGER,
+            kind VARCHAR NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ NOT NULL,
+            duration_s DOUBLE NOT NULL,
+            node_id VARCHAR,
+            source VARCHAR,
+            detail VARCHAR
+        )""",
+        """CREATE INDEX IF NOT EXISTS events_by_conversion ON events (conversion_id, started_at)""",
+    ],
+}
+
+REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events")
+
+# Event kinds the engine records.
+EVENT_KINDS = (
+    "created",               # conversion spilled and recorded
+    "read",                  # a read task served a partition from its spill file
+    "object_reconstructed",  # Ray re-ran a read task for a block it lost
+    "spill_missing",         # a spill file was not found
+    "checksum_mismatch",     # a spill file's bytes differ from the recorded checksum
+    "rebuilt_from_spark",    # a live Spark session rebuilt the partition
+    "rebuilt_from_recipe",   # a recipe in a fresh Spark session rebuilt it
+    "rebuild_refused",       # the rebuilt data differs (non-deterministic plan)
+    "unrecoverable",         # nothing could rebuild it
+    "verify_ok",
+    "verify_failed",
+    "released",
+)

@@ -1,0 +1,125 @@
+"""The catalog's single writer in a Ray job: a Ray actor owned by the driver.
+
+Ray tasks run in many processes and DuckDB allows one writer per file, so tasks never open
+the catalog: they send records here. Every record carries a caller-made id, so a call that
+Ray retries after the actor restarts (kill -9) writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+
+import ray
+
+from ftbridge.errors import CatalogUnavailableError
+from lineage import records
+from lineage.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = float(os.environ.get("FTBRIDGE_CATALOG_CALL_TIMEOUT_S", 90))
+FLUSH_INTERVAL_S = 0.5
+
+
+class CatalogWriter:
+    """Serialises every catalog write of a Ray job."""
+
+    def __init__(self, path: str) -> None:
+        self.catalog = Catalog(path)
+        self._reads: set = set()
+        self._buffer: list[dict] = []
+        self._lock = threading.Lock()
+        with self.catalog.write():
+            pass  # create or migrate now, so a bad file fails at start, not mid-job
+        self._flusher = threading.Thread(target=self._flush_loop, name="catalog-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:  # lives as long as the actor process; each pass is bounded
+            threading.Event().wait(FLUSH_INTERVAL_S)
+            try:
+                self.flush()
+            except Exception as exc:  # keep the buffer; the next pass retries
+                log.warning("catalog flush failed: %s", exc)
+
+    def flush(self) -> int:
+        """Write buffered read events now; returns how many."""
+        with self._lock:
+            pending, self._buffer = self._buffer, []
+            if not pending:
+                return 0
+            try:
+                with self.catalog.write() as con:
+                    records.insert_events(con, pending)
+            except BaseException:
+                self._buffer = pending + self._buffer
+                raise
+            return len(pending)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def record_conversion(self, conversion: dict, partitions: list[dict], events: list[dict]) -> None:
+        with self._lock, self.catalog.write() as con:
+            records.insert_conversion(con, conversion, partitions)
+            records.insert_events(con, events)
+
+    def record_read(self, token: str, events: list[dict]) -> None:
+        """A read event; a second read of the same block of the same Dataset is a reconstruction."""
+        for ev in events:
+            key = (token, ev["conversion_id"], ev["partition_id"])
+            if key in self._reads:
+                ev["kind"] = "object_reconstructed"
+            self._reads.add(key)
+        with self._lock:
+            self._buffer.extend(events)
+
+    def record_events(self, events: list[dict]) -> None:
+        with self._lock, self.catalog.write() as con:
+            records.insert_events(con, events)
+
+    def update_partition(self, conversion_id: str, partition_id: int, fields: dict, events: list[dict]) -> None:
+        with self._lock, self.catalog.write() as con:
+            records.update_partition(con, conversion_id, partition_id, fields)
+            records.insert_events(con, events)
+
+    def set_status(self, conversion_id: str, status: str, partition_state: str | None, events: list[dict]) -> None:
+        with self._lock, self.catalog.write() as con:
+            records.set_conversion_status(con, conversion_id, status, partition_state)
+            records.insert_events(con, events)
+
+
+def actor_name(path: str) -> str:
+    return "ftbridge-catalog-" + hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def get_writer(catalog: Catalog):
+    """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist."""
+    return ray.remote(CatalogWriter).options(
+        name=actor_name(catalog.path), namespace="ftbridge", get_if_exists=True, num_cpus=0,
+        max_restarts=-1, max_task_retries=-1, max_concurrency=1,
+    ).remote(catalog.path)
+
+
+def call(writer, method: str, *args, timeout_s: float = CALL_TIMEOUT_S):
+    """Call a writer method and wait, bounded; raise CatalogUnavailableError on timeout."""
+    ref = getattr(writer, method).remote(*args)
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise CatalogUnavailableError(
+            f"the catalog writer did not answer {method} within {timeout_s:.0f}s; is the Ray cluster healthy? "
+            "Raise FTBRIDGE_CATALOG_CALL_TIMEOUT_S if the catalog disk is slow.") from exc
+    except ray.exceptions.RayActorError as exc:
+        raise CatalogUnavailableError(f"the catalog writer died during {method}: {exc}") from exc
+
+
+def emit(writer, method: str, *args) -> None:
+    """Best-effort record from a task: a catalog outage must not fail a data read."""
+    try:
+        call(writer, method, *args, timeout_s=30)
+    except Exception as exc:  # logged, never raised: the data path wins over the audit trail
+        log.warning("could not record %s in the catalog: %s", method, exc)
