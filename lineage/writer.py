@@ -97,10 +97,16 @@ def actor_name(path: str) -> str:
 
 
 def get_writer(catalog: Catalog):
-    """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist."""
+    """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist.
+
+    It is pinned to the driver's node: the catalog path names a file on that machine.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     return ray.remote(CatalogWriter).options(
         name=actor_name(catalog.path), namespace="ftbridge", get_if_exists=True, num_cpus=0,
         max_restarts=-1, max_task_retries=-1, max_concurrency=1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(catalog.path)
 
 

@@ -36,7 +36,7 @@ class SparkMaster:
         self.host = _node_ip()
         self.port = port
         self.dir = _work_dir("master", f"master-{port}")
-        env = jvm.daemon_env(java)
+        env = jvm.daemon_env(java, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"})
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
              "--webui-port", "0"],

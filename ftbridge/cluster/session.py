@@ -120,7 +120,8 @@ class SparkOnRay:
         host = ray.util.get_node_ip_address()
         self.master = ray.remote(SparkMaster).options(
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=True),
+            # Pinned to the driver's node: a master restarted elsewhere would not know the application.
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
         ).remote(jvm.free_port(host), self.java, cfg.start_timeout_s)
         self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
         for i in range(cfg.num_executors):

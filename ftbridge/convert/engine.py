@@ -14,6 +14,7 @@ import pyarrow as pa
 import ray
 
 from ftbridge.cluster import session as cluster
+from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.read import PartitionRef, ReadContext, build_dataset, event, submit_reads
 from ftbridge.convert.rebuild import RebuildDispatcher
 from ftbridge.convert.spill import META_DDL, SpillTarget, make_spill_fn
@@ -32,6 +33,8 @@ from lineage.writer import call, get_writer
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = float(os.environ.get("FTBRIDGE_READ_TIMEOUT_S", 900))
+SPARK_JOB_TIMEOUT_S = float(os.environ.get("FTBRIDGE_SPARK_JOB_TIMEOUT_S", 1800))
+REBUILD_JOB_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_JOB_TIMEOUT_S", 300))
 
 
 class _Live:
@@ -52,7 +55,10 @@ class _Live:
         with self.lock:
             spill_fn = make_spill_fn(self.target, self.conversion_id, self.schema, only_partitions=[partition_id])
             rdd = self.persisted.mapInArrow(spill_fn, META_DDL).rdd
-            rows = rdd.context.runJob(rdd, lambda it: [r.asDict() for r in it], partitions=[partition_id])
+            rows = run_bounded(
+                rdd.context, REBUILD_JOB_TIMEOUT_S, f"rebuild of partition {partition_id} of {self.conversion_id}",
+                lambda: rdd.context.runJob(rdd, lambda it: [r.asDict() for r in it], partitions=[partition_id]),
+                conversion_id=self.conversion_id, partition=partition_id)
         if len(rows) != 1:
             raise ConversionError(f"rebuild of partition {partition_id} returned {len(rows)} results",
                                   conversion_id=self.conversion_id, partition=partition_id)
@@ -210,7 +216,11 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     persisted = df.persist(storage_level)
     spill_df = persisted.mapInArrow(make_spill_fn(target, conversion_id, schema), META_DDL)
     try:
-        partitions = sorted((r.asDict() for r in spill_df.collect()), key=lambda p: p["partition_id"])
+        rows = run_bounded(df.sparkSession.sparkContext, SPARK_JOB_TIMEOUT_S,
+                           f"spill job of conversion {conversion_id}", spill_df.collect, conversion_id=conversion_id)
+        partitions = sorted((r.asDict() for r in rows), key=lambda p: p["partition_id"])
+    except ConversionError:
+        raise
     except Exception as exc:
         raise ConversionError(f"the Spark spill job of conversion {conversion_id} failed: "
                               f"{str(exc).splitlines()[0][:1000]}", conversion_id=conversion_id) from exc

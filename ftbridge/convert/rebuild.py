@@ -75,8 +75,12 @@ class RebuildDispatcher:
 
     def __init__(self) -> None:
         self.name = f"ftbridge-rebuild-{uuid.uuid4().hex[:12]}"
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the driver's node: it must not die with some other node, and it is useless without the driver.
         self.actor = ray.remote(RebuildService).options(
             name=self.name, namespace="ftbridge", num_cpus=0, max_concurrency=1000, max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         ).remote()
         ray.get(self.actor.__ray_ready__.remote(), timeout=60)
         self.handlers: dict[str, Callable[[int, str], dict]] = {}

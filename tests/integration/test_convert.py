@@ -1,0 +1,233 @@
+"""Recoverable conversion with real Spark on a real Ray cluster and real DuckDB files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+import ray
+
+import ftbridge
+from chaos.checker import check, read_all
+from ftbridge.errors import (
+    ConfigurationError,
+    ConversionReleasedError,
+    NonDeterministicRebuildError,
+    PartitionLostError,
+    UnknownConversionError,
+)
+from lineage import queries
+from lineage.catalog import Catalog
+from tests.conftest import python_env
+
+
+def make_df(spark, n=20_000, parts=4):
+    return spark.range(0, n, numPartitions=parts).selectExpr(
+        "id", "id * 7 as a", "cast(id as double) / 3 as b", "concat('row-', cast(id as string)) as s")
+
+
+def parts_of(catalog, cid):
+    with Catalog(catalog).read() as con:
+        return queries.partitions(con, cid)
+
+
+def events_of(catalog, cid):
+    with Catalog(catalog).read() as con:
+        return queries.events(con, cid)
+
+
+def assert_same(df, ds):
+    result = check(df.toArrow(), read_all(ds))
+    assert result.ok, str(result)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return str(tmp_path / "catalog.duckdb")
+
+
+def test_content_equals_spark_row_by_row(spark, catalog):
+    df = make_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name="basic")
+    assert ds.count() == 20_000
+    assert_same(df, ds)
+    cid = ftbridge.conversion_id(ds)
+    parts = parts_of(catalog, cid)
+    assert [p["partition_id"] for p in parts] == [0, 1, 2, 3]
+    assert all(p["state"] == "healthy" for p in parts)
+    for p in parts:
+        assert os.stat(p["path"]).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(p["path"])).st_mode & 0o777 == 0o700
+    kinds = [e["kind"] for e in events_of(catalog, cid)]
+    assert kinds.count("created") == 1 and kinds.count("read") == 4
+    with Catalog(catalog).read() as con:
+        conv = queries.conversion(con, cid)
+    assert conv["name"] == "basic" and conv["total_rows"] == 20_000 and conv["status"] == "active"
+    assert conv["plan_hash"] and "Range" in conv["plan_text"]
+
+
+def test_executors_hold_every_cpu_and_conversion_still_finishes(spark, catalog):
+    # The policy: executors may take every CPU; ftbridge's own tasks ask for none.
+    head_cpus = ray.cluster_resources().get("CPU", 0)
+    assert ray.available_resources().get("CPU", 0) <= head_cpus - 2
+    ds = ftbridge.from_spark_recoverable(make_df(spark, 5000, 2), catalog=catalog)
+    assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=1000)) == 5000
+
+
+def test_deleted_spill_file_is_rebuilt_from_spark(spark, catalog):
+    df = make_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    victim = parts_of(catalog, cid)[2]
+    os.remove(victim["path"])
+    ds2 = ftbridge.open_recoverable(cid, catalog=catalog)
+    assert_same(df, ds2)
+    after = parts_of(catalog, cid)[2]
+    assert after["state"] == "healthy" and after["rebuilt_count"] == 1 and os.path.exists(after["path"])
+    kinds = [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
+    assert ("spill_missing", 2) in kinds and ("rebuilt_from_spark", 2) in kinds
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_spill_file_is_detected_and_rebuilt(spark, catalog, damage):
+    df = make_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    victim = parts_of(catalog, cid)[1]
+    with open(victim["path"], "r+b") as f:
+        if damage == "flip":
+            f.seek(victim["num_bytes"] // 2)
+            byte = f.read(1)
+            f.seek(victim["num_bytes"] // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        else:
+            f.truncate(victim["num_bytes"] // 3)
+    assert_same(df, ftbridge.open_recoverable(cid, catalog=catalog))
+    kinds = [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
+    assert ("checksum_mismatch", 1) in kinds and ("rebuilt_from_spark", 1) in kinds
+
+
+def test_two_conversions_at_once(spark, catalog):
+    import threading
+
+    dfs = [make_df(spark, 8000, 2), make_df(spark, 6000, 3).selectExpr("id", "s")]
+    out = {}
+    threads = [threading.Thread(target=lambda i=i: out.setdefault(i, ftbridge.from_spark_recoverable(
+        dfs[i], catalog=catalog, name=f"c{i}"))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert set(out) == {0, 1}
+    for i in range(2):
+        assert_same(dfs[i], out[i])
+    assert ftbridge.conversion_id(out[0]) != ftbridge.conversion_id(out[1])
+
+
+def _random_df(spark):
+    import random
+
+    from pyspark.sql.functions import udf
+
+    noise = udf(lambda: random.random(), "double").asNondeterministic()
+    return spark.range(0, 2000, numPartitions=2).withColumn("r", noise())
+
+
+def test_nondeterministic_plan_is_refused(spark, catalog):
+    df = _random_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog,
+                                         storage_level=__import__("pyspark").StorageLevel.NONE)
+    cid = ftbridge.conversion_id(ds)
+    os.remove(parts_of(catalog, cid)[0]["path"])
+    with pytest.raises(NonDeterministicRebuildError, match="not deterministic"):
+        ftbridge.open_recoverable(cid, catalog=catalog)
+    assert parts_of(catalog, cid)[0]["state"] == "lost"
+    assert "rebuild_refused" in [e["kind"] for e in events_of(catalog, cid)]
+
+
+def test_nondeterministic_allowed_when_asked(spark, catalog):
+    df = _random_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog, allow_nondeterministic=True,
+                                         storage_level=__import__("pyspark").StorageLevel.NONE)
+    cid = ftbridge.conversion_id(ds)
+    os.remove(parts_of(catalog, cid)[0]["path"])
+    assert ftbridge.open_recoverable(cid, catalog=catalog).count() == 2000
+
+
+def test_unknown_conversion_and_bad_inputs(spark, catalog, tmp_path):
+    ftbridge.from_spark_recoverable(make_df(spark, 10, 1), catalog=catalog)
+    with pytest.raises(UnknownConversionError, match="ftbridge audit"):
+        ftbridge.open_recoverable("0" * 32, catalog=catalog)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:
+        spill = "/proc/ftbridge-cannot-write-here"
+    else:
+        spill = str(locked / "spill")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigurationError, match="not writable"):
+        ftbridge.from_spark_recoverable(make_df(spark, 10, 1), spill_dir=spill, catalog=catalog)
+    assert time.monotonic() - t0 < 10
+
+
+def test_unsupported_type_fails_before_any_work(spark, catalog):
+    df = spark.sql("SELECT 1 AS id, make_interval(1, 2) AS iv")
+    with pytest.raises(ConfigurationError, match="'iv'"):
+        ftbridge.from_spark_recoverable(df, catalog=catalog)
+    assert not os.path.exists(catalog) or not [c for c in _conversions(catalog)]
+
+
+def _conversions(catalog):
+    with Catalog(catalog).read() as con:
+        return queries.conversions(con)
+
+
+def test_release_deletes_files_and_marks_released(spark, catalog):
+    ds = ftbridge.from_spark_recoverable(make_df(spark, 1000, 2), catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    paths = [p["path"] for p in parts_of(catalog, cid)]
+    assert ftbridge.release(ds) > 0
+    assert not any(os.path.exists(p) for p in paths)
+    assert {p["state"] for p in parts_of(catalog, cid)} == {"released"}
+    with pytest.raises(ConversionReleasedError):
+        ftbridge.open_recoverable(cid, catalog=catalog)
+
+
+def test_durable_spill_dir_uri(spark, catalog, tmp_path):
+    df = make_df(spark, 3000, 3)
+    ds = ftbridge.from_spark_recoverable(df, spill_dir=f"file://{tmp_path}/durable", catalog=catalog)
+    parts = parts_of(catalog, ftbridge.conversion_id(ds))
+    assert all(p["path"].startswith(f"{tmp_path}/durable/") for p in parts)
+    assert_same(df, ds)
+
+
+def test_to_spark_round_trip(spark, catalog):
+    df = make_df(spark, 5000, 3)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    back = ftbridge.to_spark(ds.filter(lambda r: r["id"] % 2 == 0, num_cpus=0), spark)
+    expected = df.where("id % 2 = 0")
+    result = check(expected.toArrow(), back.toArrow())
+    assert result.ok, str(result)
+
+
+def test_new_driver_process_reopens_the_conversion(spark, catalog):
+    df = make_df(spark, 4000, 2)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    expected = df.toArrow()
+    code = f"""
+import ray, ftbridge, sys
+from chaos.checker import read_all, content_checksum
+ray.init(address="{ray.get_runtime_context().gcs_address}", log_to_driver=False)
+ds = ftbridge.open_recoverable("{cid}", catalog="{catalog}")
+print("CHECKSUM", content_checksum(read_all(ds), "id"))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from chaos.checker import content_checksum
+    assert f"CHECKSUM {content_checksum(expected, 'id')}" in proc.stdout
