@@ -41,7 +41,8 @@ class _Live:
     """A conversion this process made and can still rebuild through Spark."""
 
     def __init__(self, conversion_id, df, persisted, target, schema, catalog, writer, partitions,
-                 allow_nondeterministic, spark_owner):
+                 allow_nondeterministic, spark_owner, rebuilt_kind: str = "rebuilt_from_spark"):
+        self.rebuilt_kind = rebuilt_kind
         self.conversion_id, self.df, self.persisted = conversion_id, df, persisted
         self.target, self.schema, self.catalog, self.writer = target, schema, catalog, writer
         self.original = {p["partition_id"]: dict(p) for p in partitions}
@@ -82,7 +83,7 @@ class _Live:
         if self.allow_nondeterministic:
             orig.update(checksum=meta["checksum"], num_bytes=meta["num_bytes"], num_rows=meta["num_rows"])
         call(self.writer, "update_partition", self.conversion_id, partition_id, fields,
-             [event(ref, "rebuilt_from_spark", started, f"{why} -> {meta['path']}", source="spark")])
+             [event(ref, self.rebuilt_kind, started, f"{why} -> {meta['path']}", source="spark")])
         return meta
 
 
@@ -104,7 +105,15 @@ class ConversionManager:
         self.service_name()
         self.live[live.conversion_id] = live
         self.dispatcher.register(live.conversion_id, live.rebuild)
-        owner = live.spark_owner
+        self._hook(live.spark_owner)
+
+    def add_handler(self, conversion_id: str, handler) -> str:
+        """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
+        name = self.service_name()
+        self.dispatcher.register(conversion_id, handler)
+        return name
+
+    def _hook(self, owner) -> None:
         if owner is not None and self._on_stop not in owner.stop_hooks:
             owner.stop_hooks.append(self._on_stop)
 
@@ -279,8 +288,8 @@ def open_recoverable(conversion_id: str, *, catalog=None):
     if conversion_id in _MANAGER.live:
         service = _MANAGER.service_name()
     elif conv.get("recipe"):
-        from ftbridge.convert.recipes import recipe_service
-        service = recipe_service(conv, cat)
+        from ftbridge.convert.recipes import RecipeRebuilder
+        service = _MANAGER.add_handler(conversion_id, RecipeRebuilder(conv, parts, cat, writer).rebuild)
     return _open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer, service)
 
 

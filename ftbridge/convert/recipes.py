@@ -1,11 +1,22 @@
-"""Durable rebuild recipes: "package.module:function" that rebuilds a DataFrame from scratch."""
+"""Durable rebuild recipes: "package.module:function" that rebuilds a DataFrame from scratch.
+
+A recipe is recorded with its conversion. When the driver that made the conversion is
+gone, a `RecipeRebuilder` starts (or reuses) Spark on the current Ray cluster, calls the
+recipe, and re-runs only the missing partitions; each rebuilt partition must match the
+catalog's checksum, or it is refused.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import re
+import threading
 
-from ftbridge.errors import ConfigurationError
+from ftbridge.errors import ConfigurationError, ConversionError
+
+log = logging.getLogger(__name__)
 
 _RECIPE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -18,7 +29,8 @@ def load_recipe(recipe: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"recipe module {module_name!r} cannot be imported: {exc}", recipe=recipe) from exc
+        raise ConfigurationError(f"recipe module {module_name!r} cannot be imported: {exc}. Make it importable "
+                                 "(installed, or on PYTHONPATH) where recovery runs.", recipe=recipe) from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigurationError(f"recipe {recipe!r}: {module_name} has no callable {func_name!r}", recipe=recipe)
@@ -29,6 +41,60 @@ def check_recipe(recipe: str) -> None:
     load_recipe(recipe)
 
 
-def recipe_service(conv: dict, catalog) -> str | None:
-    """Name of a rebuild service able to run the conversion's recipe in this process, if any."""
-    return None
+def recovery_spark():
+    """The running Spark-on-Ray session, or a small one started for recovery (env-tunable)."""
+    from ftbridge.cluster import session as cluster
+
+    running = cluster.current_or_none()
+    if running is not None:
+        return running.spark, False
+    spark = cluster.init_spark(
+        "ftbridge-recover",
+        num_executors=int(os.environ.get("FTBRIDGE_RECOVER_EXECUTORS", 1)),
+        executor_cores=int(os.environ.get("FTBRIDGE_RECOVER_EXECUTOR_CORES", 1)),
+        executor_memory=os.environ.get("FTBRIDGE_RECOVER_EXECUTOR_MEMORY", "1GB"))
+    return spark, True
+
+
+class RecipeRebuilder:
+    """Rebuilds partitions of one recorded conversion by running its recipe."""
+
+    def __init__(self, conv: dict, parts: list[dict], catalog, writer) -> None:
+        self.conv, self.parts, self.catalog, self.writer = conv, parts, catalog, writer
+        self.live = None
+        self.started_spark = False
+        self.lock = threading.Lock()
+
+    def _ensure(self):
+        from pyspark import StorageLevel
+
+        from ftbridge.convert.engine import _Live
+        from ftbridge.convert.spill import SpillTarget
+        from ftbridge.convert.types import arrow_schema, schema_from_b64
+
+        with self.lock:
+            if self.live is not None:
+                return self.live
+            cid = self.conv["conversion_id"]
+            func = load_recipe(self.conv["recipe"])
+            spark, self.started_spark = recovery_spark()
+            df = func(spark)
+            schema = schema_from_b64(self.conv["schema_b64"])
+            if not arrow_schema(df.schema).equals(schema):
+                raise ConversionError(
+                    f"recipe {self.conv['recipe']} now gives schema {arrow_schema(df.schema)}, but conversion {cid} "
+                    f"recorded {schema}; refusing to rebuild from it.", conversion_id=cid)
+            persisted = df.persist(StorageLevel.MEMORY_AND_DISK)
+            n = persisted.rdd.getNumPartitions()
+            if n != self.conv["num_partitions"]:
+                raise ConversionError(
+                    f"recipe {self.conv['recipe']} gives {n} partitions, conversion {cid} recorded "
+                    f"{self.conv['num_partitions']}; partitions cannot be matched, refusing to rebuild.",
+                    conversion_id=cid)
+            target = SpillTarget(self.conv["spill_root"], bool(self.conv["node_local"]))
+            self.live = _Live(cid, df, persisted, target, schema, self.catalog, self.writer, self.parts,
+                              bool(self.conv["allow_nondeterministic"]), None, rebuilt_kind="rebuilt_from_recipe")
+            return self.live
+
+    def rebuild(self, partition_id: int, why: str) -> dict:
+        return self._ensure().rebuild(partition_id, why)

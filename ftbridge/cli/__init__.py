@@ -1,0 +1,1 @@
+"""The `ftbridge` command line."""

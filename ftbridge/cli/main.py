@@ -1,0 +1,206 @@
+"""`ftbridge`: audit, show, verify, recover, gc and demo. One function per command."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from datetime import timedelta
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ftbridge.cli.output import catalog_options, console, emit_json, handle_errors, human_bytes, short_paths
+from lineage import queries
+from lineage.catalog import Catalog
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="ftbridge")
+def cli(verbose: int) -> None:
+    """Fault-tolerant Spark -> Ray conversions: audit, verify and recover them."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _health(p: dict) -> str:
+    parts = [f"[green]{p['healthy']}[/]"]
+    parts.append(f"[yellow]{p['degraded']}[/]" if p["degraded"] else "0")
+    parts.append(f"[red]{p['lost']}[/]" if p["lost"] else "0")
+    return " / ".join(parts)
+
+
+@cli.command()
+@catalog_options()
+@handle_errors
+def audit(catalog, as_json):
+    """Every conversion: rows, partition health, recovery events, time to recover."""
+    from lineage.audit import audit as run_audit
+
+    with Catalog(catalog).read() as con:
+        rows = run_audit(con)
+    if as_json:
+        return emit_json({"catalog": Catalog(catalog).path, "conversions": rows})
+    table = Table(title=f"ftbridge audit — {Catalog(catalog).path}")
+    for col in ("id", "name", "created", "status", "rows", "bytes", "healthy / degraded / lost", "recovery events",
+                "rebuilt", "reconstructed", "TTR median", "TTR worst"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        ttr = r["time_to_recover_s"]
+        table.add_row(r["id"][:12], r["name"] or "", r["created"][:19], r["status"], f"{r['rows']:,}",
+                      human_bytes(r["bytes"]), _health(r["partitions"]), str(r["recovery_events"]),
+                      str(r["rebuilt"]), str(r["reconstructed"]),
+                      f"{ttr['median']:.2f}s" if ttr["median"] is not None else "-",
+                      f"{ttr['worst']:.2f}s" if ttr["worst"] is not None else "-")
+    console.print(table)
+
+
+@cli.command()
+@click.argument("conversion")
+@catalog_options()
+@handle_errors
+def show(conversion, catalog, as_json):
+    """One conversion: plan, schema, storage, partitions and event timeline."""
+    from ftbridge.convert.types import schema_from_b64
+
+    with Catalog(catalog).read() as con:
+        conv = queries.conversion(con, conversion)
+        parts = queries.partitions(con, conv["conversion_id"])
+        events = queries.events(con, conv["conversion_id"])
+    schema = schema_from_b64(conv.pop("schema_b64"))
+    if as_json:
+        return emit_json({"conversion": {**conv, "schema": [{"name": f.name, "type": str(f.type)} for f in schema]},
+                          "partitions": parts, "events": events})
+    console.print(f"[bold]conversion[/] {conv['conversion_id']}  name={conv['name']}  status={conv['status']}")
+    console.print(f"created {conv['created_at']}  app {conv['app_id']}  Spark {conv['spark_version']}  "
+                  f"storage {conv['storage_level']}")
+    console.print(f"spill root {conv['spill_root']} ({'node-local' if conv['node_local'] else 'durable'})  "
+                  f"recipe {conv['recipe'] or '-'}")
+    console.print(f"plan hash {conv['plan_hash'][:16]}\n[dim]{conv['plan_text']}[/]")
+    console.print("schema: " + ", ".join(f"{f.name} {f.type}" for f in schema))
+    pt = Table(title="partitions")
+    for col in ("partition", "state", "rows", "bytes", "node", "rebuilt", "path"):
+        pt.add_column(col, overflow="fold")
+    for p in parts:
+        color = {"healthy": "green", "lost": "red"}.get(p["state"], "yellow")
+        pt.add_row(str(p["partition_id"]), f"[{color}]{p['state']}[/]", f"{p['num_rows']:,}",
+                   human_bytes(p["num_bytes"]), (p["node_id"] or "-")[:12], str(p["rebuilt_count"]), p["path"])
+    console.print(pt)
+    et = Table(title="events")
+    for col in ("time", "kind", "partition", "seconds", "node", "detail"):
+        et.add_column(col, overflow="fold")
+    for e in events:
+        et.add_row(str(e["started_at"])[:23], e["kind"], "" if e["partition_id"] is None else str(e["partition_id"]),
+                   f"{e['duration_s']:.3f}", (e["node_id"] or "")[:12], short_paths(e["detail"])[:120])
+    console.print(et)
+
+
+@cli.command()
+@click.argument("conversion", required=False)
+@click.option("--all", "all_", is_flag=True, help="Verify every active conversion.")
+@catalog_options()
+@handle_errors
+def verify(conversion, all_, catalog, as_json):
+    """Re-check every spill file. Exit 0 healthy, 1 degraded but rebuildable, 2 data lost."""
+    from ftbridge.convert.verify import verify as run_verify
+
+    if bool(conversion) == bool(all_):
+        raise click.UsageError("give a conversion id or --all (not both)")
+    cat = Catalog(catalog)
+    if all_:
+        with cat.read() as con:
+            ids = [c["conversion_id"] for c in queries.conversions(con) if c["status"] == "active"]
+    else:
+        ids = [conversion]
+    reports = [run_verify(cat, cid) for cid in ids]
+    code = max([r["exit_code"] for r in reports], default=0)
+    if as_json:
+        emit_json({"exit_code": code, "conversions": reports})
+    else:
+        table = Table(title="verify")
+        for col in ("id", "name", "healthy", "bad", "rebuildable", "result"):
+            table.add_column(col)
+        for r in reports:
+            result = {0: "[green]healthy[/]", 1: "[yellow]degraded, rebuildable[/]", 2: "[red]data lost[/]"}
+            table.add_row(r["id"][:12], r["name"] or "", str(r["healthy"]), str(r["bad"]),
+                          "yes" if r["rebuildable"] else "no", result[r["exit_code"]])
+            for p in r["partitions"]:
+                if p["state"] not in ("healthy", "released"):
+                    console.print(f"  partition {p['partition']}: [yellow]{p['state']}[/] {p['detail']}")
+        console.print(table)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("conversion")
+@catalog_options()
+@handle_errors
+def recover(conversion, catalog, as_json):
+    """Rebuild missing or corrupt partitions through the conversion's recipe."""
+    from ftbridge.convert.recover import recover as run_recover
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=as_json) as progress:
+        task = progress.add_task("verifying", total=None)
+        report = run_recover(
+            Catalog(catalog), conversion,
+            on_start=lambda n: progress.update(task, description="rebuilding partitions", total=n),
+            on_partition=lambda pid: progress.advance(task))
+    if as_json:
+        emit_json(report)
+    else:
+        if not report["rebuilt"] and not report["failed"]:
+            console.print(f"[green]conversion {report['id']} is healthy; nothing to rebuild[/]")
+        for r in report["rebuilt"]:
+            console.print(f"[green]rebuilt[/] partition {r['partition']} -> {r['path']}")
+        for r in report["failed"]:
+            console.print(f"[red]failed[/] partition {r['partition']}: {r['error']}")
+    sys.exit(report["exit_code"])
+
+
+def _parse_age(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r}: use a number and one of s, m, h, d, w (e.g. 7d)")
+    n = int(match.group(1))
+    return timedelta(seconds=n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)])
+
+
+@cli.command()
+@click.option("--older-than", "older_than", default=None, help="Also expire active conversions older than this (7d).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@catalog_options()
+@handle_errors
+def gc(older_than, dry_run, catalog, as_json):
+    """Delete spill files of released or expired conversions; say how many bytes were freed."""
+    from ftbridge.convert.gc import collect
+
+    age = _parse_age(older_than) if older_than else None
+    report = collect(Catalog(catalog), age, dry_run)
+    if as_json:
+        return emit_json(report)
+    verb = "would free" if dry_run else "freed"
+    for c in report["conversions"]:
+        console.print(f"{c['id'][:12]} ({c['reason']}): {c['files']} files, {human_bytes(c['bytes'])}")
+    console.print(f"[bold]{verb} {human_bytes(report['bytes_freed'])}[/] in {report['files']} files")
+
+
+@cli.command()
+@click.option("--rows", default=200_000, show_default=True, help="Rows in the demo DataFrame.")
+@catalog_options(read=False)
+@handle_errors
+def demo(rows, catalog):
+    """The main job: Spark on an embedded Ray, a recoverable conversion, failures, recovery, audit."""
+    from ftbridge.cli.demo import run_demo
+
+    sys.exit(run_demo(rows=rows, catalog=catalog))
+
+
+def main() -> None:
+    cli(prog_name="ftbridge")
+
+
+if __name__ == "__main__":
+    main()

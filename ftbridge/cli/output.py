@@ -1,0 +1,74 @@
+"""One output switch for every command: Rich tables for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from datetime import date, datetime
+
+import click
+from rich.console import Console
+
+# Piped output (CI logs, `| less`) gets a wide table instead of Rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True)
+
+
+def _default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+def emit_json(doc) -> None:
+    click.echo(json.dumps(doc, default=_default, indent=2))
+
+
+def catalog_options(read: bool = True):
+    """--catalog (env FTBRIDGE_CATALOG) on every command; --json on read commands."""
+
+    def decorate(fn):
+        fn = click.option("--catalog", "catalog", envvar="FTBRIDGE_CATALOG", type=click.Path(dir_okay=False),
+                          default=None, show_envvar=True,
+                          help="Catalog file (default ~/.ftbridge/catalog.duckdb).")(fn)
+        if read:
+            fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
+        return fn
+
+    return decorate
+
+
+def human_bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def short_paths(text: str | None) -> str:
+    """Spill paths are long; people need the file name (the catalog keeps the full path)."""
+    import re
+
+    return re.sub(r"(?:file://)?/\S*/([^/\s]+\.arrow)", r"…/\1", text or "")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn ftbridge errors into `Error: ...` and exit code 2 (bad input, lost data)."""
+    from ftbridge.errors import FtbridgeError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FtbridgeError as exc:
+            fail(str(exc))
+
+    return wrapper
