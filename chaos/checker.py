@@ -91,3 +91,13 @@ def read_all(ds) -> pa.Table:
         schema = ds.schema()
         return pa.Table.from_batches([], schema=getattr(schema, "base_schema", schema))
     return pa.concat_tables(tables)
+
+
+def spark_to_arrow(df) -> pa.Table:
+    """A Spark DataFrame as one Arrow table, on PySpark 4 (toArrow) and 3.5 (its private twin)."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    from ftbridge.convert.types import arrow_schema
+
+    batches = df._collect_as_arrow()
+    return pa.Table.from_batches(batches, schema=arrow_schema(df.schema) if not batches else None)

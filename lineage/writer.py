@@ -31,7 +31,8 @@ class CatalogWriter:
         self.catalog = Catalog(path)
         self._reads: set = set()
         self._buffer: list[dict] = []
-        self._lock = threading.Lock()
+        self._buf_lock = threading.Lock()   # guards the buffer only: read events never wait for DuckDB
+        self._lock = threading.Lock()       # one DuckDB transaction at a time
         with self.catalog.write():
             pass  # create or migrate now, so a bad file fails at start, not mid-job
         self._flusher = threading.Thread(target=self._flush_loop, name="catalog-flush", daemon=True)
@@ -48,14 +49,16 @@ class CatalogWriter:
     def flush(self) -> int:
         """Write buffered read events now; returns how many."""
         with self._lock:
-            pending, self._buffer = self._buffer, []
+            with self._buf_lock:
+                pending, self._buffer = self._buffer, []
             if not pending:
                 return 0
             try:
                 with self.catalog.write() as con:
                     records.insert_events(con, pending)
             except BaseException:
-                self._buffer = pending + self._buffer
+                with self._buf_lock:
+                    self._buffer = pending + self._buffer
                 raise
             return len(pending)
 
@@ -69,12 +72,12 @@ class CatalogWriter:
 
     def record_read(self, token: str, events: list[dict]) -> None:
         """A read event; a second read of the same block of the same Dataset is a reconstruction."""
-        for ev in events:
-            key = (token, ev["conversion_id"], ev["partition_id"])
-            if key in self._reads:
-                ev["kind"] = "object_reconstructed"
-            self._reads.add(key)
-        with self._lock:
+        with self._buf_lock:
+            for ev in events:
+                key = (token, ev["conversion_id"], ev["partition_id"])
+                if key in self._reads:
+                    ev["kind"] = "object_reconstructed"
+                self._reads.add(key)
             self._buffer.extend(events)
 
     def record_events(self, events: list[dict]) -> None:
@@ -96,18 +99,35 @@ def actor_name(path: str) -> str:
     return "ftbridge-catalog-" + hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
+_HANDLES: dict[tuple[str, str], object] = {}
+
+
 def get_writer(catalog: Catalog):
     """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist.
 
-    It is pinned to the driver's node: the catalog path names a file on that machine.
+    It is pinned to the driver's node: the catalog path names a file on that machine. This
+    process keeps a handle for its whole life, so the actor does not die between conversions.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(CatalogWriter).options(
+    key = (ray.get_runtime_context().gcs_address, catalog.path)
+    handle = _HANDLES.get(key)
+    if handle is not None:
+        return handle
+    handle = ray.remote(CatalogWriter).options(
         name=actor_name(catalog.path), namespace="ftbridge", get_if_exists=True, num_cpus=0,
-        max_restarts=-1, max_task_retries=-1, max_concurrency=1,
+        # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
+        max_restarts=-1, max_task_retries=-1, max_concurrency=2,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(catalog.path)
+    _HANDLES[key] = handle
+    return handle
+
+
+def forget_writer(catalog: Catalog) -> None:
+    """Drop this process's handle (e.g. after the writer failed to start)."""
+    for key in [k for k in _HANDLES if k[1] == catalog.path]:
+        _HANDLES.pop(key, None)
 
 
 def call(writer, method: str, *args, timeout_s: float = CALL_TIMEOUT_S):

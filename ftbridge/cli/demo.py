@@ -97,7 +97,7 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     from ray.cluster_utils import Cluster
 
     import ftbridge
-    from chaos.checker import check, read_all
+    from chaos.checker import check, read_all, spark_to_arrow
     from ftbridge.convert.spill import SpillTarget
     from lineage import queries
     from lineage.catalog import Catalog
@@ -128,7 +128,7 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
         _step(f"recoverable conversion of {rows:,} rows")
         df = spark.range(0, rows, numPartitions=8).selectExpr(
             "id", "id * 31 % 1000 as a", "cast(id as double) / 7 as b", "concat('row-', sha1(cast(id as string))) as s")
-        reference = df.toArrow()
+        reference = spark_to_arrow(df)
         t0 = time.monotonic()
         ds = ftbridge.from_spark_recoverable(df, catalog=catalog_path, name="demo")
         cid = ftbridge.conversion_id(ds)

@@ -24,6 +24,7 @@ from lineage.writer import emit
 
 log = logging.getLogger(__name__)
 
+READ_TASKS_PER_NODE = int(os.environ.get("FTBRIDGE_READ_TASKS_PER_NODE", 2))
 READ_MAX_RETRIES = int(os.environ.get("FTBRIDGE_READ_MAX_RETRIES", 5))
 REBUILD_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_TIMEOUT_S", 600))
 
@@ -125,13 +126,12 @@ def _rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
                    checksum=meta["checksum"], num_rows=meta["num_rows"])
 
 
-@ray.remote(num_cpus=0, num_returns=2, max_retries=READ_MAX_RETRIES)
-def read_partition(ref: PartitionRef, ctx: ReadContext):
-    """Serve one partition: read and check its spill file; rebuild it through Spark if needed."""
-    from ray.data.block import BlockMetadataWithSchema
+def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:
+    """Read and check one partition's spill file; rebuild it through Spark if needed.
 
+    Appends the read event to `reads`; the caller sends all of a task's read events at once.
+    """
     started = time.time()
-    here = ray.get_runtime_context().get_node_id()
     table, problem, why = load_checked(ref)
     if problem is not None:
         log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
@@ -146,34 +146,103 @@ def read_partition(ref: PartitionRef, ctx: ReadContext):
         if problem is not None:
             raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
                                      node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
-    emit(ctx.writer, "record_read", ctx.token, [event(ref, "read", started, ref.path, node_id=here)])
-    return table, BlockMetadataWithSchema.from_block(table)
+    reads.append(event(ref, "read", started, ref.path, node_id=here))
+    return table
 
 
-def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_nodes: set[str]) -> list:
-    """Submit one read task per partition, placed on the file's node when it is alive."""
-    out = []
+@ray.remote(num_cpus=0, max_retries=READ_MAX_RETRIES)
+def read_partitions(refs: tuple, ctx: ReadContext):
+    """Serve a group of partitions of one node; returns table_0, size_0, table_1, size_1, ...
+
+    Each table is its own task return, so Ray reconstructs a lost block by re-running this
+    task. Sizes are (rows, bytes): the driver builds Ray Data's block metadata from them, so
+    read workers never import ray.data.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    out, reads = [], []
     for ref in refs:
-        opts = {}
-        if ref.target.node_local and ref.node_id in alive_nodes:
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ref.node_id, soft=True)
-        out.append(read_partition.options(**opts).remote(ref, ctx))
+        table = _serve(ref, ctx, here, reads)
+        out += [table, (table.num_rows, table.nbytes)]
+    emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
+    return tuple(out)
+
+
+@ray.remote(num_cpus=0)
+def prewarm() -> int:
+    """Start a read worker early (it imports this module), while Spark still spills."""
+    return os.getpid()
+
+
+def prewarm_readers(per_node: int = READ_TASKS_PER_NODE) -> list:
+    """Fire `per_node` no-op tasks on each alive node so the reads find warm workers.
+
+    A cold Ray worker takes ~0.5-1 s to start; the spill job takes longer than that, so the
+    workers are ready (and idle) when the reads arrive.
+    """
+    refs = []
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0:
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+            refs += [prewarm.options(scheduling_strategy=strategy).remote() for _ in range(per_node)]
+    return refs
+
+
+def _groups(refs: list[PartitionRef], alive_cpus: dict[str, float]) -> list[tuple[str | None, list]]:
+    """Partitions grouped by the node holding their file, a few tasks per node.
+
+    One task per partition would start one Ray worker process per partition (all at once:
+    read tasks ask for no CPU), and a cold worker costs about a second here. A handful of
+    tasks per node reuse the idle workers Ray keeps per CPU.
+    """
+    per_node: dict = {}
+    for ref in refs:
+        node = ref.node_id if ref.target.node_local and ref.node_id in alive_cpus else None
+        per_node.setdefault(node, []).append(ref)
+    groups = []
+    fixed = int(os.environ.get("FTBRIDGE_READ_GROUP", 0))
+    for node, items in per_node.items():
+        # Reading a checked spill file takes milliseconds; two tasks per node keep both warm
+        # workers busy (see prewarm_readers) without cold-starting more.
+        size = fixed or max(1, -(-len(items) // READ_TASKS_PER_NODE))
+        groups += [(node, items[i:i + size]) for i in range(0, len(items), size)]
+    return groups
+
+
+def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_cpus: dict[str, float]) -> dict:
+    """Submit grouped read tasks; returns partition_id -> (block ref, size ref)."""
+    out = {}
+    for node, group in _groups(refs, alive_cpus):
+        opts = {"num_returns": 2 * len(group)}
+        if node is not None:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        returned = read_partitions.options(**opts).remote(tuple(group), ctx)
+        for i, ref in enumerate(group):
+            out[ref.partition_id] = (returned[2 * i], returned[2 * i + 1])
     return out
 
 
-def build_dataset(block_refs: list, metadata: list, schema: pa.Schema):
-    """A MaterializedDataset over task-returned blocks, without Ray Data's metadata tasks."""
+def build_dataset(block_refs: list, sizes: list, schema: pa.Schema):
+    """A MaterializedDataset over task-returned blocks, without Ray Data's metadata tasks.
+
+    Args:
+        block_refs: refs of the read tasks' Arrow tables.
+        sizes: (rows, bytes) of each block, as the read tasks reported them.
+        schema: the conversion's Arrow schema.
+    """
     from ray.data._internal.logical.interfaces import LogicalPlan
     from ray.data._internal.logical.operators.from_operators import FromArrow
     from ray.data._internal.stats import DatasetStats
+    from ray.data.block import BlockMetadata, BlockMetadataWithSchema
     from ray.data.context import DataContext
     from ray.data.dataset import MaterializedDataset
 
     if not block_refs:  # an empty DataFrame: an empty Dataset that still knows its schema
         empty = pa.Table.from_batches([], schema=schema)
-        from ray.data.block import BlockMetadataWithSchema
-
         block_refs, metadata = [ray.put(empty)], [BlockMetadataWithSchema.from_block(empty)]
+    else:
+        metadata = [BlockMetadataWithSchema.from_metadata(
+            BlockMetadata(num_rows=rows, size_bytes=nbytes, input_files=None, exec_stats=None), schema=schema)
+            for rows, nbytes in sizes]
     stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
     context = DataContext.get_current().copy()
     return MaterializedDataset(LogicalPlan(FromArrow(block_refs, metadata), context), context, stats)

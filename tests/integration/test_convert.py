@@ -12,7 +12,7 @@ import pytest
 import ray
 
 import ftbridge
-from chaos.checker import check, read_all
+from chaos.checker import check, read_all, spark_to_arrow
 from ftbridge.errors import (
     ConfigurationError,
     ConversionReleasedError,
@@ -41,7 +41,7 @@ def events_of(catalog, cid):
 
 
 def assert_same(df, ds):
-    result = check(df.toArrow(), read_all(ds))
+    result = check(spark_to_arrow(df), read_all(ds))
     assert result.ok, str(result)
 
 
@@ -210,7 +210,7 @@ def test_to_spark_round_trip(spark, catalog):
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
     back = ftbridge.to_spark(ds.filter(lambda r: r["id"] % 2 == 0, num_cpus=0), spark)
     expected = df.where("id % 2 = 0")
-    result = check(expected.toArrow(), back.toArrow())
+    result = check(spark_to_arrow(expected), spark_to_arrow(back))
     assert result.ok, str(result)
 
 
@@ -218,7 +218,7 @@ def test_new_driver_process_reopens_the_conversion(spark, catalog):
     df = make_df(spark, 4000, 2)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
     cid = ftbridge.conversion_id(ds)
-    expected = df.toArrow()
+    expected = spark_to_arrow(df)
     code = f"""
 import ray, ftbridge, sys
 from chaos.checker import read_all, content_checksum

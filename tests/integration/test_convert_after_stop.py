@@ -8,7 +8,7 @@ import time
 import pytest
 
 import ftbridge
-from chaos.checker import check, read_all
+from chaos.checker import check, read_all, spark_to_arrow
 from ftbridge.errors import PartitionLostError
 from lineage import queries
 from lineage.catalog import Catalog
@@ -18,7 +18,7 @@ def test_stop_spark_keeps_or_cleans_data(ray_cluster, tmp_path):
     catalog = str(tmp_path / "c.duckdb")
     spark = ftbridge.init_spark("after-stop", num_executors=2, executor_cores=1, executor_memory="512MB")
     df = spark.range(0, 10_000, numPartitions=4).selectExpr("id", "id % 13 as m")
-    expected = df.toArrow()
+    expected = spark_to_arrow(df)
     kept = ftbridge.from_spark_recoverable(df, catalog=catalog)
     kept_id = ftbridge.conversion_id(kept)
     dropped = ftbridge.from_spark_recoverable(df.where("m > 3"), catalog=catalog)

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import ftbridge
-from chaos.checker import check, read_all
+from chaos.checker import check, read_all, spark_to_arrow
 from chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.convert.spill import SpillTarget
 from lineage import queries
@@ -33,7 +33,7 @@ def test_node_removed_after_conversion(ray_cluster, worker_nodes, tmp_path, lose
     spark = ftbridge.init_spark("node-loss", num_executors=2, executor_cores=1, executor_memory="512MB",
                                 executor_resources={"spark_node": 1})
     df = spark.range(0, 40_000, numPartitions=6).selectExpr("id", "id * 3 as a", "sha1(cast(id as string)) as h")
-    expected = df.toArrow()
+    expected = spark_to_arrow(df)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
     cid = ftbridge.conversion_id(ds)
     with Catalog(catalog).read() as con:

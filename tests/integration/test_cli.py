@@ -1,0 +1,170 @@
+"""The CLI driven as a user would: subprocesses, real catalogs made by real conversions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from chaos.proctable import spark_daemon_jvms, wait_gone
+from tests.conftest import python_env
+
+DRIVER = textwrap.dedent("""
+    import os, sys, time, ray, ftbridge
+    ray.init(log_to_driver=False)
+    spark = ftbridge.init_spark("cli-driver", num_executors=1, executor_cores=1, executor_memory="512MB")
+    from tests.recipes import numbers
+    ds1 = ftbridge.from_spark_recoverable(numbers(spark), name="with-recipe", recipe="tests.recipes:numbers")
+    ds2 = ftbridge.from_spark_recoverable(numbers(spark).where("a > 10"), name="no-recipe")
+    print("IDS", ftbridge.conversion_id(ds1), ftbridge.conversion_id(ds2), flush=True)
+    for epoch in range(10**6):   # a long "training" loop, killed by the test
+        for batch in ds1.iter_batches(batch_size=1000):
+            time.sleep(0.01)
+""")
+
+
+def cli(*args, catalog, expect=None, env_extra=None, timeout=600):
+    env = python_env()
+    env["FTBRIDGE_CATALOG"] = catalog
+    env["RAY_ADDRESS"] = "local"  # recover starts its own embedded Ray and Spark
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, "-m", "ftbridge.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if expect is not None:
+        assert proc.returncode == expect, f"{args}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def parts(catalog, cid):
+    from lineage import queries
+    from lineage.catalog import Catalog
+
+    with Catalog(catalog).read() as con:
+        return queries.partitions(con, cid)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    catalog = str(tmp_path_factory.mktemp("cli") / "catalog.duckdb")
+    env = python_env()
+    env["FTBRIDGE_CATALOG"] = catalog
+    env["RAY_ADDRESS"] = "local"
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    line = ""
+    deadline = time.time() + 240
+    while time.time() < deadline and not line.startswith("IDS"):
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"driver died: {proc.stderr.read()[-3000:]}")
+    _, with_recipe, no_recipe = line.split()
+    yield {"proc": proc, "catalog": catalog, "recipe": with_recipe, "plain": no_recipe}
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=60)
+
+
+def test_healthy_audit_show_and_verify(driver):
+    cat = driver["catalog"]
+    cli("verify", driver["recipe"], catalog=cat, expect=0)
+    cli("verify", "--all", catalog=cat, expect=0)
+    doc = json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)
+    by_id = {c["id"]: c for c in doc["conversions"]}
+    assert by_id[driver["recipe"]]["partitions"] == {"healthy": 4, "degraded": 0, "lost": 0, "released": 0}
+    assert by_id[driver["recipe"]]["rows"] == 30_000 and by_id[driver["recipe"]]["name"] == "with-recipe"
+    table = cli("audit", catalog=cat, expect=0).stdout
+    for conv in doc["conversions"]:
+        assert conv["id"][:12] in table and f"{conv['rows']:,}" in table
+    shown = json.loads(cli("show", driver["recipe"][:10], "--json", catalog=cat, expect=0).stdout)
+    assert shown["conversion"]["conversion_id"] == driver["recipe"]
+    assert [p["partition_id"] for p in shown["partitions"]] == [0, 1, 2, 3]
+    assert {"created", "read"} <= {e["kind"] for e in shown["events"]}
+    assert "partitions" in cli("show", driver["recipe"], catalog=cat, expect=0).stdout
+
+
+def test_deleted_file_verify_recover_verify_after_driver_killed(driver):
+    cat, proc = driver["catalog"], driver["proc"]
+    victim = parts(cat, driver["recipe"])[1]
+    os.remove(victim["path"])
+    cli("verify", driver["recipe"], catalog=cat, expect=1)   # the driver still lives: rebuildable
+
+    jvms = spark_daemon_jvms()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not wait_gone(jvms, timeout_s=60), "the killed driver's Spark JVMs outlived it"
+
+    cli("verify", driver["recipe"], catalog=cat, expect=1)   # driver gone, recipe left: still rebuildable
+    out = cli("recover", driver["recipe"], catalog=cat, expect=0)
+    assert "rebuilt" in out.stdout and "partition 1" in out.stdout
+    cli("verify", driver["recipe"], catalog=cat, expect=0)
+    after = parts(cat, driver["recipe"])[1]
+    assert after["state"] == "healthy" and after["rebuilt_count"] == 1
+    doc = json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)
+    row = next(c for c in doc["conversions"] if c["id"] == driver["recipe"])
+    assert row["rebuilt"] == 1 and row["time_to_recover_s"]["worst"] > 0
+
+    # No recipe and no driver: the data is lost, and recover says so.
+    os.remove(parts(cat, driver["plain"])[0]["path"])
+    cli("verify", driver["plain"], catalog=cat, expect=2)
+    err = cli("recover", driver["plain"], catalog=cat, expect=2).stderr
+    assert "no recipe" in err
+
+
+def test_recipe_that_changed_is_refused(driver, tmp_path):
+    pytest.importorskip("tests.recipes")
+    cat = driver["catalog"]
+    if driver["proc"].poll() is None:
+        pytest.fail("runs after the driver-kill test")
+    import duckdb
+
+    con = duckdb.connect(cat)
+    con.execute("UPDATE conversions SET recipe = 'tests.recipes:numbers_changed' WHERE conversion_id = ?",
+                [driver["recipe"]])
+    con.close()
+    os.remove(parts(cat, driver["recipe"])[2]["path"])
+    out = cli("recover", driver["recipe"], "--json", catalog=cat, expect=2)
+    report = json.loads(out.stdout)
+    assert report["failed"] and "not deterministic" in report["failed"][0]["error"]
+    assert parts(cat, driver["recipe"])[2]["state"] == "lost"
+
+
+def test_gc_frees_released_and_expired(driver):
+    cat = driver["catalog"]
+    dry = json.loads(cli("gc", "--older-than", "0s", "--dry-run", "--json", catalog=cat, expect=0).stdout)
+    assert dry["bytes_freed"] > 0 and dry["dry_run"]
+    paths = [p["path"] for p in parts(cat, driver["plain"]) if os.path.exists(p["path"])]
+    assert paths
+    real = json.loads(cli("gc", "--older-than", "0s", "--json", catalog=cat, expect=0).stdout)
+    assert real["bytes_freed"] == dry["bytes_freed"]
+    assert not any(os.path.exists(p) for p in paths)
+    again = json.loads(cli("gc", "--json", catalog=cat, expect=0).stdout)
+    assert again["bytes_freed"] == 0
+
+
+def test_clear_errors_with_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"garbage" * 1000)
+    for args in (["audit"], ["verify", "--all"], ["show", "x"]):
+        proc = cli(*args, catalog=str(bad), expect=2)
+        assert "Error:" in proc.stderr and "not a readable ftbridge catalog" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = cli("audit", catalog=str(tmp_path / "missing.duckdb"), expect=2)
+    assert "no catalog at" in proc.stderr
+    good = tmp_path / "good.duckdb"
+    from lineage.catalog import Catalog
+
+    with Catalog(good).write():
+        pass
+    assert "no conversion" in cli("show", "deadbeef", catalog=str(good), expect=2).stderr
+    assert cli("verify", catalog=str(good), expect=2).returncode == 2        # neither id nor --all
+    assert cli("gc", "--older-than", "seven", catalog=str(good), expect=2).returncode == 2
+    assert cli("bogus", catalog=str(good), expect=2).returncode == 2
+    with Catalog(good).write() as con:
+        con.execute("UPDATE ftbridge_meta SET value = '99' WHERE key = 'schema_version'")
+    assert "schema version 99" in cli("audit", catalog=str(good), expect=2).stderr

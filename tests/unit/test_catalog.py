@@ -1,0 +1,174 @@
+"""The DuckDB catalog: schema versions, bad files, bulk inserts, concurrent readers, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import duckdb
+import pytest
+
+from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogVersionError, UnknownConversionError
+from lineage import queries, records
+from lineage.audit import audit, recovery_times
+from lineage.catalog import Catalog, default_catalog_path, now
+from lineage.schema import SCHEMA_VERSION
+from tests.conftest import python_env
+
+
+def conv_record(cid=None, n=3):
+    cid = cid or uuid.uuid4().hex
+    conv = {"conversion_id": cid, "name": "t", "created_at": now(), "status": "active", "plan_text": "p",
+            "plan_hash": "h", "schema_b64": "", "storage_level": "MEMORY_AND_DISK", "spill_root": "/tmp/x",
+            "node_local": True, "num_partitions": n, "total_rows": 10 * n, "total_bytes": 100 * n}
+    parts = [{"partition_id": i, "path": f"/tmp/x/{cid}/part-{i:05d}.arrow", "node_id": "n1", "num_rows": 10,
+              "num_bytes": 100, "checksum": f"c{i}"} for i in range(n)]
+    return conv, parts
+
+
+def test_default_path_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("FTBRIDGE_CATALOG", raising=False)
+    assert default_catalog_path().endswith(".ftbridge/catalog.duckdb")
+    monkeypatch.setenv("FTBRIDGE_CATALOG", str(tmp_path / "env.duckdb"))
+    assert default_catalog_path() == str(tmp_path / "env.duckdb")
+    assert default_catalog_path(tmp_path / "arg.duckdb") == str(tmp_path / "arg.duckdb")
+
+
+def test_create_migrate_and_record(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    conv, parts = conv_record()
+    with cat.write() as con:
+        records.insert_conversion(con, conv, parts)
+        records.insert_conversion(con, conv, parts)  # a replayed call leaves the same rows
+    assert cat.schema_version() == SCHEMA_VERSION
+    with cat.read() as con:
+        assert queries.conversion(con, conv["conversion_id"])["name"] == "t"
+        assert queries.conversion(con, conv["conversion_id"][:8])["conversion_id"] == conv["conversion_id"]
+        assert len(queries.partitions(con, conv["conversion_id"])) == 3
+        with pytest.raises(UnknownConversionError):
+            queries.conversion(con, "nope")
+
+
+def test_events_are_idempotent_and_feed_time_to_recover(tmp_path):
+    from datetime import timedelta
+
+    cat = Catalog(tmp_path / "c.duckdb")
+    conv, parts = conv_record()
+    t0 = now()
+    evs = [
+        {"event_id": "a", "conversion_id": conv["conversion_id"], "partition_id": 1, "kind": "spill_missing",
+         "started_at": t0, "finished_at": t0, "duration_s": 0.0},
+        {"event_id": "b", "conversion_id": conv["conversion_id"], "partition_id": 1, "kind": "rebuilt_from_spark",
+         "started_at": t0 + timedelta(seconds=1), "finished_at": t0 + timedelta(seconds=3), "duration_s": 2.0},
+    ]
+    with cat.write() as con:
+        records.insert_conversion(con, conv, parts)
+        records.insert_events(con, evs)
+        records.insert_events(con, evs)
+    with cat.read() as con:
+        events = queries.events(con, conv["conversion_id"])
+        assert len(events) == 2
+        assert recovery_times(events) == [3.0]
+        (row,) = audit(con)
+    assert row["time_to_recover_s"] == {"median": 3.0, "worst": 3.0}
+    assert row["partitions"]["healthy"] == 3 and row["rebuilt"] == 1
+
+
+def test_not_a_duckdb_file(tmp_path):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CatalogCorruptError, match="not a readable ftbridge catalog"):
+        with Catalog(bad).read():
+            pass
+    assert bad.read_bytes().startswith(b"this is not")  # nothing was overwritten
+
+
+def test_foreign_duckdb_file(tmp_path):
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE stuff (a INT)")
+    con.close()
+    with pytest.raises(CatalogCorruptError, match="not an ftbridge catalog"):
+        with Catalog(path).write():
+            pass
+
+
+def test_newer_schema_version_is_refused(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.write() as con:
+        con.execute("UPDATE ftbridge_meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(CatalogVersionError, match="999"):
+        with cat.read():
+            pass
+
+
+def test_missing_catalog_is_a_clear_error(tmp_path):
+    with pytest.raises(CatalogError, match="no catalog at"):
+        with Catalog(tmp_path / "none.duckdb").read():
+            pass
+
+
+def test_reader_in_another_process_while_writer_works(tmp_path):
+    """A second process reads consistent snapshots while this one commits in a loop."""
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.write():
+        pass
+    reader = textwrap.dedent(f"""
+        import time
+        from lineage.catalog import Catalog
+        from lineage import queries
+        seen = 0
+        end = time.time() + 4
+        while time.time() < end:
+            with Catalog({str(cat.path)!r}).read() as con:
+                convs = queries.conversions(con)
+                for c in convs:
+                    assert len(queries.partitions(con, c["conversion_id"])) == 5, "torn transaction"
+                seen = max(seen, len(convs))
+        print("SEEN", seen)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", reader], env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    written = 0
+    end = time.time() + 3
+    while time.time() < end:
+        conv, parts = conv_record(n=5)
+        with cat.write() as con:
+            records.insert_conversion(con, conv, parts)
+        written += 1
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert int(out.split()[-1]) > 0 and written > 0
+
+
+def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    writer = textwrap.dedent(f"""
+        import sys, uuid
+        from lineage.catalog import Catalog, now
+        from lineage import records
+        cat = Catalog({str(cat.path)!r})
+        i = 0
+        while True:
+            ev = {{"event_id": uuid.uuid4().hex, "conversion_id": "c", "partition_id": i, "kind": "read",
+                   "started_at": now(), "finished_at": now(), "duration_s": 0.0}}
+            with cat.write() as con:
+                records.insert_events(con, [ev])
+            print(i, flush=True)
+            i += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], env=python_env(), stdout=subprocess.PIPE, text=True)
+    acknowledged = -1
+    deadline = time.time() + 60
+    while acknowledged < 30 and time.time() < deadline:
+        acknowledged = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with cat.read() as con:
+        got = {r[0] for r in con.execute("SELECT partition_id FROM events").fetchall()}
+    assert set(range(acknowledged + 1)) <= got

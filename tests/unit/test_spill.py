@@ -1,0 +1,88 @@
+"""Spill files: paths, permissions, atomic writes, checksums, type mapping."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from ftbridge.convert.read import PartitionRef, load_checked
+from ftbridge.convert.spill import SpillTarget, write_partition
+from ftbridge.errors import ConfigurationError, FtbridgeError, PartitionLostError
+
+
+def test_resolve_targets(tmp_path):
+    assert SpillTarget.resolve(None).node_local
+    durable = SpillTarget.resolve(str(tmp_path))
+    assert not durable.node_local and durable.root == str(tmp_path)
+    assert SpillTarget.resolve(f"file://{tmp_path}").root == str(tmp_path)
+    assert SpillTarget.resolve("s3://bucket/prefix/").root == "s3://bucket/prefix"
+
+
+def test_paths_cannot_escape_the_root(tmp_path):
+    target = SpillTarget(str(tmp_path), node_local=True)
+    for bad in ("../../etc", "a/b", "", "x" * 100):
+        with pytest.raises(ConfigurationError):
+            target.partition_path(bad, 0, "node")
+        with pytest.raises(ConfigurationError):
+            target.partition_path("conv", 0, bad)
+    assert target.partition_path("conv", 3, "node").endswith("/node/conv/part-00003.arrow")
+
+
+def test_write_is_private_atomic_and_checked(tmp_path):
+    target = SpillTarget(str(tmp_path / "spill"), node_local=True)
+    target.check_writable()
+    assert os.stat(target.root).st_mode & 0o777 == 0o700
+    schema = pa.schema([("id", pa.int64()), ("s", pa.string())])
+    batches = [pa.record_batch({"id": [1, 2], "s": ["a", "b"]}, schema=schema),
+               pa.record_batch({"id": [3], "s": [None]}, schema=schema)]
+    meta = write_partition(target, "conv", 0, "node", schema, iter(batches))
+    assert meta["num_rows"] == 3 and os.path.getsize(meta["path"]) == meta["num_bytes"]
+    assert os.stat(meta["path"]).st_mode & 0o777 == 0o600
+    assert [p for p in os.listdir(os.path.dirname(meta["path"])) if ".tmp-" in p] == []
+    ref = PartitionRef("conv", 0, meta["path"], "node", 3, meta["num_bytes"], meta["checksum"], target)
+    table, problem, _ = load_checked(ref)
+    assert problem is None and table.to_pylist() == [{"id": 1, "s": "a"}, {"id": 2, "s": "b"}, {"id": 3, "s": None}]
+    with open(meta["path"], "r+b") as f:
+        f.seek(meta["num_bytes"] // 2)
+        f.write(b"\x00\xff")
+    assert load_checked(ref)[1] == "checksum_mismatch"
+    os.remove(meta["path"])
+    assert load_checked(ref)[1] == "spill_missing"
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    target = SpillTarget(str(tmp_path), node_local=False)
+    schema = pa.schema([("id", pa.int64())])
+
+    def broken():
+        yield pa.record_batch({"id": [1]}, schema=schema)
+        raise RuntimeError("executor died")
+
+    with pytest.raises(RuntimeError):
+        write_partition(target, "conv", 1, None, schema, broken())
+    assert os.listdir(tmp_path / "conv") == []
+
+
+def test_empty_partition_has_the_schema(tmp_path):
+    target = SpillTarget(str(tmp_path), node_local=False)
+    schema = pa.schema([("id", pa.int64())])
+    meta = write_partition(target, "conv", 0, None, schema, iter([]))
+    ref = PartitionRef("conv", 0, meta["path"], None, 0, meta["num_bytes"], meta["checksum"], target)
+    table, problem, _ = load_checked(ref)
+    assert problem is None and table.num_rows == 0 and table.schema == schema
+
+
+def test_unwritable_spill_dir(tmp_path):
+    with pytest.raises(ConfigurationError, match="not writable"):
+        SpillTarget("/proc/ftbridge-no", node_local=False).check_writable()
+
+
+def test_errors_survive_pickling():
+    import pickle
+
+    err = PartitionLostError(conversion_id="c1", partition=4, node_id="n9", cause="disk gone")
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, FtbridgeError) and back.partition == 4 and back.node_id == "n9"
+    assert "c1" in str(back) and "ftbridge recover c1" in str(back) and not back.retryable
