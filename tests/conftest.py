@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import time
 
 import pytest
 import ray
@@ -18,8 +21,18 @@ logging.getLogger("ftbridge").setLevel(logging.INFO)
 HEAD_CPUS = 2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_dirs(tmp_path_factory):
+    """Spill files and the default catalog of the whole session live in one temp folder."""
+    root = tmp_path_factory.mktemp("ftbridge")
+    os.environ["FTBRIDGE_SPILL_DIR"] = str(root / "spill")
+    os.environ.setdefault("FTBRIDGE_CATALOG", str(root / "default-catalog.duckdb"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(private_dirs):
     """A local Ray cluster (head node only at first); tests add and remove worker nodes."""
     os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": False})
@@ -30,6 +43,16 @@ def ray_cluster():
     cluster.shutdown()
     leftover = wait_gone(spark_daemon_jvms(), timeout_s=30)
     assert not leftover, f"Spark JVMs outlived the test session: {leftover}"
+    work_root = os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _work_dirs(work_root):
+        time.sleep(0.5)
+    assert not _work_dirs(work_root), f"Spark work dirs outlived their JVMs: {_work_dirs(work_root)}"
+
+
+def _work_dirs(root: str) -> list[str]:
+    return [os.path.join(kind, d) for kind in ("master", "worker") if os.path.isdir(os.path.join(root, kind))
+            for d in os.listdir(os.path.join(root, kind))]
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ class SparkMaster:
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
              "--webui-port", "0"],
-            env, os.path.join(self.dir, "master.log"),
+            env, os.path.join(self.dir, "master.log"), work_dir=self.dir,
         )
         jvm.wait_for(lambda: jvm.port_open(self.host, port), start_timeout_s,
                      f"Spark master on {self.host}:{port}", self.proc)
@@ -69,7 +69,7 @@ class SparkExecutor:
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.worker.Worker", "--host", _node_ip(), "--cores", str(cores),
              "--memory", f"{memory_mb}m", "--work-dir", self.dir, "--webui-port", "0", master_url],
-            env, os.path.join(self.dir, "worker.log"),
+            env, os.path.join(self.dir, "worker.log"), work_dir=self.dir,
         )
         jvm.wait_for(self._registered, start_timeout_s, f"Spark worker {name} registering with {master_url}",
                      self.proc)

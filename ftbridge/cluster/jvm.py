@@ -165,8 +165,11 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def launch(args: list[str], env: dict[str, str], log_path: str) -> JvmProcess:
-    """Start `spark-class ARGS` as a new process group with a reaper bound to this process."""
+def launch(args: list[str], env: dict[str, str], log_path: str, work_dir: str | None = None) -> JvmProcess:
+    """Start `spark-class ARGS` as a new process group with a reaper bound to this process.
+
+    The reaper removes `work_dir` once the JVMs are gone, however they ended.
+    """
     cmd = [os.path.join(env["SPARK_HOME"], "bin", "spark-class"), *args]
     log_file = open(log_path, "ab")
     try:
@@ -177,7 +180,8 @@ def launch(args: list[str], env: dict[str, str], log_path: str) -> JvmProcess:
     finally:
         log_file.close()
     reaper = subprocess.Popen(
-        [sys.executable, "-m", "ftbridge.cluster.reaper", str(os.getpid()), str(popen.pid)],
+        [sys.executable, "-m", "ftbridge.cluster.reaper", str(os.getpid()), str(popen.pid)]
+        + ([work_dir] if work_dir else []),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # Ray kills a dead worker's process group; the reaper must outlive it to do its job.
         start_new_session=True,

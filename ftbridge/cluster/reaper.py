@@ -7,12 +7,14 @@ ftbridge starts leads its own process group (the worker's executor JVMs inherit 
 this small process, started beside it, polls the owner and kills the whole group with
 SIGKILL once the owner is gone. It exits by itself once the group is empty.
 
-Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID``.
+Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]``; WORK_DIR (the
+JVM's scratch folder) is removed once the group is gone.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -46,27 +48,33 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def watch(owner_pid: int, pgid: int) -> int:
+def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
     """Block until the owner dies (then kill the group) or the group empties."""
     while True:  # bounded by the owner's and the group's lifetimes, polled
         if not _group_alive(pgid):
-            return 0
+            break
         if not _alive(owner_pid) or os.getppid() != owner_pid:
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            return 0
+            deadline = time.monotonic() + 10
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            break
         time.sleep(POLL_SECONDS)
+    if work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]", file=sys.stderr)
         return 2
     # The reaper must not die with the terminal's SIGINT before it has done its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return watch(int(argv[0]), int(argv[1]))
+    return watch(int(argv[0]), int(argv[1]), argv[2] if len(argv) == 3 else None)
 
 
 if __name__ == "__main__":

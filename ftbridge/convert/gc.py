@@ -31,7 +31,7 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
     with catalog.read() as con:
         convs = [(c, queries.partitions(con, c["conversion_id"])) for c in queries.conversions(con)]
     report = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "conversions": []}
-    cutoff = now() - older_than if older_than else None
+    cutoff = now() - older_than if older_than is not None else None
     for conv, parts in convs:
         if conv["status"] == "released":
             reason = "released"

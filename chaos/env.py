@@ -1,0 +1,78 @@
+"""The chaos cluster: a local multi-node Ray cluster with Spark executors on worker nodes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import ray
+
+NODE_RESOURCE = "chaos_node"
+SPARK_CONF = {
+    # Short enough that a paused executor is declared lost within a scenario's bound.
+    "spark.network.timeout": "12s",
+    "spark.executor.heartbeatInterval": "2s",
+}
+
+
+class ChaosEnv:
+    """Owns worker nodes and the Spark session the scenarios use; replaces removed nodes."""
+
+    def __init__(self, cluster, workdir: str | None = None, nodes: int = 3) -> None:
+        self.cluster = cluster
+        self.workdir = workdir or tempfile.mkdtemp(prefix="ftbridge-chaos-")
+        self.catalog = os.path.join(self.workdir, "catalog.duckdb")
+        self.nodes = []
+        for _ in range(nodes):
+            self.add_node()
+        cluster.wait_for_nodes()
+        self.spark = None
+
+    @property
+    def spill_root(self) -> str:
+        from ftbridge.convert.spill import SpillTarget
+
+        return SpillTarget.resolve(None).root
+
+    def add_node(self):
+        node = self.cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}, object_store_memory=300 << 20)
+        self.nodes.append(node)
+        return node
+
+    def node(self, node_id: str):
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def remove(self, node) -> None:
+        self.nodes.remove(node)
+        self.add_node()  # an autoscaler would replace it; executors need somewhere to restart
+
+    def ensure_spark(self):
+        import ftbridge
+        from ftbridge.cluster import session
+
+        if session.current_or_none() is None:
+            self.spark = ftbridge.init_spark("chaos", num_executors=2, executor_cores=1, executor_memory="768MB",
+                                             executor_resources={NODE_RESOURCE: 1}, configs=SPARK_CONF)
+            self.spark.sparkContext.setLogLevel("ERROR")
+        return self.spark
+
+    def close(self) -> None:
+        import ftbridge
+
+        ftbridge.stop_spark(cleanup_data=True)
+        for node in list(self.nodes):
+            if node in self.cluster.worker_nodes:
+                self.cluster.remove_node(node)
+        self.nodes.clear()
+
+
+def start_cluster():
+    """A fresh local cluster for `python -m chaos run`: a head node the driver uses."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    time.sleep(0.5)
+    return cluster
