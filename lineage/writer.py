@@ -124,6 +124,11 @@ def get_writer(catalog: Catalog):
     return handle
 
 
+def flush(catalog: Catalog, timeout_s: float = CALL_TIMEOUT_S) -> int:
+    """Commit buffered read events of this job's writer now (tests, audits run in-process)."""
+    return call(get_writer(catalog), "flush", timeout_s=timeout_s)
+
+
 def forget_writer(catalog: Catalog) -> None:
     """Drop this process's handle (e.g. after the writer failed to start)."""
     for key in [k for k in _HANDLES if k[1] == catalog.path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -23,10 +24,45 @@ def _node_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
+def work_root() -> str:
+    return os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark")
+
+
 def _work_dir(kind: str, name: str) -> str:
-    root = os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark", kind)
+    sweep_work_dirs()
+    root = os.path.join(work_root(), kind)
     os.makedirs(root, mode=0o700, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f"{name}-", dir=root)
+    path = tempfile.mkdtemp(prefix=f"{name}-", dir=root)
+    with open(os.path.join(path, ".owner"), "w") as f:
+        f.write(str(os.getpid()))
+    return path
+
+
+def sweep_work_dirs(grace_s: float = 60.0) -> list[str]:
+    """Remove this node's JVM work dirs whose owning actor is dead.
+
+    The reaper removes a dir once its JVMs are gone, but when Ray kills a whole node's
+    process tree (node removal) the reaper dies too; whoever starts or stops Spark next on
+    that node sweeps what is left.
+    """
+    from ftbridge.cluster.reaper import _alive
+
+    removed = []
+    for kind in ("master", "worker"):
+        root = os.path.join(work_root(), kind)
+        if not os.path.isdir(root):
+            continue
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            try:
+                with open(os.path.join(path, ".owner")) as f:
+                    owner_alive = _alive(int(f.read().strip() or 0))
+            except (OSError, ValueError):
+                owner_alive = time.time() - os.path.getmtime(path) < grace_s
+            if not owner_alive:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 class SparkMaster:

@@ -23,6 +23,7 @@ from ray.util.scheduling_strategies import (
 
 from ftbridge.cluster import jvm
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
+from ftbridge.cluster.actors import sweep_work_dirs as jvm_dirs_sweep
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.errors import (
     ClusterStartTimeoutError,
@@ -260,6 +261,9 @@ class SparkOnRay:
             except Exception:
                 pass
         self.executor_actors, self.master = [], None
+        sweep = [p for p in jvm_dirs_sweep()]
+        if sweep:
+            log.debug("removed stale Spark work dirs: %s", sweep)
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None

@@ -67,7 +67,7 @@ class SpillTarget:
         _, base = self.filesystem()
         parts = [base]
         if self.node_local:
-            parts.append(_safe_id(node_id or "unknown-node", "node id"))
+            parts.append(_safe_id("unknown-node" if node_id is None else node_id, "node id"))
         parts.append(_safe_id(conversion_id, "conversion id"))
         return "/".join(p.rstrip("/") for p in parts)
 

@@ -12,6 +12,7 @@ from chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.convert.spill import SpillTarget
 from lineage import queries
 from lineage.catalog import Catalog
+from lineage.writer import flush
 
 
 @pytest.fixture
@@ -53,6 +54,7 @@ def test_node_removed_after_conversion(ray_cluster, worker_nodes, tmp_path, lose
 
     result = check(expected, read_all(ds))
     assert result.ok, str(result)
+    flush(Catalog(catalog))  # read events are buffered for up to 0.5 s
 
     with Catalog(catalog).read() as con:
         events = queries.events(con, cid)
