@@ -12,6 +12,7 @@ NODE_RESOURCE = "chaos_node"
 SPARK_CONF = {
     # Short enough that a paused executor is declared lost within a scenario's bound.
     "spark.network.timeout": "12s",
+    "spark.network.timeoutInterval": "4s",
     "spark.executor.heartbeatInterval": "2s",
 }
 
@@ -44,8 +45,15 @@ class ChaosEnv:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     def remove(self, node) -> None:
-        self.nodes.remove(node)
-        self.add_node()  # an autoscaler would replace it; executors need somewhere to restart
+        """Forget a removed node; `replenish()` (main thread) replaces it after the scenario."""
+        if node in self.nodes:
+            self.nodes.remove(node)
+
+    def replenish(self, want: int = 3) -> None:
+        """Add nodes back up to `want`, as an autoscaler would. Ray's add_node needs the main thread."""
+        while len(self.nodes) < want:
+            self.add_node()
+        self.cluster.wait_for_nodes()
 
     def ensure_spark(self):
         import ftbridge

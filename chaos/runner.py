@@ -29,6 +29,8 @@ def run_one(env, name: str, seed: int, timeout_s: float = SCENARIO_TIMEOUT_S) ->
     thread.start()
     thread.join(timeout_s)
     out.faults = out.log.to_list()
+    if not thread.is_alive():
+        env.replenish()
     if thread.is_alive():
         out.outcome, out.detail = "hang", f"not finished after {timeout_s:.0f}s"
     elif "error" in box:

@@ -26,6 +26,7 @@ from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.actors import sweep_work_dirs as jvm_dirs_sweep
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.errors import (
+    ClusterError,
     ClusterStartTimeoutError,
     InsufficientResourcesError,
     SparkAlreadyRunningError,
@@ -202,7 +203,12 @@ class SparkOnRay:
         builder = SparkSession.builder.master(self.master_info["url"]).appName(self.cfg.app_name)
         for key, value in self.spark_conf().items():
             builder = builder.config(key, value)
-        return builder.getOrCreate()
+        try:
+            return builder.getOrCreate()
+        except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
+            first = next((line for line in str(exc).splitlines() if "Exception" in line), str(exc)[:300])
+            raise ClusterError(f"Spark could not start its SparkContext: {first.strip()}. Check `configs=`.",
+                               app_name=self.cfg.app_name) from exc
 
     def _wait_spark_executors(self) -> None:
         jsc = self.spark.sparkContext._jsc.sc()
