@@ -28,7 +28,7 @@ def run(scenarios, seeds, first_seed, report_path):
 
     from chaos.env import ChaosEnv, start_cluster
     from chaos.runner import report, run as run_all
-    from chaos.scenarios import CI_SUBSET, SCENARIOS
+    from chaos.matrix import CI_SUBSET, SCENARIOS
 
     names = list(SCENARIOS) if scenarios == "all" else CI_SUBSET if scenarios == "ci" else scenarios.split(",")
     unknown = [n for n in names if n not in SCENARIOS]

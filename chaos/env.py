@@ -55,13 +55,15 @@ class ChaosEnv:
             self.add_node()
         self.cluster.wait_for_nodes()
 
-    def ensure_spark(self):
+    def ensure_spark(self, configs: dict | None = None):
+        """The running session, or a new one (with extra Spark `configs`, e.g. proxied driver ports)."""
         import ftbridge
         from ftbridge.cluster import session
 
         if session.current_or_none() is None:
             self.spark = ftbridge.init_spark("chaos", num_executors=2, executor_cores=1, executor_memory="768MB",
-                                             executor_resources={NODE_RESOURCE: 1}, configs=SPARK_CONF)
+                                             executor_resources={NODE_RESOURCE: 1},
+                                             configs={**SPARK_CONF, **(configs or {})})
             self.spark.sparkContext.setLogLevel("ERROR")
         return self.spark
 

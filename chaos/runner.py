@@ -7,7 +7,8 @@ import threading
 import time
 
 from chaos.faults import FaultLog
-from chaos.scenarios import SCENARIOS, Outcome
+from chaos.matrix import SCENARIOS
+from chaos.scenarios import Outcome
 from ftbridge.errors import PartitionLostError
 
 SCENARIO_TIMEOUT_S = 420

@@ -39,3 +39,30 @@ def catalog_lock_retry(fn):
         reraise=True,
     )
     return retrying(fn)
+
+
+def _transient_io(exc: BaseException) -> bool:
+    """Network-ish IO errors worth another try; a missing file is not one of them."""
+    if isinstance(exc, FileNotFoundError):
+        return False
+    text = str(exc).lower()
+    if "not found" in text or "no such file" in text or "does not exist" in text:
+        return False
+    return isinstance(exc, OSError) or "arrow" in type(exc).__module__
+
+
+def remote_io_retry(fn):
+    """Call `fn` (IO on a remote spill store), retrying transient failures with capped backoff.
+
+    Bounded by FTBRIDGE_REMOTE_IO_RETRY_S (default 30 s); then the last error propagates.
+    """
+    from tenacity import retry_if_exception
+
+    retrying = Retrying(
+        retry=retry_if_exception(_transient_io),
+        wait=wait_random_exponential(multiplier=0.2, max=3.0),
+        stop=stop_after_delay(_float_env("FTBRIDGE_REMOTE_IO_RETRY_S", 30.0)),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    return retrying(fn)

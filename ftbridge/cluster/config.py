@@ -40,6 +40,10 @@ class ClusterConfig:
     """How often Ray restarts a dead executor actor (-1: always)."""
     executor_resources: dict[str, float] = field(default_factory=dict)
     """Extra custom Ray resources each executor actor asks for, e.g. {"spark_node": 1}."""
+    master_port: int | None = None
+    """Port of the Spark master (default: a free port)."""
+    worker_master_url: str | None = None
+    """URL workers dial instead of the master's own, e.g. a proxy in front of it (chaos tests)."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not isinstance(self.app_name, str):

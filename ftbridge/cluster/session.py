@@ -124,7 +124,7 @@ class SparkOnRay:
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
-        ).remote(jvm.free_port(host), self.java, cfg.start_timeout_s)
+        ).remote(cfg.master_port or jvm.free_port(host), self.java, cfg.start_timeout_s)
         self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
         for i in range(cfg.num_executors):
             self.executor_actors.append(self._make_executor(i))
@@ -153,7 +153,8 @@ class SparkOnRay:
         if self.pg is not None:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=index)
         return ray.remote(SparkExecutor).options(**opts).remote(
-            opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java,
+            opts["name"], cfg.worker_master_url or self.master_info["url"], cfg.executor_cores, cfg.memory_mb,
+            self.java,
             cfg.start_timeout_s)
 
     def _wait_executor_actors(self) -> None:

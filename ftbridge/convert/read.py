@@ -17,8 +17,9 @@ import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ftbridge.convert.spill import SpillTarget, buffer_checksum, file_checksum
+from ftbridge.convert.spill import SpillTarget, buffer_checksum
 from ftbridge.errors import FtbridgeError, PartitionLostError
+from ftbridge.retry import remote_io_retry
 from lineage.catalog import new_event_id, now
 from lineage.writer import emit
 
@@ -63,31 +64,39 @@ def event(ref: PartitionRef, kind: str, started: float, detail: str = "", node_i
             "detail": detail}
 
 
+def _fetch_remote(fs, path: str) -> pa.Buffer:
+    """The whole file from a remote store, retried on transient network errors."""
+    def fetch():
+        with fs.open_input_stream(path) as stream:
+            return stream.read_buffer()
+
+    return remote_io_retry(fetch)
+
+
 def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
-    """(table, None, '') when the file is intact; (None, kind, why) when missing or corrupt."""
+    """(table, None, '') when the file is intact; (None, kind, why) when missing or corrupt.
+
+    Local files are memory-mapped; remote ones are fetched once (with bounded retries for
+    transient network errors) and parsed from memory.
+    """
     fs, _ = ref.target.filesystem()
     try:
         if ref.target.is_local:
             buf = pa.memory_map(ref.path, "r").read_buffer()
-            size, checksum = buf.size, buffer_checksum(buf)
         else:
-            checksum, size = file_checksum(fs, ref.path)
-            buf = None
+            buf = _fetch_remote(fs, ref.path)
+        size, checksum = buf.size, buffer_checksum(buf)
     except FileNotFoundError:
         return None, "spill_missing", f"{ref.path} does not exist"
     except (OSError, pa.ArrowException) as exc:
         if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
             return None, "spill_missing", f"{ref.path}: {exc}"
-        return None, "spill_missing", f"{ref.path} could not be opened: {exc}"
+        return None, "spill_missing", f"{ref.path} could not be read: {exc}"
     if size != ref.num_bytes or checksum != ref.checksum:
         return None, "checksum_mismatch", (f"{ref.path}: {size} bytes, checksum {checksum}; catalog says "
                                            f"{ref.num_bytes} bytes, {ref.checksum}")
     try:
-        if buf is None:
-            with fs.open_input_file(ref.path) as f:
-                table = pa.ipc.open_file(f).read_all()
-        else:
-            table = pa.ipc.open_file(buf).read_all()  # zero-copy over the memory map
+        table = pa.ipc.open_file(buf).read_all()  # zero-copy over the buffer
     except (OSError, pa.ArrowException) as exc:
         return None, "checksum_mismatch", f"{ref.path} is not a readable Arrow IPC file: {exc}"
     if table.num_rows != ref.num_rows:

@@ -8,7 +8,7 @@ import pytest
 
 from chaos.env import ChaosEnv
 from chaos.runner import report, run_one
-from chaos.scenarios import CI_SUBSET
+from chaos.matrix import CI_SUBSET
 
 pytestmark = pytest.mark.chaos
 SEED = 11
