@@ -111,11 +111,16 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # the demo prints its own progress
+        ray.data.DataContext.get_current().enable_progress_bars = False
         _ok(f"Ray {ray.__version__}: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU'):g} CPUs")
         _step("starting Spark on Ray: 2 executors, each in its own Ray actor")
         t0 = time.monotonic()
         spark = ftbridge.init_spark("ftbridge-demo", num_executors=2, executor_cores=1, executor_memory="1GB",
-                                    executor_resources={NODE_RESOURCE: 1})
+                                    executor_resources={NODE_RESOURCE: 1},
+                                    configs={"spark.ui.showConsoleProgress": "false"})
         spark.sparkContext.setLogLevel("ERROR")
         _ok(f"Spark {spark.version} up in {time.monotonic() - t0:.1f}s")
         for e in ftbridge.executors():

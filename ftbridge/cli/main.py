@@ -26,6 +26,8 @@ def cli(verbose: int) -> None:
 
 
 def _health(p: dict) -> str:
+    if p.get("released") and not (p["healthy"] or p["degraded"] or p["lost"]):
+        return f"released ({p['released']})"
     parts = [f"[green]{p['healthy']}[/]"]
     parts.append(f"[yellow]{p['degraded']}[/]" if p["degraded"] else "0")
     parts.append(f"[red]{p['lost']}[/]" if p["lost"] else "0")
