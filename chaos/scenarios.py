@@ -319,3 +319,27 @@ SCENARIOS = {
     "executor_paused_past_heartbeat": executor_paused_past_heartbeat,
     "long_consumer_node_killed": long_consumer_node_killed,
 }
+
+
+def executors_killed_at_random(env, seed, out: Outcome):
+    """A seeded ResourceKiller kills up to two executors at random times while data is converted and read."""
+    import ftbridge
+
+    spark = env.ensure_spark()
+    df = _frame(spark, seed)
+    reference = spark_to_arrow(df)
+    killer = faults.ResourceKiller(lambda rng: faults.kill_executor(out.log, rng), seed=seed, max_kills=2,
+                                   min_gap_s=0.5, max_gap_s=3.0)
+    started = time.monotonic()
+    with killer:
+        ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="random-kills")
+        cid = ftbridge.conversion_id(ds)
+        parts, _ = _parts(env, cid)
+        faults.corrupt_spill(random.Random(seed).choice(parts)["path"], "delete", random.Random(seed), out.log)
+        table = read_all(ftbridge.open_recoverable(cid, catalog=env.catalog))
+    _record(out, reference, table, started)
+    out.detail = f"{len(killer.killed)} kills, {len(killer.errors)} kill errors"
+    faults.wait_executors(2)
+
+
+SCENARIOS["executors_killed_at_random"] = executors_killed_at_random

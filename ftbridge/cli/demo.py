@@ -16,6 +16,7 @@ import time
 
 from rich.table import Table
 
+from chaos.faults import wait_executors
 from ftbridge.cli.output import console, short_paths
 
 NODE_RESOURCE = "ftbridge_demo_node"
@@ -31,16 +32,6 @@ def _ok(text: str) -> None:
 
 def _bad(text: str) -> None:
     console.print(f"  [red]✘[/] {text}")
-
-
-def _wait_executors(ftbridge, n: int, timeout_s: float = 120) -> list:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        live = [e for e in ftbridge.executors() if e.jvm_pid]
-        if len(live) >= n:
-            return live
-        time.sleep(0.5)
-    raise TimeoutError(f"executors did not come back within {timeout_s}s")
 
 
 def _word_count_with_kill(ftbridge, spark) -> bool:
@@ -63,7 +54,7 @@ def _word_count_with_kill(ftbridge, spark) -> bool:
     expected = {"look": 100, "spark": 100, "tutorial": 50, "python": 50}
     good = result.get("counts") == expected
     (_ok if good else _bad)(f"word count finished: {result.get('counts')}")
-    _wait_executors(ftbridge, 2)
+    wait_executors(2)
     _ok("Ray restarted the executor actor; it rejoined Spark")
     return good
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftbridge.cluster.reaper import _group_alive
 from ftbridge.errors import ClusterStartTimeoutError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,6 @@ class JvmProcess:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return ""
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def launch(args: list[str], env: dict[str, str], log_path: str, work_dir: str | None = None) -> JvmProcess:

@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from chaos.env import ChaosEnv
-from chaos.runner import report, run_one
+from chaos.checker import check, read_all, spark_to_arrow
 from chaos.matrix import CI_SUBSET
+from chaos.runner import report, run_one
 
 pytestmark = pytest.mark.chaos
 SEED = 11
-
-
-@pytest.fixture(scope="module")
-def chaos_env(ray_cluster, tmp_path_factory):
-    env = ChaosEnv(ray_cluster, workdir=str(tmp_path_factory.mktemp("chaos")))
-    yield env
-    env.close()
 
 
 @pytest.mark.parametrize("scenario", CI_SUBSET)
@@ -31,3 +24,24 @@ def test_scenario_recovers_with_nothing_lost(chaos_env, scenario, tmp_path):
     assert result.outcome == "recovered", f"{result.outcome}: {result.detail}"
     assert result.rows_lost == result.rows_duplicated == result.rows_unexpected == result.rows_changed == 0
     assert all(c.ok and c.checksum_read == c.checksum_expected for c in result.checks)
+
+
+def test_fixtures_compose_a_scenario(chaos_env, executor_killer, spill_corruptor, fault_log, tmp_path):
+    """The killer fixtures, used directly: kill an executor, corrupt a file, read everything back."""
+    import ftbridge
+    from lineage import queries
+    from lineage.catalog import Catalog
+
+    spark = chaos_env.ensure_spark()
+    df = spark.range(0, 20_000, numPartitions=4).selectExpr("id", "id % 7 as m")
+    reference = spark_to_arrow(df)
+    ds = ftbridge.from_spark_recoverable(df, catalog=chaos_env.catalog)
+    cid = ftbridge.conversion_id(ds)
+    executor_killer()
+    with Catalog(chaos_env.catalog).read() as con:
+        path = queries.partitions(con, cid)[1]["path"]
+    spill_corruptor(path, "truncate")
+    result = check(reference, read_all(ftbridge.open_recoverable(cid, catalog=chaos_env.catalog)))
+    assert result.ok, str(result)
+    assert [f["kind"] for f in fault_log.to_list()] == ["executor_killed", "spill_corrupted"]
+    assert fault_log.to_list()[0]["detail"]["jvms_left"] == []

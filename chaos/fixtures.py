@@ -1,0 +1,86 @@
+"""pytest fixtures for the chaos harness: a chaos cluster, a fault log, and one fixture per killer.
+
+Use from a conftest: ``pytest_plugins = ["chaos.fixtures"]``. Each killer fixture is bound to
+the test's seed (``--chaos-seed``, default 1) and records into the test's `fault_log`.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+
+from chaos import faults
+from chaos.env import ChaosEnv
+
+
+def pytest_addoption(parser):
+    parser.addoption("--chaos-seed", type=int, default=1, help="Seed of the chaos schedules.")
+
+
+@pytest.fixture
+def chaos_seed(request) -> int:
+    return request.config.getoption("--chaos-seed")
+
+
+@pytest.fixture(scope="module")
+def chaos_env(ray_cluster, tmp_path_factory):
+    """Three worker nodes and a Spark session on them (needs a `ray_cluster` fixture)."""
+    env = ChaosEnv(ray_cluster, workdir=str(tmp_path_factory.mktemp("chaos")))
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def fault_log() -> faults.FaultLog:
+    return faults.FaultLog()
+
+
+@pytest.fixture
+def chaos_rng(chaos_seed) -> random.Random:
+    return random.Random(chaos_seed)
+
+
+@pytest.fixture
+def executor_killer(fault_log, chaos_rng):
+    return functools.partial(faults.kill_executor, fault_log, chaos_rng)
+
+
+@pytest.fixture
+def node_killer(chaos_env, fault_log):
+    def kill(node_id: str, wipe_spill: bool = True):
+        fault = faults.remove_node(chaos_env.cluster, chaos_env.node(node_id), fault_log, wipe_spill=wipe_spill,
+                                   spill_root=chaos_env.spill_root)
+        chaos_env.remove(chaos_env.node(node_id)) if any(n.node_id == node_id for n in chaos_env.nodes) else None
+        return fault
+
+    return kill
+
+
+@pytest.fixture
+def spill_corruptor(fault_log, chaos_rng):
+    return lambda path, mode="flip": faults.corrupt_spill(path, mode, chaos_rng, fault_log)
+
+
+@pytest.fixture
+def pauser(fault_log, chaos_rng):
+    return lambda seconds=20.0: faults.pause_executor(fault_log, chaos_rng, seconds)
+
+
+@pytest.fixture
+def writer_killer(fault_log):
+    from lineage.catalog import Catalog
+    from lineage.writer import get_writer
+
+    return lambda catalog: faults.kill_catalog_writer(get_writer(Catalog(catalog)), fault_log)
+
+
+@pytest.fixture
+def random_executor_killer(fault_log, chaos_seed):
+    """A seeded ResourceKiller factory: `with random_executor_killer(max_kills=2): ...`."""
+    def make(max_kills: int = 1, min_gap_s: float = 0.5, max_gap_s: float = 3.0):
+        return faults.ResourceKiller(lambda rng: faults.kill_executor(fault_log, rng), seed=chaos_seed,
+                                     max_kills=max_kills, min_gap_s=min_gap_s, max_gap_s=max_gap_s)
+
+    return make
