@@ -11,7 +11,6 @@ proxy holds the spill files (`spill_dir="s3://…"`).
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import time
 from chaos import faults
 from chaos.checker import read_all, spark_to_arrow
 from chaos.netfaults import NetFaults
-from chaos.scenarios import Outcome, _frame, _parts, _record
+from chaos.scenarios import BackgroundConversion, Outcome, _frame, _parts, _record
 
 BIND, ADVERTISE = "127.0.0.2", "127.0.0.1"
 
@@ -63,19 +62,14 @@ def net_driver_link_faults(env, seed, out: Outcome):
         out.log.add("net_latency", "executors<->driver", latency_ms=20, jitter_ms=10)
         df = _frame(spark, seed)
         reference = spark_to_arrow(df)
-        holder = {}
-        job = threading.Thread(target=lambda: holder.setdefault("ds", ftbridge.from_spark_recoverable(
-            df, catalog=env.catalog, name="net-driver")))
-        started = time.monotonic()
-        job.start()
+        job = BackgroundConversion(df, env.catalog, "net-driver")
         time.sleep(rng.uniform(0.5, 2.0))
         rpc.add_toxic(type="reset_peer", attributes={"timeout": 200}, stream="upstream", name="reset")
         out.log.add("net_reset_peer", "executors->driver rpc", after_ms=200)
         time.sleep(1.0)
         rpc.destroy_toxic("reset")
-        job.join(timeout=300)
-        ds = holder["ds"]
-        _record(out, reference, read_all(ds), started)
+        ds = job.result(timeout_s=300)
+        _record(out, reference, read_all(ds), job.started)
         # Bandwidth-limited link while Spark rebuilds deleted files through it.
         for proxy in proxies:
             proxy.add_toxic(type="bandwidth", attributes={"rate": 2048}, name="bw")

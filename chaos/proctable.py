@@ -6,6 +6,7 @@ import os
 import time
 
 from ftbridge.cluster.jvm import cmdline
+from ftbridge.cluster.reaper import _alive
 
 SPARK_MARKERS = ("org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker",
                  "CoarseGrainedExecutorBackend")
@@ -25,11 +26,8 @@ def spark_daemon_jvms() -> dict[int, str]:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    """Alive and not a zombie (the reaper's own check)."""
+    return _alive(pid)
 
 
 def wait_gone(pids, timeout_s: float = 30.0) -> set[int]:

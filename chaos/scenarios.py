@@ -55,6 +55,36 @@ def _convert(env, seed: int, name: str, **kw):
     return df, reference, ds
 
 
+class BackgroundConversion:
+    """`from_spark_recoverable` in a thread, so a fault can land while it runs; `result()` joins.
+
+    An error in the conversion is raised by `result()`, not hidden behind a missing value.
+    """
+
+    def __init__(self, df, catalog: str, name: str) -> None:
+        import ftbridge
+
+        self.box: dict = {}
+
+        def run():
+            try:
+                self.box["ds"] = ftbridge.from_spark_recoverable(df, catalog=catalog, name=name)
+            except BaseException as exc:
+                self.box["error"] = exc
+
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=run, name=f"convert-{name}", daemon=True)
+        self.thread.start()
+
+    def result(self, timeout_s: float = 600):
+        self.thread.join(timeout=timeout_s)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the conversion did not finish within {timeout_s:.0f}s")
+        if "error" in self.box:
+            raise self.box["error"]
+        return self.box["ds"]
+
+
 def _record(out: Outcome, reference, table, started: float) -> None:
     result = check(reference, table)
     out.checks.append(result)
@@ -74,23 +104,16 @@ def _parts(env, cid):
 
 
 def executor_killed_during_conversion(env, seed, out: Outcome):
-    import ftbridge
-
     rng = random.Random(seed)
     spark = env.ensure_spark()
     df = _frame(spark, seed)
     reference = spark_to_arrow(df)
     before = set(faults.spill_files(env.spill_root))
-    holder = {}
-    job = threading.Thread(target=lambda: holder.setdefault("ds", ftbridge.from_spark_recoverable(
-        df, catalog=env.catalog, name="exec-kill-during")))
-    started = time.monotonic()
-    job.start()
+    job = BackgroundConversion(df, env.catalog, "exec-kill-during")
     k = rng.randint(1, 3)
     faults.when(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120)
     faults.kill_executor(out.log, rng)
-    job.join(timeout=600)
-    _record(out, reference, read_all(holder["ds"]), started)
+    _record(out, reference, read_all(job.result()), job.started)
     faults.wait_executors(2)
 
 
@@ -174,19 +197,14 @@ def catalog_writer_killed(env, seed, out: Outcome):
     df = _frame(spark, seed)
     reference = spark_to_arrow(df)
     writer = get_writer(Catalog(env.catalog))
-    holder = {}
-    job = threading.Thread(target=lambda: holder.setdefault("ds", ftbridge.from_spark_recoverable(
-        df, catalog=env.catalog, name="writer-kill")))
-    started = time.monotonic()
-    job.start()
+    job = BackgroundConversion(df, env.catalog, "writer-kill")
     time.sleep(rng.uniform(0.2, 1.5))
     faults.kill_catalog_writer(writer, out.log)
-    job.join(timeout=600)
-    ds = holder["ds"]
+    ds = job.result()
     parts, events = _parts(env, ftbridge.conversion_id(ds))
     if len(parts) != PARTITIONS or not any(e["kind"] == "created" for e in events):
         raise AssertionError(f"catalog lost records: {len(parts)} partitions, {len(events)} events")
-    _record(out, reference, read_all(ds), started)
+    _record(out, reference, read_all(ds), job.started)
 
 
 def two_faults_back_to_back(env, seed, out: Outcome):
@@ -211,13 +229,11 @@ def executor_paused_past_heartbeat(env, seed, out: Outcome):
     spark = env.ensure_spark()
     df = _frame(spark, seed)
     reference = spark_to_arrow(df)
-    holder = {}
     pause = threading.Thread(target=lambda: faults.pause_executor(out.log, rng, seconds=20))
     pause.start()
     started = time.monotonic()
     ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="paused")
     pause.join(timeout=120)
-    holder["ds"] = ds
     _record(out, reference, read_all(ds), started)
 
 

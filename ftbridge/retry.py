@@ -8,6 +8,7 @@ import os
 from tenacity import (
     Retrying,
     before_sleep_log,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_delay,
     wait_random_exponential,
@@ -25,20 +26,26 @@ def _float_env(name: str, default: float) -> float:
         return default
 
 
+def _bounded(retry, multiplier: float, max_wait_s: float, bound_env: str, bound_default_s: float,
+             level: int) -> Retrying:
+    """The one shape of every policy: jittered capped backoff, a time bound, a log line, reraise."""
+    return Retrying(
+        retry=retry,
+        wait=wait_random_exponential(multiplier=multiplier, max=max_wait_s),
+        stop=stop_after_delay(_float_env(bound_env, bound_default_s)),
+        before_sleep=before_sleep_log(log, level),
+        reraise=True,
+    )
+
+
 def catalog_lock_retry(fn):
     """Call `fn`, retrying while the catalog file is locked by another process.
 
     Bounded by FTBRIDGE_CATALOG_LOCK_TIMEOUT_S (default 60 s); then the last
     CatalogUnavailableError propagates.
     """
-    retrying = Retrying(
-        retry=retry_if_exception_type(CatalogUnavailableError),
-        wait=wait_random_exponential(multiplier=0.01, max=0.25),
-        stop=stop_after_delay(_float_env("FTBRIDGE_CATALOG_LOCK_TIMEOUT_S", 60.0)),
-        before_sleep=before_sleep_log(log, logging.DEBUG),
-        reraise=True,
-    )
-    return retrying(fn)
+    return _bounded(retry_if_exception_type(CatalogUnavailableError), 0.01, 0.25,
+                    "FTBRIDGE_CATALOG_LOCK_TIMEOUT_S", 60.0, logging.DEBUG)(fn)
 
 
 def _transient_io(exc: BaseException) -> bool:
@@ -56,13 +63,5 @@ def remote_io_retry(fn):
 
     Bounded by FTBRIDGE_REMOTE_IO_RETRY_S (default 30 s); then the last error propagates.
     """
-    from tenacity import retry_if_exception
-
-    retrying = Retrying(
-        retry=retry_if_exception(_transient_io),
-        wait=wait_random_exponential(multiplier=0.2, max=3.0),
-        stop=stop_after_delay(_float_env("FTBRIDGE_REMOTE_IO_RETRY_S", 30.0)),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    )
-    return retrying(fn)
+    return _bounded(retry_if_exception(_transient_io), 0.2, 3.0, "FTBRIDGE_REMOTE_IO_RETRY_S", 30.0,
+                    logging.WARNING)(fn)

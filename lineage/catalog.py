@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,17 @@ def now() -> datetime:
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_event(conversion_id: str, partition_id: int | None, kind: str, started: float | None = None,
+              node_id: str | None = None, source: str | None = None, detail: str = "") -> dict:
+    """An events-table row; `started` is a time.time() value (default: now, a zero-length event)."""
+    finished = time.time()
+    started = finished if started is None else started
+    return {"event_id": new_event_id(), "conversion_id": conversion_id, "partition_id": partition_id,
+            "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc),
+            "finished_at": datetime.fromtimestamp(finished, timezone.utc),
+            "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
 
 
 def _is_lock_error(exc: Exception) -> bool:

@@ -132,15 +132,5 @@ class SparkExecutor:
                 "jvm_pid": jvm_pid, "node_id": self.node_id, "executor_id": executor_id,
                 "worker_alive": self.proc.alive()}
 
-    def wait_executor(self, timeout_s: float) -> dict:
-        """Block until Spark has started this worker's executor JVM; return info()."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            info = self.info()
-            if info["jvm_pid"] is not None:
-                return info
-            time.sleep(0.2)
-        return self.info()
-
     def shutdown(self) -> None:
         self.proc.stop()

@@ -27,7 +27,7 @@ from ftbridge.errors import (
     NonDeterministicRebuildError,
 )
 from lineage import queries
-from lineage.catalog import Catalog, now
+from lineage.catalog import Catalog, new_event, now
 from lineage.writer import call, get_writer
 
 log = logging.getLogger(__name__)
@@ -257,9 +257,8 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
         "allow_nondeterministic": allow_nondeterministic, "driver_host": socket.gethostname(),
         "driver_pid": os.getpid(),
     }
-    created = PartitionRef(conversion_id, -1, target.root, None, 0, 0, "", target)
-    ev = event(created, "created", started, f"{n} partitions, {record['total_rows']} rows", source="driver")
-    ev["partition_id"] = None
+    ev = new_event(conversion_id, None, "created", started, source="driver",
+                   detail=f"{n} partitions, {record['total_rows']} rows")
     call(writer, "record_conversion", record, partitions, [ev])
     live = _Live(conversion_id, df, persisted, target, schema, cat, writer, partitions, allow_nondeterministic,
                  cluster.current_or_none())
@@ -352,9 +351,7 @@ def release(ds_or_id, *, catalog=None) -> int:
             live.persisted.unpersist(blocking=False)
         except Exception:
             pass
-    ev = {"event_id": uuid.uuid4().hex, "conversion_id": conv["conversion_id"], "partition_id": None,
-          "kind": "released", "started_at": now(), "finished_at": now(), "duration_s": 0.0, "node_id": None,
-          "source": "driver", "detail": f"{freed} bytes freed"}
+    ev = new_event(conv["conversion_id"], None, "released", source="driver", detail=f"{freed} bytes freed")
     if ray.is_initialized():
         call(live.writer if live else _writer(cat), "set_status", conv["conversion_id"], "released", "released", [ev])
     else:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pyarrow as pa
 
 from ftbridge.convert.spill import SpillTarget
 from lineage import queries, records
-from lineage.catalog import Catalog, now
+from lineage.catalog import Catalog, new_event, now
 
 
 def _existing(conv: dict, parts: list[dict]) -> list[tuple[str, int]]:
@@ -53,8 +52,6 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
         if reason == "expired":
             with catalog.write() as con:
                 records.set_conversion_status(con, conv["conversion_id"], "released", "released")
-                records.insert_events(con, [{
-                    "event_id": uuid.uuid4().hex, "conversion_id": conv["conversion_id"], "partition_id": None,
-                    "kind": "released", "started_at": now(), "finished_at": now(), "duration_s": 0.0,
-                    "node_id": None, "source": "gc", "detail": f"expired; {size} bytes freed"}])
+                records.insert_events(con, [new_event(conv["conversion_id"], None, "released", source="gc",
+                                                      detail=f"expired; {size} bytes freed")])
     return report

@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ftbridge.convert.spill import SpillTarget, buffer_checksum
 from ftbridge.errors import FtbridgeError, PartitionLostError
 from ftbridge.retry import remote_io_retry
-from lineage.catalog import new_event_id, now
+from lineage.catalog import new_event
 from lineage.writer import emit
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,7 @@ class ReadContext:
 
 def event(ref: PartitionRef, kind: str, started: float, detail: str = "", node_id: str | None = None,
           source: str = "read_task") -> dict:
-    finished = time.time()
-    from datetime import datetime, timezone
-
-    return {"event_id": new_event_id(), "conversion_id": ref.conversion_id, "partition_id": ref.partition_id,
-            "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc), "finished_at": now(),
-            "duration_s": round(finished - started, 6), "node_id": node_id or ref.node_id, "source": source,
-            "detail": detail}
+    return new_event(ref.conversion_id, ref.partition_id, kind, started, node_id or ref.node_id, source, detail)
 
 
 def _fetch_remote(fs, path: str) -> pa.Buffer:

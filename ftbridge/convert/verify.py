@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from datetime import datetime, timezone
 
 import pyarrow as pa
 
 from ftbridge.convert.spill import SpillTarget, file_checksum
 from lineage import queries, records
-from lineage.catalog import Catalog, now
+from lineage.catalog import Catalog, new_event
 
 OK, MISSING, CORRUPT, LOST, RELEASED = "healthy", "missing", "corrupt", "lost", "released"
 
@@ -61,10 +59,8 @@ def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
             started = time.time()
             state, detail = check_file(target, part)
             kind = "verify_ok" if state == OK else "verify_failed"
-            events.append({"event_id": uuid.uuid4().hex, "conversion_id": cid, "partition_id": part["partition_id"],
-                           "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc),
-                           "finished_at": now(), "duration_s": round(time.time() - started, 6),
-                           "node_id": part["node_id"], "source": "verify", "detail": f"{state}: {detail}"})
+            events.append(new_event(cid, part["partition_id"], kind, started, part["node_id"], "verify",
+                                    f"{state}: {detail}"))
             if state != part["state"]:
                 updates.append((part["partition_id"], state))
         results.append({"partition": part["partition_id"], "state": state, "detail": detail,

@@ -13,8 +13,8 @@ import pytest
 import ray
 
 import ftbridge
-from chaos.proctable import pid_alive, spark_daemon_jvms, wait_gone
-from ftbridge.errors import InsufficientResourcesError, SparkAlreadyRunningError
+from chaos.proctable import pid_alive, wait_gone
+from ftbridge.errors import SparkAlreadyRunningError
 from tests.conftest import python_env
 
 WORDS = [("look",), ("spark",), ("tutorial",), ("spark",), ("look",), ("python",)]

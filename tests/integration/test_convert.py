@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pytest
 import ray
 
@@ -17,7 +16,6 @@ from ftbridge.errors import (
     ConfigurationError,
     ConversionReleasedError,
     NonDeterministicRebuildError,
-    PartitionLostError,
     UnknownConversionError,
 )
 from lineage import queries
