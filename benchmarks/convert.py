@@ -1,10 +1,12 @@
 """Spark -> Ray, three paths in one run on one machine, with ratios.
 
-    ./dev bench convert            # 4M rows x 2 repetitions, then 10M rows once
+    ./dev bench convert            # 4M rows x 3 repetitions, then 10M rows once
     ./dev bench convert --quick    # 1M rows, for a smoke run
 
 Paths, each ending with the data materialised in Ray's object store:
-  recoverable  ftbridge.from_spark_recoverable(df)
+  recoverable  ftbridge.from_spark_recoverable(df)   (persisted MEMORY_AND_DISK for rebuilds)
+  recov-nocache  the same with storage_level=StorageLevel.NONE (rebuilds from Spark lineage only):
+               shows what keeping the rebuild copy costs
   collect      df.toArrow() on the driver -> ray.data.from_arrow   (not fault tolerant)
   parquet      df.write.parquet -> ray.data.read_parquet().materialize()
 Spark: 2 executors x 1 core. Ray gets 2 extra logical CPUs so Ray Data's read_parquet tasks
@@ -33,12 +35,18 @@ def make_df(spark, rows: int):
         "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
 
 
-def run_recoverable(spark, rows, catalog):
+def run_recoverable(spark, rows, catalog, storage_level=None):
     df = make_df(spark, rows)
-    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    ds = ftbridge.from_spark_recoverable(df, storage_level, catalog=catalog)
     size = ds.size_bytes()
     ftbridge.release(ds)
     return size
+
+
+def run_recoverable_nocache(spark, rows, catalog):
+    from pyspark import StorageLevel
+
+    return run_recoverable(spark, rows, catalog, StorageLevel.NONE)
 
 
 def run_collect(spark, rows, _):
@@ -56,7 +64,8 @@ def run_parquet(spark, rows, tmp):
     return size
 
 
-PATHS = {"recoverable": run_recoverable, "collect": run_collect, "parquet": run_parquet}
+PATHS = {"recoverable": run_recoverable, "recov-nocache": run_recoverable_nocache, "collect": run_collect,
+         "parquet": run_parquet}
 
 
 def measure(spark, rows, reps, tmp, catalog):
@@ -65,7 +74,7 @@ def measure(spark, rows, reps, tmp, catalog):
     size = 0
     for _ in range(reps):
         for name, fn in PATHS.items():
-            arg = catalog if name == "recoverable" else tmp
+            arg = catalog if name.startswith("recov") else tmp
             with PeakRss() as peak:
                 secs, size_ = timed(lambda: fn(spark, rows, arg))
             size = size_ or size
@@ -92,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--big", type=int, default=10_000_000)
     args = parser.parse_args()
     if args.quick:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -55,6 +55,11 @@ MIGRATIONS: dict[int, list[str]] = {
             detail VARCHAR
         )""",
         """CREATE INDEX IF NOT EXISTS events_by_conversion ON events (conversion_id, started_at)""",
+    ],
+    2: [
+        # How the spill files were made (format + the Spark settings that decide their bytes),
+        # as JSON; NULL for conversions recorded before: Arrow IPC files written by mapInArrow.
+        """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS spill_format VARCHAR""",
     ],
 }
 

@@ -17,7 +17,8 @@ from ftbridge.cluster import session as cluster
 from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.read import PartitionRef, ReadContext, build_dataset, event, prewarm_readers, submit_reads
 from ftbridge.convert.rebuild import RebuildDispatcher
-from ftbridge.convert.spill import META_DDL, SpillTarget, make_spill_fn
+from ftbridge.convert.source import ArrowBatches
+from ftbridge.convert.spill import SpillTarget, make_spill_fn
 from ftbridge.convert.types import arrow_schema, schema_from_b64, schema_to_b64
 from ftbridge.errors import (
     ConfigurationError,
@@ -40,10 +41,10 @@ REBUILD_JOB_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_JOB_TIMEOUT_S", 3
 class _Live:
     """A conversion this process made and can still rebuild through Spark."""
 
-    def __init__(self, conversion_id, df, persisted, target, schema, catalog, writer, partitions,
+    def __init__(self, conversion_id, batches: ArrowBatches, target, schema, catalog, writer, partitions,
                  allow_nondeterministic, spark_owner, rebuilt_kind: str = "rebuilt_from_spark"):
         self.rebuilt_kind = rebuilt_kind
-        self.conversion_id, self.df, self.persisted = conversion_id, df, persisted
+        self.conversion_id, self.batches = conversion_id, batches
         self.target, self.schema, self.catalog, self.writer = target, schema, catalog, writer
         self.original = {p["partition_id"]: dict(p) for p in partitions}
         self.allow_nondeterministic = allow_nondeterministic
@@ -54,11 +55,12 @@ class _Live:
         """Run exactly this partition through Spark again (cached block first, lineage second)."""
         started = time.time()
         with self.lock:
-            spill_fn = make_spill_fn(self.target, self.conversion_id, self.schema, only_partitions=[partition_id])
-            rdd = self.persisted.mapInArrow(spill_fn, META_DDL).rdd
+            spill_fn = make_spill_fn(self.target, self.conversion_id, self.batches.schema_message,
+                                     only_partitions=[partition_id])
+            rdd = self.batches.rdd.mapPartitionsWithIndex(spill_fn)
             rows = run_bounded(
                 rdd.context, REBUILD_JOB_TIMEOUT_S, f"rebuild of partition {partition_id} of {self.conversion_id}",
-                lambda: rdd.context.runJob(rdd, lambda it: [r.asDict() for r in it], partitions=[partition_id]),
+                lambda: rdd.context.runJob(rdd, list, partitions=[partition_id]),
                 conversion_id=self.conversion_id, partition=partition_id)
         if len(rows) != 1:
             raise ConversionError(f"rebuild of partition {partition_id} returned {len(rows)} results",
@@ -153,7 +155,7 @@ def _plan_text(df) -> str:
 
 def _open_dataset(conversion_id, partitions, target, schema, writer, service_name):
     refs = [_ref_from(conversion_id, p, target) for p in partitions]
-    ctx = ReadContext(uuid.uuid4().hex, writer, service_name)
+    ctx = ReadContext(uuid.uuid4().hex, writer, service_name, schema)
     alive = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")}
     by_partition = submit_reads(refs, ctx, alive)
     block_refs = [by_partition[r.partition_id][0] for r in refs]
@@ -228,20 +230,22 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     conversion_id = uuid.uuid4().hex
     started = time.time()
     warm = prewarm_readers()
-    persisted = df.persist(storage_level)
-    spill_df = persisted.mapInArrow(make_spill_fn(target, conversion_id, schema), META_DDL)
+    batches = ArrowBatches(df, storage_level)
+    spill_rdd = batches.rdd.mapPartitionsWithIndex(make_spill_fn(target, conversion_id, batches.schema_message))
     try:
         rows = run_bounded(df.sparkSession.sparkContext, SPARK_JOB_TIMEOUT_S,
-                           f"spill job of conversion {conversion_id}", spill_df.collect, conversion_id=conversion_id)
-        partitions = sorted((r.asDict() for r in rows), key=lambda p: p["partition_id"])
+                           f"spill job of conversion {conversion_id}", spill_rdd.collect, conversion_id=conversion_id)
+        partitions = sorted(rows, key=lambda p: p["partition_id"])
     except ConversionError:
+        batches.unpersist()
         raise
     except Exception as exc:
+        batches.unpersist()
         raise ConversionError(f"the Spark spill job of conversion {conversion_id} failed: "
                               f"{str(exc).splitlines()[0][:1000]}", conversion_id=conversion_id) from exc
     spilled = time.time()
     del warm  # fire and forget: they only start worker processes
-    n = persisted._jdf.rdd().getNumPartitions()
+    n = batches.num_partitions
     if [p["partition_id"] for p in partitions] != list(range(n)):
         raise ConversionError(f"spill job returned partitions {[p['partition_id'] for p in partitions][:20]}, "
                               f"expected 0..{n - 1}", conversion_id=conversion_id)
@@ -255,12 +259,12 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
         "num_partitions": n, "total_rows": sum(p["num_rows"] for p in partitions),
         "total_bytes": sum(p["num_bytes"] for p in partitions), "recipe": recipe,
         "allow_nondeterministic": allow_nondeterministic, "driver_host": socket.gethostname(),
-        "driver_pid": os.getpid(),
+        "driver_pid": os.getpid(), "spill_format": batches.settings.to_json(),
     }
     ev = new_event(conversion_id, None, "created", started, source="driver",
                    detail=f"{n} partitions, {record['total_rows']} rows")
     call(writer, "record_conversion", record, partitions, [ev])
-    live = _Live(conversion_id, df, persisted, target, schema, cat, writer, partitions, allow_nondeterministic,
+    live = _Live(conversion_id, batches, target, schema, cat, writer, partitions, allow_nondeterministic,
                  cluster.current_or_none())
     _MANAGER.add(live)
     recorded = time.time()
@@ -347,10 +351,7 @@ def release(ds_or_id, *, catalog=None) -> int:
         parts = queries.partitions(con, conv["conversion_id"])
     freed = delete_spill_files(conv, parts)
     if live is not None:
-        try:
-            live.persisted.unpersist(blocking=False)
-        except Exception:
-            pass
+        live.batches.unpersist()
     ev = new_event(conv["conversion_id"], None, "released", source="driver", detail=f"{freed} bytes freed")
     if ray.is_initialized():
         call(live.writer if live else _writer(cat), "set_status", conv["conversion_id"], "released", "released", [ev])

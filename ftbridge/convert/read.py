@@ -51,6 +51,7 @@ class ReadContext:
     token: str                      # unique per Dataset build: tells a re-read from a first read
     writer: object                  # CatalogWriter actor handle
     rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
+    schema: pa.Schema | None = None  # the Dataset's schema; files in Spark's own labels are cast to it
 
 
 def event(ref: PartitionRef, kind: str, started: float, detail: str = "", node_id: str | None = None,
@@ -90,12 +91,20 @@ def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
         return None, "checksum_mismatch", (f"{ref.path}: {size} bytes, checksum {checksum}; catalog says "
                                            f"{ref.num_bytes} bytes, {ref.checksum}")
     try:
-        table = pa.ipc.open_file(buf).read_all()  # zero-copy over the buffer
+        table = parse_ipc(buf)
     except (OSError, pa.ArrowException) as exc:
         return None, "checksum_mismatch", f"{ref.path} is not a readable Arrow IPC file: {exc}"
     if table.num_rows != ref.num_rows:
         return None, "checksum_mismatch", f"{ref.path} has {table.num_rows} rows; catalog says {ref.num_rows}"
     return table, None, ""
+
+
+def parse_ipc(buf: pa.Buffer) -> pa.Table:
+    """A spill file's table, zero-copy over the buffer: an IPC stream (what ftbridge writes),
+    or an IPC file (what ftbridge before the `arrow-ipc-stream/1` format wrote)."""
+    if buf.size >= 6 and buf[:6].to_pybytes() == b"ARROW1":
+        return pa.ipc.open_file(buf).read_all()
+    return pa.ipc.open_stream(buf).read_all()
 
 
 def _rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
@@ -150,6 +159,10 @@ def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Ta
             raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
                                      node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
     reads.append(event(ref, "read", started, ref.path, node_id=here))
+    if ctx.schema is not None and not table.schema.equals(ctx.schema):
+        # Spark names list items "element" and labels timestamps with the session zone; the
+        # Dataset's schema says "item" and UTC. Same buffers, so the cast is cheap.
+        table = table.cast(ctx.schema)
     return table
 
 

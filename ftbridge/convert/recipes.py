@@ -69,6 +69,7 @@ class RecipeRebuilder:
         from pyspark import StorageLevel
 
         from ftbridge.convert.engine import _Live
+        from ftbridge.convert.source import ArrowBatches, BatchSettings
         from ftbridge.convert.spill import SpillTarget
         from ftbridge.convert.types import arrow_schema, schema_from_b64
 
@@ -84,15 +85,18 @@ class RecipeRebuilder:
                 raise ConversionError(
                     f"recipe {self.conv['recipe']} now gives schema {arrow_schema(df.schema)}, but conversion {cid} "
                     f"recorded {schema}; refusing to rebuild from it.", conversion_id=cid)
-            persisted = df.persist(StorageLevel.MEMORY_AND_DISK)
-            n = persisted.rdd.getNumPartitions()
+            # The recorded batch settings make the rebuilt bytes comparable with the originals.
+            settings = BatchSettings.from_json(self.conv.get("spill_format"))
+            batches = ArrowBatches(df, StorageLevel.MEMORY_AND_DISK, settings)
+            n = batches.num_partitions
             if n != self.conv["num_partitions"]:
+                batches.unpersist()
                 raise ConversionError(
                     f"recipe {self.conv['recipe']} gives {n} partitions, conversion {cid} recorded "
                     f"{self.conv['num_partitions']}; partitions cannot be matched, refusing to rebuild.",
                     conversion_id=cid)
             target = SpillTarget(self.conv["spill_root"], bool(self.conv["node_local"]))
-            self.live = _Live(cid, df, persisted, target, schema, self.catalog, self.writer, self.parts,
+            self.live = _Live(cid, batches, target, schema, self.catalog, self.writer, self.parts,
                               bool(self.conv["allow_nondeterministic"]), None, rebuilt_kind="rebuilt_from_recipe")
             return self.live
 

@@ -1,9 +1,10 @@
 """Spill: Spark partitions to Arrow IPC files, one vectorised Spark job.
 
-The function built by `make_spill_fn` runs inside Spark's Python workers (`mapInArrow`): it
-streams the partition's Arrow batches into a private temp file, renames it into place
-(atomic, so a killed task never leaves a torn file under the final name), hashes it, and
-yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickled from disk.
+The function built by `make_spill_fn` runs inside Spark's Python workers over the Arrow
+record-batch messages Spark's JVM made (see `source.py`): it streams them, behind the schema
+message, into a private temp file as an Arrow IPC stream, hashes the bytes as they go, renames
+the file into place (atomic, so a killed task never leaves a torn file under the final name),
+and yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickled from disk.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import xxhash
 
-from ftbridge.errors import ConfigurationError
+from ftbridge.errors import ConfigurationError, ConversionError
 
-META_DDL = "partition_id int, path string, node_id string, num_rows long, num_bytes long, checksum string"
 _ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 CHUNK = 8 << 20
 
@@ -121,9 +121,18 @@ def _make_dir(fs: pafs.FileSystem, path: str, local: bool) -> None:
         fs.create_dir(path, recursive=True)
 
 
-def write_partition(target: SpillTarget, conversion_id: str, partition_id: int, node_id: str | None,
-                    schema: pa.Schema, batches) -> dict:
-    """Write batches as one Arrow IPC file; return its metadata row."""
+EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
+
+
+def write_messages(target: SpillTarget, conversion_id: str, partition_id: int, node_id: str | None,
+                   schema_message: bytes, messages) -> dict:
+    """Write one Arrow IPC stream file (schema message, record-batch messages, end marker).
+
+    Each message is parsed (zero-copy) against the schema before it is written, which counts
+    the rows and refuses bytes that are not a record batch of this schema. The checksum is
+    taken over the bytes as they are written. Returns the partition's metadata row.
+    """
+    schema = pa.ipc.read_schema(pa.py_buffer(schema_message))
     fs, _ = target.filesystem()
     final = target.partition_path(conversion_id, partition_id, node_id)
     _make_dir(fs, final.rsplit("/", 1)[0], target.is_local)
@@ -132,14 +141,15 @@ def write_partition(target: SpillTarget, conversion_id: str, partition_id: int, 
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before any byte lands
     rows = 0
     try:
-        with fs.open_output_stream(tmp) as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in batches:
-                if batch.schema != schema:
-                    batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0] \
-                        if batch.num_rows else pa.RecordBatch.from_pylist([], schema=schema)
-                if batch.num_rows:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
+        with fs.open_output_stream(tmp) as sink:
+            out = _HashingSink(sink)
+            out.write(schema_message)
+            for message in messages:
+                num_rows = _rows_of(message, schema, conversion_id, partition_id)
+                if num_rows:
+                    out.write(message)
+                    rows += num_rows
+            out.write(EOS)
         fs.move(tmp, final)
     except BaseException:
         try:
@@ -147,33 +157,43 @@ def write_partition(target: SpillTarget, conversion_id: str, partition_id: int, 
         except (OSError, pa.ArrowException):
             pass
         raise
-    checksum, size = file_checksum(fs, final)
     return {"partition_id": int(partition_id), "path": final, "node_id": node_id, "num_rows": rows,
-            "num_bytes": size, "checksum": checksum}
+            "num_bytes": out.size, "checksum": out.digest.hexdigest()}
 
 
-def make_spill_fn(target: SpillTarget, conversion_id: str, schema: pa.Schema, only_partitions=None):
-    """The `mapInArrow` function: spill this task's partition, yield one metadata batch."""
-    schema_bytes = schema.serialize().to_pybytes()
+def _rows_of(message, schema: pa.Schema, conversion_id: str, partition_id: int) -> int:
+    try:
+        return pa.ipc.read_record_batch(pa.py_buffer(message), schema).num_rows
+    except (pa.ArrowException, EOFError, ValueError) as exc:
+        raise ConversionError(
+            f"partition {partition_id}: Spark produced {len(message)} bytes that are not an Arrow record batch "
+            f"of {schema.names} ({exc}); nothing was written. This is a bug in ftbridge or a Spark/pyarrow "
+            "version mismatch: report it with `pip show pyspark pyarrow`.",
+            conversion_id=conversion_id, partition=partition_id) from exc
+
+
+class _HashingSink:
+    """Writes through to a stream, hashing and counting the bytes."""
+
+    def __init__(self, sink) -> None:
+        self.sink, self.digest, self.size = sink, xxhash.xxh3_128(), 0
+
+    def write(self, chunk) -> None:
+        self.sink.write(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+
+
+def make_spill_fn(target: SpillTarget, conversion_id: str, schema_message: bytes, only_partitions=None):
+    """The `mapPartitionsWithIndex` function over Arrow batch bytes: spill, yield one metadata dict."""
     wanted = None if only_partitions is None else frozenset(only_partitions)
 
-    def spill(batches):
-        from pyspark import TaskContext
-
-        partition_id = TaskContext.get().partitionId()
+    def spill(partition_id, messages):
         if wanted is not None and partition_id not in wanted:
-            for _ in batches:  # drain: Spark expects the input consumed
+            for _ in messages:  # drain: Spark expects the input consumed
                 pass
             return
         node_id = os.environ.get("FTBRIDGE_RAY_NODE_ID")
-        arrow_schema = pa.ipc.read_schema(pa.py_buffer(schema_bytes))
-        meta = write_partition(target, conversion_id, partition_id, node_id, arrow_schema, batches)
-        yield pa.RecordBatch.from_pylist([meta], schema=META_ARROW_SCHEMA)
+        yield write_messages(target, conversion_id, partition_id, node_id, schema_message, messages)
 
     return spill
-
-
-META_ARROW_SCHEMA = pa.schema([
-    ("partition_id", pa.int32()), ("path", pa.string()), ("node_id", pa.string()), ("num_rows", pa.int64()),
-    ("num_bytes", pa.int64()), ("checksum", pa.string()),
-])

@@ -53,6 +53,29 @@ def test_create_migrate_and_record(tmp_path):
             queries.conversion(con, "nope")
 
 
+def test_version_1_catalog_is_readable_then_migrated(tmp_path):
+    from lineage.schema import MIGRATIONS
+
+    path = tmp_path / "v1.duckdb"
+    conv, parts = conv_record()
+    with duckdb.connect(str(path)) as con:  # a catalog as version 1 of ftbridge left it
+        for statement in MIGRATIONS[1]:
+            con.execute(statement)
+        con.execute("INSERT INTO ftbridge_meta VALUES ('schema_version', '1')")
+        records.insert_conversion(con, conv, parts)
+    cat = Catalog(path)
+    with cat.read() as con:  # readers never migrate
+        assert queries.conversion(con, conv["conversion_id"]).get("spill_format") is None
+    assert cat.schema_version() == 1
+    with cat.write() as con:
+        pass
+    assert cat.schema_version() == SCHEMA_VERSION == 2
+    with cat.read() as con:
+        old = queries.conversion(con, conv["conversion_id"])
+        assert old["spill_format"] is None and old["num_partitions"] == 3
+        assert len(queries.partitions(con, conv["conversion_id"])) == 3
+
+
 def test_events_are_idempotent_and_feed_time_to_recover(tmp_path):
     from datetime import timedelta
 

@@ -8,8 +8,14 @@ import pyarrow as pa
 import pytest
 
 from ftbridge.convert.read import PartitionRef, load_checked
-from ftbridge.convert.spill import SpillTarget, write_partition
-from ftbridge.errors import ConfigurationError, FtbridgeError, PartitionLostError
+from ftbridge.convert.spill import SpillTarget, write_messages
+
+
+def write_partition(target, conversion_id, partition_id, node_id, schema, batches):
+    """Spill pyarrow batches the way the Spark job spills Spark's batch messages."""
+    messages = (batch.serialize() for batch in batches)
+    return write_messages(target, conversion_id, partition_id, node_id, schema.serialize().to_pybytes(), messages)
+from ftbridge.errors import ConfigurationError, ConversionError, FtbridgeError, PartitionLostError
 
 
 def test_resolve_targets(tmp_path):
@@ -72,6 +78,39 @@ def test_empty_partition_has_the_schema(tmp_path):
     ref = PartitionRef("conv", 0, meta["path"], None, 0, meta["num_bytes"], meta["checksum"], target)
     table, problem, _ = load_checked(ref)
     assert problem is None and table.num_rows == 0 and table.schema == schema
+
+
+def test_spill_file_is_an_ipc_stream_and_hashes_its_bytes(tmp_path):
+    from ftbridge.convert.spill import file_checksum
+
+    target = SpillTarget(str(tmp_path), node_local=False)
+    schema = pa.schema([("id", pa.int64()), ("xs", pa.list_(pa.int32()))])
+    batches = [pa.record_batch({"id": [1, 2], "xs": [[1], None]}, schema=schema),
+               pa.record_batch({"id": [], "xs": []}, schema=schema),  # empty batches are left out
+               pa.record_batch({"id": [3], "xs": [[2, 3]]}, schema=schema)]
+    meta = write_partition(target, "conv", 2, None, schema, iter(batches))
+    with open(meta["path"], "rb") as f:
+        assert pa.ipc.open_stream(f).read_all() == pa.Table.from_batches(batches)
+    assert (meta["checksum"], meta["num_bytes"]) == file_checksum(pa.fs.LocalFileSystem(), meta["path"])
+    assert meta["num_rows"] == 3
+
+
+def test_bytes_that_are_not_a_batch_of_the_schema_are_refused(tmp_path):
+    target = SpillTarget(str(tmp_path), node_local=False)
+    schema = pa.schema([("id", pa.int64())])
+    with pytest.raises(ConversionError, match="not an Arrow record batch"):
+        write_messages(target, "conv", 0, None, schema.serialize().to_pybytes(), iter([b"\x00" * 64]))
+    assert os.listdir(tmp_path / "conv") == []
+
+
+def test_files_of_the_older_ipc_file_format_still_read(tmp_path):
+    from ftbridge.convert.read import parse_ipc
+
+    table = pa.table({"id": [1, 2, 3]})
+    path = tmp_path / "old.arrow"
+    with pa.ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
+    assert parse_ipc(pa.memory_map(str(path)).read_buffer()) == table
 
 
 def test_unwritable_spill_dir(tmp_path):

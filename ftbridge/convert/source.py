@@ -1,0 +1,147 @@
+"""The Spark side of a conversion: a DataFrame as an RDD of Arrow record-batch messages.
+
+Spark's JVM turns rows into Arrow IPC record-batch messages (`Dataset.toArrowBatchRdd`, the
+path `df.toArrow()` takes), so no Python worker decodes or re-encodes data: the spill
+function only writes bytes. That RDD - not the DataFrame - is what gets persisted at the
+caller's storage level, so a rebuild from the cached copy is a byte copy, and a rebuild from
+Spark lineage produces the same bytes when the plan is deterministic.
+
+A partition's bytes depend on three session settings (rows per batch, session time zone,
+large var types). `BatchSettings` records them with the conversion, and a rebuild in another
+session (a recipe) applies them, so rebuilt files can be checked against the originals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+from ftbridge.errors import ConfigurationError, ConversionError
+
+log = logging.getLogger(__name__)
+
+SPILL_FORMAT = "arrow-ipc-stream/1"
+_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+_TZ = "spark.sql.session.timeZone"
+_LARGE = "spark.sql.execution.arrow.useLargeVarTypes"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The session settings that decide a partition's Arrow bytes."""
+
+    batch_rows: int          # spark.sql.execution.arrow.maxRecordsPerBatch
+    time_zone: str           # spark.sql.session.timeZone (timestamp columns carry it)
+    large_var_types: bool    # spark.sql.execution.arrow.useLargeVarTypes (Spark 4)
+    format: str = SPILL_FORMAT
+
+    @staticmethod
+    def of_session(spark) -> "BatchSettings":
+        rows = int(spark.conf.get(_ROWS, "10000"))
+        if rows <= 0:  # Spark reads <= 0 as "unlimited"; one batch per partition is still a valid file
+            rows = 0
+        return BatchSettings(rows, spark.conf.get(_TZ), spark.conf.get(_LARGE, "false").lower() == "true")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str | None) -> "BatchSettings | None":
+        if not text:
+            return None
+        data = json.loads(text)
+        if data.get("format") != SPILL_FORMAT:
+            raise ConfigurationError(f"spill format {data.get('format')!r} is not known to this ftbridge "
+                                     f"(it writes {SPILL_FORMAT!r}); upgrade ftbridge to rebuild it")
+        return BatchSettings(int(data["batch_rows"]), data["time_zone"], bool(data["large_var_types"]))
+
+
+@contextlib.contextmanager
+def applied(spark, settings: BatchSettings | None):
+    """Run the block with `settings` set on the session, then restore the previous values."""
+    if settings is None:
+        yield
+        return
+    wanted = {_ROWS: str(settings.batch_rows), _TZ: settings.time_zone,
+              _LARGE: "true" if settings.large_var_types else "false"}
+    before = {key: spark.conf.get(key, None) for key in wanted}
+    try:
+        for key, value in wanted.items():
+            if before[key] != value:
+                spark.conf.set(key, value)
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            elif value != wanted[key]:
+                spark.conf.set(key, value)
+
+
+def _schema_message(df, settings: BatchSettings) -> bytes:
+    """The IPC schema message of the batches Spark's JVM writes for `df` (same call Spark makes)."""
+    jvm = df.sparkSession.sparkContext._jvm
+    arrow_utils = jvm.org.apache.spark.sql.util.ArrowUtils
+    try:
+        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), settings.time_zone, True, settings.large_var_types)
+    except Exception:  # Spark 3.5: no large-var-types argument
+        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), settings.time_zone, True)
+    out = jvm.java.io.ByteArrayOutputStream()
+    channel = jvm.org.apache.arrow.vector.ipc.WriteChannel(jvm.java.nio.channels.Channels.newChannel(out))
+    jvm.org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, jschema)
+    return bytes(out.toByteArray())
+
+
+def _java_level(sc, storage_level):
+    """The JVM storage level; Arrow bytes are kept as they are (no second serialization)."""
+    from pyspark import StorageLevel
+
+    level = storage_level
+    if level.useMemory and not level.useOffHeap and not level.deserialized:
+        level = StorageLevel(level.useDisk, level.useMemory, level.useOffHeap, True, level.replication)
+    return sc._getJavaStorageLevel(level)
+
+
+class ArrowBatches:
+    """A DataFrame's partitions as Arrow record-batch messages, persisted for rebuilds.
+
+    Attributes:
+        rdd: a PySpark RDD whose elements are `bytes` (one IPC record-batch message each).
+        schema_message: the IPC schema message those batches follow.
+        file_schema: `schema_message` parsed.
+        settings: the session settings the bytes were made with.
+        num_partitions: the DataFrame's partition count.
+    """
+
+    def __init__(self, df, storage_level, settings: BatchSettings | None = None) -> None:
+        from pyspark.rdd import RDD
+        from pyspark.serializers import NoOpSerializer
+
+        spark = df.sparkSession
+        sc = spark.sparkContext
+        self.settings = settings or BatchSettings.of_session(spark)
+        try:
+            with applied(spark, settings):
+                jdf = df._jdf
+                jrdd = jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan()).toJavaRDD()
+            self.schema_message = _schema_message(df, self.settings)
+        except AttributeError as exc:
+            raise ConfigurationError("ftbridge converts classic (JVM-backed) Spark DataFrames; this one has no "
+                                     "JVM plan (Spark Connect?). Use the session from ftbridge.init_spark.") from exc
+        except Exception as exc:
+            raise ConversionError(f"Spark could not plan the Arrow conversion: {str(exc).splitlines()[0][:500]}") \
+                from exc
+        self._jrdd = jrdd.persist(_java_level(sc, storage_level))
+        self.rdd = RDD(self._jrdd, sc, NoOpSerializer())
+        self.file_schema = pa.ipc.read_schema(pa.py_buffer(self.schema_message))
+        self.num_partitions = int(self._jrdd.getNumPartitions())
+
+    def unpersist(self) -> None:
+        try:
+            self._jrdd.unpersist(False)
+        except Exception as exc:  # Spark already stopped: nothing left to free
+            log.debug("unpersist: %s", exc)
