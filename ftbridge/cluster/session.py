@@ -190,7 +190,18 @@ class SparkOnRay:
             "spark.executor.heartbeatInterval": "5s",
         }
         conf.update(cfg.configs)
+        jar = self._spill_writer_jar()
+        if jar:
+            conf["spark.jars"] = ",".join(j for j in (cfg.configs.get("spark.jars"), jar) if j)
         return conf
+
+    def _spill_writer_jar(self) -> str | None:
+        """The JVM spill writer's jar (see ftbridge/convert/jvm), unless FTBRIDGE_SPILL_WRITER=python."""
+        from ftbridge.convert import jvm as spill_jvm
+
+        if os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() == "python":
+            return None
+        return spill_jvm.build_jar(self.java, jvm.spark_home())
 
     def _make_session(self):
         from pyspark.sql import SparkSession

@@ -17,8 +17,8 @@ from ftbridge.cluster import session as cluster
 from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.read import PartitionRef, ReadContext, build_dataset, event, prewarm_readers, submit_reads
 from ftbridge.convert.rebuild import RebuildDispatcher
-from ftbridge.convert.source import ArrowBatches
-from ftbridge.convert.spill import SpillTarget, make_spill_fn
+from ftbridge.convert.source import ArrowBatches, spill_metadata
+from ftbridge.convert.spill import SpillTarget
 from ftbridge.convert.types import arrow_schema, schema_from_b64, schema_to_b64
 from ftbridge.errors import (
     ConfigurationError,
@@ -55,9 +55,7 @@ class _Live:
         """Run exactly this partition through Spark again (cached block first, lineage second)."""
         started = time.time()
         with self.lock:
-            spill_fn = make_spill_fn(self.target, self.conversion_id, self.batches.schema_message,
-                                     only_partitions=[partition_id])
-            rdd = self.batches.rdd.mapPartitionsWithIndex(spill_fn)
+            rdd = self.batches.spill_rdd(self.target, self.conversion_id, only_partition=partition_id)
             rows = run_bounded(
                 rdd.context, REBUILD_JOB_TIMEOUT_S, f"rebuild of partition {partition_id} of {self.conversion_id}",
                 lambda: rdd.context.runJob(rdd, list, partitions=[partition_id]),
@@ -65,7 +63,7 @@ class _Live:
         if len(rows) != 1:
             raise ConversionError(f"rebuild of partition {partition_id} returned {len(rows)} results",
                                   conversion_id=self.conversion_id, partition=partition_id)
-        meta = rows[0]
+        meta = spill_metadata(rows[0])
         orig = self.original[partition_id]
         ref = _ref_from(self.conversion_id, meta, self.target)
         if meta["checksum"] != orig["checksum"] and not self.allow_nondeterministic:
@@ -231,11 +229,11 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     started = time.time()
     warm = prewarm_readers()
     batches = ArrowBatches(df, storage_level)
-    spill_rdd = batches.rdd.mapPartitionsWithIndex(make_spill_fn(target, conversion_id, batches.schema_message))
+    spill_rdd = batches.spill_rdd(target, conversion_id)
     try:
         rows = run_bounded(df.sparkSession.sparkContext, SPARK_JOB_TIMEOUT_S,
                            f"spill job of conversion {conversion_id}", spill_rdd.collect, conversion_id=conversion_id)
-        partitions = sorted(rows, key=lambda p: p["partition_id"])
+        partitions = sorted(map(spill_metadata, rows), key=lambda p: p["partition_id"])
     except ConversionError:
         batches.unpersist()
         raise

@@ -80,7 +80,7 @@ def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
             buf = pa.memory_map(ref.path, "r").read_buffer()
         else:
             buf = _fetch_remote(fs, ref.path)
-        size, checksum = buf.size, buffer_checksum(buf)
+        size, checksum = buf.size, buffer_checksum(buf, ref.checksum)
     except FileNotFoundError:
         return None, "spill_missing", f"{ref.path} does not exist"
     except (OSError, pa.ArrowException) as exc:

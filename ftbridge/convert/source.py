@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -82,6 +83,11 @@ def applied(spark, settings: BatchSettings | None):
                 spark.conf.set(key, value)
 
 
+def spill_metadata(element) -> dict:
+    """A spill job's result element as a dict (the JVM writer returns JSON bytes)."""
+    return json.loads(element) if isinstance(element, (bytes, bytearray)) else element
+
+
 def _schema_message(df, settings: BatchSettings) -> bytes:
     """The IPC schema message of the batches Spark's JVM writes for `df` (same call Spark makes)."""
     jvm = df.sparkSession.sparkContext._jvm
@@ -139,6 +145,29 @@ class ArrowBatches:
         self.rdd = RDD(self._jrdd, sc, NoOpSerializer())
         self.file_schema = pa.ipc.read_schema(pa.py_buffer(self.schema_message))
         self.num_partitions = int(self._jrdd.getNumPartitions())
+
+    def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
+        """An RDD with one metadata element per spilled partition (see `spill_metadata`).
+
+        Local spill roots are written by the JVM writer when its jar is loaded (the bytes never
+        enter Python); remote roots, or FTBRIDGE_SPILL_WRITER=python, by Python workers.
+        """
+        from pyspark.rdd import RDD
+        from pyspark.serializers import NoOpSerializer
+
+        from ftbridge.convert import jvm as spill_jvm
+        from ftbridge.convert.spill import make_spill_fn
+
+        sc = self.rdd.context
+        writer = None
+        if target.is_local and os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() != "python":
+            writer = spill_jvm.writer_class(sc)
+        if writer is None:
+            only = None if only_partition is None else [only_partition]
+            return self.rdd.mapPartitionsWithIndex(make_spill_fn(target, conversion_id, self.schema_message, only))
+        fn = writer(target.root, bool(target.node_local), conversion_id, self.schema_message,
+                    -1 if only_partition is None else int(only_partition))
+        return RDD(self._jrdd.mapPartitionsWithIndex(fn, True), sc, NoOpSerializer())
 
     def unpersist(self) -> None:
         try:

@@ -95,10 +95,20 @@ class SpillTarget:
                 "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
 
 
-def file_checksum(fs: pafs.FileSystem, path: str) -> tuple[str, int]:
-    """(xxh3-128 hex of the file's bytes, size). xxh3 runs at memory speed (~25 GB/s here),
-    so every read can afford to re-check its file."""
-    digest = xxhash.xxh3_128()
+XXH64 = "xxh64:"  # checksums of the Arrow-stream spill files (the JVM writer computes the same one)
+
+
+def _digest_like(recorded: str | None):
+    """The hash a recorded checksum was made with: "xxh64:<hex>", or bare xxh3-128 hex (older files)."""
+    if recorded is None or recorded.startswith(XXH64):
+        return xxhash.xxh64(), XXH64
+    return xxhash.xxh3_128(), ""
+
+
+def file_checksum(fs: pafs.FileSystem, path: str, recorded: str | None = None) -> tuple[str, int]:
+    """(checksum of the file's bytes, in the form of `recorded`, and size). xxh64 runs at
+    ~10 GB/s here, so every read can afford to re-check its file."""
+    digest, prefix = _digest_like(recorded)
     size = 0
     with fs.open_input_stream(path) as stream:
         while True:
@@ -107,11 +117,13 @@ def file_checksum(fs: pafs.FileSystem, path: str) -> tuple[str, int]:
                 break
             digest.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return prefix + digest.hexdigest(), size
 
 
-def buffer_checksum(buf) -> str:
-    return xxhash.xxh3_128_hexdigest(memoryview(buf))
+def buffer_checksum(buf, recorded: str | None = None) -> str:
+    digest, prefix = _digest_like(recorded)
+    digest.update(memoryview(buf))
+    return prefix + digest.hexdigest()
 
 
 def _make_dir(fs: pafs.FileSystem, path: str, local: bool) -> None:
@@ -158,7 +170,7 @@ def write_messages(target: SpillTarget, conversion_id: str, partition_id: int, n
             pass
         raise
     return {"partition_id": int(partition_id), "path": final, "node_id": node_id, "num_rows": rows,
-            "num_bytes": out.size, "checksum": out.digest.hexdigest()}
+            "num_bytes": out.size, "checksum": XXH64 + out.digest.hexdigest()}
 
 
 def _rows_of(message, schema: pa.Schema, conversion_id: str, partition_id: int) -> int:
@@ -176,7 +188,7 @@ class _HashingSink:
     """Writes through to a stream, hashing and counting the bytes."""
 
     def __init__(self, sink) -> None:
-        self.sink, self.digest, self.size = sink, xxhash.xxh3_128(), 0
+        self.sink, self.digest, self.size = sink, xxhash.xxh64(), 0
 
     def write(self, chunk) -> None:
         self.sink.write(chunk)

@@ -25,7 +25,7 @@ def check_file(target: SpillTarget, part: dict) -> tuple[str, str]:
         return MISSING, f"{part['path']} does not exist"
     if info.size != part["num_bytes"]:
         return CORRUPT, f"{part['path']} has {info.size} bytes, catalog says {part['num_bytes']}"
-    checksum, _ = file_checksum(fs, part["path"])
+    checksum, _ = file_checksum(fs, part["path"], part["checksum"])
     if checksum != part["checksum"]:
         return CORRUPT, f"{part['path']} checksum {checksum}, catalog says {part['checksum']}"
     return OK, part["path"]

@@ -125,3 +125,24 @@ def test_errors_survive_pickling():
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, FtbridgeError) and back.partition == 4 and back.node_id == "n9"
     assert "c1" in str(back) and "ftbridge recover c1" in str(back) and not back.retryable
+
+
+def test_spill_writer_jar_is_built_once_and_skipped_without_javac(tmp_path, monkeypatch):
+    import zipfile
+
+    from ftbridge.cluster.jvm import find_java, spark_home
+    from ftbridge.convert import jvm as spill_jvm
+
+    monkeypatch.setenv("FTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    java = find_java()
+    jar = spill_jvm.build_jar(java, spark_home())
+    assert jar and zipfile.ZipFile(jar).namelist() == ["ftbridge/spill/SpillWriter.class"]
+    built = os.stat(jar).st_mtime_ns
+    assert spill_jvm.build_jar(java, spark_home()) == jar and os.stat(jar).st_mtime_ns == built  # cached
+    # A Java runtime without a compiler: no jar, so Python workers write the spill files.
+    jre = tmp_path / "jre" / "bin"
+    jre.mkdir(parents=True)
+    (jre / "java").write_text("#!/bin/sh\nexit 0\n")
+    (jre / "java").chmod(0o755)
+    monkeypatch.setenv("PATH", str(jre))
+    assert spill_jvm.build_jar(str(jre / "java"), spark_home()) is None

@@ -1,0 +1,82 @@
+"""The JVM half of the spill: `SpillWriter.java`, compiled once into a cached jar.
+
+Writing a partition from the executor JVM keeps its Arrow bytes out of Python entirely
+(about 0.4 s of a 4M-row conversion on 2 cores). The jar is built from source with the
+`javac` of the Java that runs Spark, against the installed PySpark's jars, and cached by
+source and Spark version; nothing is downloaded. Without a `javac` (a JRE only), or for
+remote spill roots (`s3://`, ...), the Python writer in `spill.py` writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("SpillWriter.java")
+CLASS_NAME = "ftbridge.spill.SpillWriter"
+COMPILE_TIMEOUT_S = 180
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FTBRIDGE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ftbridge")
+    return Path(base) / "jars"
+
+
+def _javac(java: str) -> str | None:
+    from ftbridge.cluster.jvm import java_home
+
+    beside = os.path.join(java_home(java), "bin", "javac")
+    return beside if os.access(beside, os.X_OK) else shutil.which("javac")
+
+
+def build_jar(java: str, spark_home: str) -> str | None:
+    """Path of the spill-writer jar (compiled now if not cached), or None when it cannot be built."""
+    import pyspark
+
+    key = hashlib.sha256(SOURCE.read_bytes() + pyspark.__version__.encode() + java.encode()).hexdigest()[:16]
+    jar = cache_dir() / f"ftbridge-spill-{key}.jar"
+    if jar.is_file():
+        return str(jar)
+    javac = _javac(java)
+    if javac is None:
+        log.info("no javac beside %s: spill files are written by Python workers (slower)", java)
+        return None
+    try:
+        jar.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryDirectory(prefix="ftbridge-javac-") as tmp:
+            classes = os.path.join(tmp, "classes")
+            subprocess.run([javac, "-nowarn", "-cp", os.path.join(spark_home, "jars", "*"), "-d", classes,
+                            str(SOURCE)], check=True, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            staged = os.path.join(tmp, "spill.jar")
+            with zipfile.ZipFile(staged, "w") as zf:
+                for path in sorted(Path(classes).rglob("*.class")):
+                    zf.write(path, path.relative_to(classes).as_posix())
+            shutil.move(staged, f"{jar}.tmp")
+            os.replace(f"{jar}.tmp", jar)  # atomic: concurrent drivers never see half a jar
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        log.warning("could not compile %s (%s); spill files are written by Python workers (slower)",
+                    SOURCE.name, detail.strip()[:2000])
+        return None
+    log.info("compiled %s into %s", SOURCE.name, jar)
+    return str(jar)
+
+
+def writer_class(sc):
+    """The SpillWriter class in this Spark's driver JVM, or None when its jar is not loaded."""
+    from py4j.java_gateway import JavaClass
+
+    try:
+        found = sc._jvm.ftbridge.spill.SpillWriter
+    except Exception:
+        return None
+    return found if isinstance(found, JavaClass) else None
