@@ -1,6 +1,6 @@
 """Spark -> Ray, three paths in one run on one machine, with ratios.
 
-    ./dev bench convert            # 4M rows x 3 repetitions, then 10M rows once
+    ./dev bench convert            # 4M rows x 5 repetitions, then 10M rows once
     ./dev bench convert --quick    # 1M rows, for a smoke run
 
 Paths, each ending with the data materialised in Ray's object store:
@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=10_000_000)
     args = parser.parse_args()
     if args.quick:

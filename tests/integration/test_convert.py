@@ -12,6 +12,7 @@ import ray
 
 import ftbridge
 from chaos.checker import check, read_all, spark_to_arrow
+from ftbridge.convert.source import spill_metadata
 from ftbridge.errors import (
     ConfigurationError,
     ConversionReleasedError,
@@ -94,6 +95,34 @@ def test_jvm_and_python_spill_writers_write_the_same_bytes(spark, catalog, monke
     os.remove(jvm_parts[1]["path"])
     assert_same(df, ftbridge.open_recoverable(cid, catalog=catalog))
     assert parts_of(catalog, cid)[1]["rebuilt_count"] == 1
+
+
+def test_batch_settings_are_recorded_and_reapplied_for_rebuilds(spark, catalog, tmp_path):
+    from pyspark import StorageLevel
+
+    from ftbridge.convert.source import ArrowBatches, BatchSettings
+    from ftbridge.convert.spill import SpillTarget
+
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    spark.conf.set(key, "700")
+    try:
+        ds = ftbridge.from_spark_recoverable(make_df(spark), catalog=catalog)
+    finally:
+        spark.conf.unset(key)
+    cid = ftbridge.conversion_id(ds)
+    with Catalog(catalog).read() as con:
+        settings = BatchSettings.from_json(queries.conversion(con, cid)["spill_format"])
+    assert settings.batch_rows == 700 and settings.time_zone == spark.conf.get("spark.sql.session.timeZone")
+    # What a recipe does in another session: apply the recorded settings, get the same bytes.
+    batches = ArrowBatches(make_df(spark), StorageLevel.NONE, settings)
+    assert spark.conf.get(key) == "10000"  # the session's own setting is back
+    again = sorted((spill_metadata(m) for m in batches.spill_rdd(SpillTarget(str(tmp_path), False), cid).collect()),
+                   key=lambda m: m["partition_id"])
+    assert [m["checksum"] for m in again] == [p["checksum"] for p in parts_of(catalog, cid)]
+    other = ArrowBatches(make_df(spark), StorageLevel.NONE)  # the session's settings: other batches, other bytes
+    assert other.settings.batch_rows == 10000
+    first = spill_metadata(other.spill_rdd(SpillTarget(str(tmp_path / "o"), False), cid).collect()[0])
+    assert first["checksum"] != again[0]["checksum"] and first["num_rows"] == again[0]["num_rows"]
 
 
 def test_executors_hold_every_cpu_and_conversion_still_finishes(spark, catalog):
