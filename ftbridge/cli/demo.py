@@ -94,6 +94,9 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     from lineage.catalog import Catalog
 
     os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
+    # The demo prints its own progress. Ray Data sets its loggers' level when it is first
+    # imported (which may come later), and this variable is what it reads then.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     catalog_path = Catalog(catalog).path
     checks: list[bool] = []
     _step("starting an embedded Ray cluster: a head node and 3 worker nodes")
@@ -102,9 +105,6 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-        import logging
-
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # the demo prints its own progress
         ray.data.DataContext.get_current().enable_progress_bars = False
         _ok(f"Ray {ray.__version__}: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU'):g} CPUs")
         _step("starting Spark on Ray: 2 executors, each in its own Ray actor")
