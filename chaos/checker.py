@@ -99,5 +99,10 @@ def spark_to_arrow(df) -> pa.Table:
         return df.toArrow()
     from ftbridge.convert.types import arrow_schema
 
+    schema = arrow_schema(df.schema)
     batches = df._collect_as_arrow()
-    return pa.Table.from_batches(batches, schema=arrow_schema(df.schema) if not batches else None)
+    if not batches:
+        return pa.Table.from_batches([], schema=schema)
+    # As PySpark 4's toArrow does: Spark labels timestamps with the session time zone, the
+    # Arrow schema of the DataFrame says UTC (same instants).
+    return pa.Table.from_batches(batches).cast(schema)

@@ -19,7 +19,7 @@ from ftbridge.convert.read import PartitionRef, ReadContext, build_dataset, even
 from ftbridge.convert.rebuild import RebuildDispatcher
 from ftbridge.convert.source import ArrowBatches, spill_metadata
 from ftbridge.convert.spill import SpillTarget
-from ftbridge.convert.types import arrow_schema, schema_from_b64, schema_to_b64
+from ftbridge.convert.types import arrow_schema, dataframe_schema, schema_from_b64, schema_to_b64
 from ftbridge.errors import (
     ConfigurationError,
     ConversionError,
@@ -217,7 +217,7 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     from pyspark import StorageLevel
 
     storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
-    schema = arrow_schema(df.schema)                    # unsupported types fail before any work
+    schema = arrow_schema(dataframe_schema(df))         # unsupported types fail before any work
     target = SpillTarget.resolve(spill_dir)
     target.check_writable()                             # so does an unwritable spill dir
     if recipe is not None:

@@ -32,6 +32,26 @@ def arrow_schema(spark_schema) -> pa.Schema:
     return pa.schema(fields)
 
 
+def dataframe_schema(df):
+    """`df.schema`; when PySpark cannot even describe a JVM type (3.5: interval), an
+    UnsupportedTypeError naming the column instead of a parse error."""
+    try:
+        return df.schema
+    except Exception as exc:
+        from pyspark.sql.types import _parse_datatype_json_string
+
+        for field in df._jdf.schema().fields():
+            try:
+                _parse_datatype_json_string(field.dataType().json())
+            except Exception:
+                spark_type = field.dataType().simpleString()
+                raise UnsupportedTypeError(
+                    f"column {field.name()!r} has type {spark_type}, which ftbridge cannot carry through Arrow. "
+                    "Cast or drop the column before converting (e.g. df.withColumn(name, col(name).cast('string'))).",
+                    column=field.name(), spark_type=spark_type) from exc
+        raise
+
+
 def schema_to_b64(schema: pa.Schema) -> str:
     import base64
 
