@@ -19,8 +19,6 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-import pyarrow as pa
-
 from ftbridge.errors import ConfigurationError, ConversionError
 
 log = logging.getLogger(__name__)
@@ -118,7 +116,6 @@ class ArrowBatches:
     Attributes:
         rdd: a PySpark RDD whose elements are `bytes` (one IPC record-batch message each).
         schema_message: the IPC schema message those batches follow.
-        file_schema: `schema_message` parsed.
         settings: the session settings the bytes were made with.
         num_partitions: the DataFrame's partition count.
     """
@@ -143,7 +140,6 @@ class ArrowBatches:
                 from exc
         self._jrdd = jrdd.persist(_java_level(sc, storage_level))
         self.rdd = RDD(self._jrdd, sc, NoOpSerializer())
-        self.file_schema = pa.ipc.read_schema(pa.py_buffer(self.schema_message))
         self.num_partitions = int(self._jrdd.getNumPartitions())
 
     def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
