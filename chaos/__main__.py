@@ -22,7 +22,9 @@ def main():
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 50), help="Seeds per scenario.")
 @click.option("--first-seed", default=1, show_default=True, type=int)
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False), help="JSON report path.")
-def run(scenarios, seeds, first_seed, report_path):
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="Keep the catalog and driver logs here (default: a temp dir, removed at the end).")
+def run(scenarios, seeds, first_seed, report_path, workdir):
     """Run scenarios on a fresh local multi-node Ray cluster and report."""
     import ray
 
@@ -36,8 +38,10 @@ def run(scenarios, seeds, first_seed, report_path):
         raise click.BadParameter(f"unknown scenarios {unknown}; known: {sorted(SCENARIOS)}", param_hint="--scenarios")
     if report_path:
         os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+    if workdir:
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
     cluster = start_cluster()
-    env = ChaosEnv(cluster)
+    env = ChaosEnv(cluster, workdir=os.path.abspath(workdir) if workdir else None)
     table = Table(title="chaos scenarios")
     for col in ("scenario", "seed", "faults injected", "outcome", "rows lost", "rows duplicated",
                 "time to recover", "wall s"):
@@ -54,6 +58,8 @@ def run(scenarios, seeds, first_seed, report_path):
         table.add_row(r.scenario, str(r.seed), ", ".join(f["kind"] for f in r.faults), f"[{color}]{r.outcome}[/]",
                       str(r.rows_lost), str(r.rows_duplicated), f"{r.recover_seconds:.1f}s", str(r.wall_seconds))
     console.print(table)
+    if workdir:
+        console.print(f"kept: {env.catalog} (ftbridge audit --catalog {env.catalog})")
     report(results, report_path)
     bad = [r for r in results if r.outcome not in ("recovered", "clean_error")]
     sys.exit(1 if bad else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -22,6 +23,7 @@ class ChaosEnv:
 
     def __init__(self, cluster, workdir: str | None = None, nodes: int = 3) -> None:
         self.cluster = cluster
+        self.owns_workdir = workdir is None  # a temp dir we made is ours to remove; a given one is kept
         self.workdir = workdir or tempfile.mkdtemp(prefix="ftbridge-chaos-")
         self.catalog = os.path.join(self.workdir, "catalog.duckdb")
         self.nodes = []
@@ -75,6 +77,8 @@ class ChaosEnv:
             if node in self.cluster.worker_nodes:
                 self.cluster.remove_node(node)
         self.nodes.clear()
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start_cluster():
