@@ -48,12 +48,17 @@ def catalog_lock_retry(fn):
                     "FTBRIDGE_CATALOG_LOCK_TIMEOUT_S", 60.0, logging.DEBUG)(fn)
 
 
+def is_missing_file(exc: BaseException) -> bool:
+    """Whether an IO error (local, or from a pyarrow filesystem) says the file is not there."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    text = str(exc).lower()
+    return "not found" in text or "no such file" in text or "does not exist" in text
+
+
 def _transient_io(exc: BaseException) -> bool:
     """Network-ish IO errors worth another try; a missing file is not one of them."""
-    if isinstance(exc, FileNotFoundError):
-        return False
-    text = str(exc).lower()
-    if "not found" in text or "no such file" in text or "does not exist" in text:
+    if is_missing_file(exc):
         return False
     return isinstance(exc, OSError) or "arrow" in type(exc).__module__
 

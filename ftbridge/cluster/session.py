@@ -22,8 +22,7 @@ from ray.util.scheduling_strategies import (
 )
 
 from ftbridge.cluster import jvm
-from ftbridge.cluster.actors import SparkExecutor, SparkMaster
-from ftbridge.cluster.actors import sweep_work_dirs as jvm_dirs_sweep
+from ftbridge.cluster.actors import SparkExecutor, SparkMaster, sweep_work_dirs
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.errors import (
     ClusterError,
@@ -199,9 +198,7 @@ class SparkOnRay:
         """The JVM spill writer's jar (see ftbridge/convert/jvm), unless FTBRIDGE_SPILL_WRITER=python."""
         from ftbridge.convert import jvm as spill_jvm
 
-        if os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() == "python":
-            return None
-        return spill_jvm.build_jar(self.java, jvm.spark_home())
+        return spill_jvm.build_jar(self.java, jvm.spark_home()) if spill_jvm.enabled() else None
 
     def _make_session(self):
         from pyspark.sql import SparkSession
@@ -276,9 +273,9 @@ class SparkOnRay:
             except Exception:
                 pass
         self.executor_actors, self.master = [], None
-        sweep = [p for p in jvm_dirs_sweep()]
-        if sweep:
-            log.debug("removed stale Spark work dirs: %s", sweep)
+        swept = sweep_work_dirs()
+        if swept:
+            log.debug("removed stale Spark work dirs: %s", swept)
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None

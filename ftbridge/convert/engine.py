@@ -41,11 +41,11 @@ REBUILD_JOB_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_JOB_TIMEOUT_S", 3
 class _Live:
     """A conversion this process made and can still rebuild through Spark."""
 
-    def __init__(self, conversion_id, batches: ArrowBatches, target, schema, catalog, writer, partitions,
+    def __init__(self, conversion_id, batches: ArrowBatches, target, catalog, writer, partitions,
                  allow_nondeterministic, spark_owner, rebuilt_kind: str = "rebuilt_from_spark"):
         self.rebuilt_kind = rebuilt_kind
         self.conversion_id, self.batches = conversion_id, batches
-        self.target, self.schema, self.catalog, self.writer = target, schema, catalog, writer
+        self.target, self.catalog, self.writer = target, catalog, writer
         self.original = {p["partition_id"]: dict(p) for p in partitions}
         self.allow_nondeterministic = allow_nondeterministic
         self.spark_owner = spark_owner
@@ -154,7 +154,7 @@ def _plan_text(df) -> str:
 def _open_dataset(conversion_id, partitions, target, schema, writer, service_name):
     refs = [_ref_from(conversion_id, p, target) for p in partitions]
     ctx = ReadContext(uuid.uuid4().hex, writer, service_name, schema)
-    alive = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")}
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
     by_partition = submit_reads(refs, ctx, alive)
     block_refs = [by_partition[r.partition_id][0] for r in refs]
     meta_refs = [by_partition[r.partition_id][1] for r in refs]
@@ -234,11 +234,10 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
         rows = run_bounded(df.sparkSession.sparkContext, SPARK_JOB_TIMEOUT_S,
                            f"spill job of conversion {conversion_id}", spill_rdd.collect, conversion_id=conversion_id)
         partitions = sorted(map(spill_metadata, rows), key=lambda p: p["partition_id"])
-    except ConversionError:
-        batches.unpersist()
-        raise
     except Exception as exc:
         batches.unpersist()
+        if isinstance(exc, ConversionError):
+            raise
         raise ConversionError(f"the Spark spill job of conversion {conversion_id} failed: "
                               f"{str(exc).splitlines()[0][:1000]}", conversion_id=conversion_id) from exc
     spilled = time.time()
@@ -262,7 +261,7 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     ev = new_event(conversion_id, None, "created", started, source="driver",
                    detail=f"{n} partitions, {record['total_rows']} rows")
     call(writer, "record_conversion", record, partitions, [ev])
-    live = _Live(conversion_id, batches, target, schema, cat, writer, partitions, allow_nondeterministic,
+    live = _Live(conversion_id, batches, target, cat, writer, partitions, allow_nondeterministic,
                  cluster.current_or_none())
     _MANAGER.add(live)
     recorded = time.time()

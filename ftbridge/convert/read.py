@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.convert.spill import SpillTarget, buffer_checksum
 from ftbridge.errors import FtbridgeError, PartitionLostError
-from ftbridge.retry import remote_io_retry
+from ftbridge.retry import is_missing_file, remote_io_retry
 from lineage.catalog import new_event
 from lineage.writer import emit
 
@@ -84,7 +84,7 @@ def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
     except FileNotFoundError:
         return None, "spill_missing", f"{ref.path} does not exist"
     except (OSError, pa.ArrowException) as exc:
-        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+        if is_missing_file(exc):
             return None, "spill_missing", f"{ref.path}: {exc}"
         return None, "spill_missing", f"{ref.path} could not be read: {exc}"
     if size != ref.num_bytes or checksum != ref.checksum:
@@ -160,8 +160,8 @@ def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Ta
                                      node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
     reads.append(event(ref, "read", started, ref.path, node_id=here))
     if ctx.schema is not None and not table.schema.equals(ctx.schema):
-        # Spark names list items "element" and labels timestamps with the session zone; the
-        # Dataset's schema says "item" and UTC. Same buffers, so the cast is cheap.
+        # Spark labels timestamps with the session time zone; the Dataset's schema says UTC.
+        # Same buffers, so the cast is cheap.
         table = table.cast(ctx.schema)
     return table
 
@@ -203,7 +203,7 @@ def prewarm_readers(per_node: int = READ_TASKS_PER_NODE) -> list:
     return refs
 
 
-def _groups(refs: list[PartitionRef], alive_cpus: dict[str, float]) -> list[tuple[str | None, list]]:
+def _groups(refs: list[PartitionRef], alive_nodes: set[str]) -> list[tuple[str | None, list]]:
     """Partitions grouped by the node holding their file, a few tasks per node.
 
     One task per partition would start one Ray worker process per partition (all at once:
@@ -212,7 +212,7 @@ def _groups(refs: list[PartitionRef], alive_cpus: dict[str, float]) -> list[tupl
     """
     per_node: dict = {}
     for ref in refs:
-        node = ref.node_id if ref.target.node_local and ref.node_id in alive_cpus else None
+        node = ref.node_id if ref.target.node_local and ref.node_id in alive_nodes else None
         per_node.setdefault(node, []).append(ref)
     groups = []
     fixed = int(os.environ.get("FTBRIDGE_READ_GROUP", 0))
@@ -224,10 +224,10 @@ def _groups(refs: list[PartitionRef], alive_cpus: dict[str, float]) -> list[tupl
     return groups
 
 
-def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_cpus: dict[str, float]) -> dict:
+def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_nodes: set[str]) -> dict:
     """Submit grouped read tasks; returns partition_id -> (block ref, size ref)."""
     out = {}
-    for node, group in _groups(refs, alive_cpus):
+    for node, group in _groups(refs, alive_nodes):
         opts = {"num_returns": 2 * len(group)}
         if node is not None:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)

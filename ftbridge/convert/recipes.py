@@ -97,7 +97,7 @@ class RecipeRebuilder:
                     f"{self.conv['num_partitions']}; partitions cannot be matched, refusing to rebuild.",
                     conversion_id=cid)
             target = SpillTarget(self.conv["spill_root"], bool(self.conv["node_local"]))
-            self.live = _Live(cid, batches, target, schema, self.catalog, self.writer, self.parts,
+            self.live = _Live(cid, batches, target, self.catalog, self.writer, self.parts,
                               bool(self.conv["allow_nondeterministic"]), None, rebuilt_kind="rebuilt_from_recipe")
             return self.live
 

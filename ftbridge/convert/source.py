@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 
 from ftbridge.errors import ConfigurationError, ConversionError
@@ -155,12 +154,10 @@ class ArrowBatches:
         from ftbridge.convert.spill import make_spill_fn
 
         sc = self.rdd.context
-        writer = None
-        if target.is_local and os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() != "python":
-            writer = spill_jvm.writer_class(sc)
+        writer = spill_jvm.writer_class(sc) if target.is_local and spill_jvm.enabled() else None
         if writer is None:
-            only = None if only_partition is None else [only_partition]
-            return self.rdd.mapPartitionsWithIndex(make_spill_fn(target, conversion_id, self.schema_message, only))
+            return self.rdd.mapPartitionsWithIndex(
+                make_spill_fn(target, conversion_id, self.schema_message, only_partition))
         fn = writer(target.root, bool(target.node_local), conversion_id, self.schema_message,
                     -1 if only_partition is None else int(only_partition))
         return RDD(self._jrdd.mapPartitionsWithIndex(fn, True), sc, NoOpSerializer())

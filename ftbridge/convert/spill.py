@@ -196,12 +196,12 @@ class _HashingSink:
         self.size += len(chunk)
 
 
-def make_spill_fn(target: SpillTarget, conversion_id: str, schema_message: bytes, only_partitions=None):
+def make_spill_fn(target: SpillTarget, conversion_id: str, schema_message: bytes,
+                  only_partition: int | None = None):
     """The `mapPartitionsWithIndex` function over Arrow batch bytes: spill, yield one metadata dict."""
-    wanted = None if only_partitions is None else frozenset(only_partitions)
 
     def spill(partition_id, messages):
-        if wanted is not None and partition_id not in wanted:
+        if only_partition is not None and partition_id != only_partition:
             for _ in messages:  # drain: Spark expects the input consumed
                 pass
             return

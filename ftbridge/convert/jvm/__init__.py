@@ -25,6 +25,11 @@ CLASS_NAME = "ftbridge.spill.SpillWriter"
 COMPILE_TIMEOUT_S = 180
 
 
+def enabled() -> bool:
+    """False when FTBRIDGE_SPILL_WRITER=python asks for the Python writer everywhere."""
+    return os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() != "python"
+
+
 def cache_dir() -> Path:
     base = os.environ.get("FTBRIDGE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ftbridge")
