@@ -97,10 +97,10 @@ def spark_to_arrow(df) -> pa.Table:
     """A Spark DataFrame as one Arrow table, on PySpark 4 (toArrow) and 3.5 (its private twin)."""
     if hasattr(df, "toArrow"):
         return df.toArrow()
-    from ftbridge.convert.types import arrow_schema
+    from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
 
-    schema = arrow_schema(df.schema)
-    batches = df._collect_as_arrow()
+    schema = pyspark_arrow_schema(df.schema)  # PySpark's own mapping, independent of ftbridge's
+    batches = collect_arrow_batches(df)
     if not batches:
         return pa.Table.from_batches([], schema=schema)
     # As PySpark 4's toArrow does: Spark labels timestamps with the session time zone, the

@@ -6,7 +6,8 @@ boundaries. Recoverability is marked by mixins, as in dlt::
 
     FtbridgeError
     ├── ConfigurationError (TerminalError)        bad arguments, missing Java, unwritable spill dir
-    │   └── UnsupportedTypeError                 a column type Arrow cannot carry
+    │   ├── UnsupportedTypeError                 a column type Arrow cannot carry
+    │   └── JavaRuntimeError                     a Java that cannot run the installed Spark
     ├── ClusterError                              Spark-on-Ray start/stop problems
     │   ├── SparkAlreadyRunningError (TerminalError)
     │   ├── SparkNotRunningError (TerminalError)
@@ -74,6 +75,10 @@ class ConfigurationError(TerminalError, FtbridgeError):
 
 class UnsupportedTypeError(ConfigurationError):
     """A column has a Spark type that ftbridge cannot carry through Arrow."""
+
+
+class JavaRuntimeError(ConfigurationError):
+    """The Java runtime cannot run the installed Spark (version out of range, modules missing)."""
 
 
 class ClusterError(FtbridgeError):

@@ -66,36 +66,19 @@ def java_home(java: str) -> str:
     return str(Path(os.path.realpath(java)).parent.parent)
 
 
-def java_major_version(java: str) -> int:
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigurationError(f"could not run `{java} -version`: {exc}. {_INSTALL_HINT}") from exc
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not match:
-        raise ConfigurationError(f"could not read the Java version from: {out.strip()!r}. {_INSTALL_HINT}")
-    major = int(match.group(1))
-    return int(match.group(2)) if major == 1 else major
-
-
 def check_java_for_spark() -> str:
-    """Find Java and check it is new enough for the installed PySpark; return its path."""
-    import pyspark
+    """Find Java and check it can run the installed Spark (version, modules); return its path."""
+    from ftbridge.cluster import java_runtime
 
     java = find_java()
-    major = java_major_version(java)
-    needed = 17 if int(pyspark.__version__.split(".")[0]) >= 4 else 8
-    if major < needed:
-        raise ConfigurationError(
-            f"PySpark {pyspark.__version__} needs Java {needed}+, found Java {major} at {java}. {_INSTALL_HINT}"
-        )
+    java_runtime.check(java, spark_home())
     return java
 
 
 def spark_home() -> str:
-    from pyspark.find_spark_home import _find_spark_home
+    from ftbridge.adapters.spark import spark_home as home
 
-    return _find_spark_home()
+    return home()
 
 
 def daemon_env(java: str, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -217,15 +217,17 @@ class SparkOnRay:
                                app_name=self.cfg.app_name) from exc
 
     def _wait_spark_executors(self) -> None:
-        jsc = self.spark.sparkContext._jsc.sc()
+        from ftbridge.adapters.spark import executor_ids
+
+        sc = self.spark.sparkContext
         want = self.cfg.num_executors
         deadline = time.monotonic() + self.cfg.start_timeout_s
         while time.monotonic() < deadline:
-            if jsc.getExecutorIds().size() >= want:
+            if len(executor_ids(sc)) >= want:
                 return
             time.sleep(0.2)
         raise ClusterStartTimeoutError(
-            f"only {jsc.getExecutorIds().size()} of {want} Spark executors registered with the driver within "
+            f"only {len(executor_ids(sc))} of {want} Spark executors registered with the driver within "
             f"{self.cfg.start_timeout_s:.0f}s. Check the worker logs under the executor actors' work dirs.")
 
     def _get(self, ref, what: str):

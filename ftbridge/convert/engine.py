@@ -12,14 +12,18 @@ import uuid
 
 import pyarrow as pa
 import ray
+import ray.data
 
 from ftbridge.cluster import session as cluster
 from ftbridge.cluster.jobs import run_bounded
-from ftbridge.convert.read import PartitionRef, ReadContext, build_dataset, event, prewarm_readers, submit_reads
+from ftbridge.adapters import ray as ray_adapter
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.convert.datasource import SpillDatasource
+from ftbridge.convert.read import READ_MAX_RETRIES, READ_TASKS_PER_NODE, PartitionRef, ReadContext, event, prewarm_readers
 from ftbridge.convert.rebuild import RebuildDispatcher
 from ftbridge.convert.source import ArrowBatches, spill_metadata
 from ftbridge.convert.spill import SpillTarget
-from ftbridge.convert.types import arrow_schema, dataframe_schema, schema_from_b64, schema_to_b64
+from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64, schema_to_b64
 from ftbridge.errors import (
     ConfigurationError,
     ConversionError,
@@ -146,35 +150,70 @@ def _ref_from(conversion_id: str, part: dict, target: SpillTarget) -> PartitionR
 
 def _plan_text(df) -> str:
     try:
-        return str(df._jdf.queryExecution().optimizedPlan().toString())
+        return spark_adapter.plan_text(df)
     except Exception:  # plan text is for the audit; never block a conversion on it
         return ""
 
 
-def _open_dataset(conversion_id, partitions, target, schema, writer, service_name):
+def _open_dataset(conversion_id, partitions, target, schema, writer, service_name, materialize: bool = True):
+    """The Dataset over a conversion's spill files, read (materialize=True) before it returns."""
     refs = [_ref_from(conversion_id, p, target) for p in partitions]
     ctx = ReadContext(uuid.uuid4().hex, writer, service_name, schema)
-    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-    by_partition = submit_reads(refs, ctx, alive)
-    block_refs = [by_partition[r.partition_id][0] for r in refs]
-    meta_refs = [by_partition[r.partition_id][1] for r in refs]
-    ready, pending = ray.wait(meta_refs, num_returns=len(meta_refs), timeout=READ_TIMEOUT_S)
-    if pending:
-        missing = [refs[meta_refs.index(r)].partition_id for r in pending]
-        raise ConversionError(
-            f"conversion {conversion_id}: partitions {missing[:20]} were not read within {READ_TIMEOUT_S:.0f}s. "
-            "Check `ray status` for dead nodes, or raise FTBRIDGE_READ_TIMEOUT_S.", conversion_id=conversion_id)
-    try:
-        metadata = ray.get(meta_refs)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, FtbridgeError):
-            raise exc.cause from None
-        raise
-    call(writer, "flush")  # the read events of this build are durable when we return
-    ds = build_dataset(block_refs, metadata, schema)
+    if not refs:  # no partitions at all: an empty Dataset that still knows its schema
+        ds = ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
+    else:
+        alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
+        source = SpillDatasource(refs, ctx, num_tasks=READ_TASKS_PER_NODE * max(1, alive))
+        n_tasks = len(source.groups())
+        with ray_adapter.data_context(preserve_order=True):
+            # No CPU (see datasource.py); retries re-run a read whose worker or node died.
+            ds = ray_adapter.read_datasource(source, n_tasks, READ_MAX_RETRIES)
+        if materialize:
+            ds = _materialize(ds, conversion_id)
+            call(writer, "flush")  # the read events of this build are durable when we return
     ds._ftbridge_conversion_id = conversion_id
     ds._ftbridge_catalog = writer_path(writer)
     return ds
+
+
+def _materialize(ds, conversion_id: str):
+    """`ds.materialize()`, bounded by READ_TIMEOUT_S, with ftbridge errors instead of Ray's."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["ds"] = ds.materialize()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"ftbridge-read-{conversion_id[:8]}", daemon=True)
+    worker.start()
+    worker.join(READ_TIMEOUT_S)
+    if worker.is_alive():
+        raise ConversionError(
+            f"conversion {conversion_id}: its partitions were not read within {READ_TIMEOUT_S:.0f}s. "
+            "Check `ray status` for dead nodes, or raise FTBRIDGE_READ_TIMEOUT_S.", conversion_id=conversion_id)
+    if "error" in box:
+        raise translate_read_error(box["error"], conversion_id) from None
+    return box["ds"]
+
+
+def translate_read_error(exc: BaseException, conversion_id: str) -> BaseException:
+    """The ftbridge error inside a Ray / Ray Data error chain, or a ConversionError naming the cause."""
+    seen, node = set(), exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, FtbridgeError):
+            return node
+        node = getattr(node, "cause", None) if isinstance(getattr(node, "cause", None), BaseException) \
+            else (node.__cause__ or node.__context__)
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return exc
+    first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    err = ConversionError(f"reading conversion {conversion_id} failed: {type(exc).__name__}: {first}",
+                          conversion_id=conversion_id)
+    err.__cause__ = exc
+    return err
 
 
 def writer_path(writer) -> str | None:
@@ -217,7 +256,7 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     from pyspark import StorageLevel
 
     storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
-    schema = arrow_schema(dataframe_schema(df))         # unsupported types fail before any work
+    check_supported(dataframe_schema(df))               # unsupported types fail before any work
     target = SpillTarget.resolve(spill_dir)
     target.check_writable()                             # so does an unwritable spill dir
     if recipe is not None:
@@ -229,6 +268,7 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
     started = time.time()
     warm = prewarm_readers()
     batches = ArrowBatches(df, storage_level)
+    schema = batches.schema
     spill_rdd = batches.spill_rdd(target, conversion_id)
     try:
         rows = run_bounded(df.sparkSession.sparkContext, SPARK_JOB_TIMEOUT_S,

@@ -1,9 +1,10 @@
-"""Ray read tasks over spill files, and the Dataset built from their outputs.
+"""Serving one partition inside a read task: load, check, fetch from its node, rebuild.
 
-Blocks are *task returns*, so when a node dies with blocks in its object store, Ray's
-lineage reconstruction re-runs `read_partition` for exactly those blocks. Read tasks ask
-for no CPU: Spark executor actors may hold every CPU, and a read that waits for a CPU
-held by an executor that waits for the read would deadlock (seen with from_arrow_refs).
+`read_group` is the body of the Datasource's read tasks (see `datasource.py`). A node-local
+spill file on another node is loaded by a small task pinned to that node; a file that is
+missing, corrupt or on a dead node is rebuilt through Spark (the rebuild service) and checked
+against the recorded checksum; when nothing can rebuild it the read fails with a
+`PartitionLostError` naming conversion, partition, node and cause.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.convert.arrow_repair import well_formed
 from ftbridge.convert.spill import SpillTarget, buffer_checksum
-from ftbridge.errors import FtbridgeError, PartitionLostError
+from ftbridge.errors import ConversionError, FtbridgeError, PartitionLostError
 from ftbridge.retry import is_missing_file, remote_io_retry
 from lineage.catalog import new_event
 from lineage.writer import emit
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 READ_TASKS_PER_NODE = int(os.environ.get("FTBRIDGE_READ_TASKS_PER_NODE", 2))
 READ_MAX_RETRIES = int(os.environ.get("FTBRIDGE_READ_MAX_RETRIES", 5))
 REBUILD_TIMEOUT_S = float(os.environ.get("FTBRIDGE_REBUILD_TIMEOUT_S", 600))
+FETCH_TIMEOUT_S = float(os.environ.get("FTBRIDGE_FETCH_TIMEOUT_S", 120))
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, str | None, str]:
         return None, "checksum_mismatch", (f"{ref.path}: {size} bytes, checksum {checksum}; catalog says "
                                            f"{ref.num_bytes} bytes, {ref.checksum}")
     try:
-        table = parse_ipc(buf)
+        table = well_formed(parse_ipc(buf))
     except (OSError, pa.ArrowException) as exc:
         return None, "checksum_mismatch", f"{ref.path} is not a readable Arrow IPC file: {exc}"
     if table.num_rows != ref.num_rows:
@@ -138,13 +141,35 @@ def _rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
                    checksum=meta["checksum"], num_rows=meta["num_rows"])
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def fetch_partition(ref: PartitionRef):
+    """`load_checked` on the node that holds a node-local spill file (pinned there)."""
+    return load_checked(ref)
+
+
+def _load(ref: PartitionRef, here: str) -> tuple[pa.Table | None, str | None, str]:
+    """`load_checked` here, or on the file's node when it is node-local elsewhere."""
+    if not (ref.target.node_local and ref.node_id and ref.node_id != here):
+        return load_checked(ref)
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    if ref.node_id not in alive:
+        return None, "spill_missing", f"{ref.path}: its node {ref.node_id} is gone"
+    strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
+    try:
+        return ray.get(fetch_partition.options(scheduling_strategy=strategy).remote(ref), timeout=FETCH_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        return None, "spill_missing", f"{ref.path}: node {ref.node_id} did not serve it within {FETCH_TIMEOUT_S:.0f}s"
+    except ray.exceptions.RayError as exc:  # node died, worker crashed, task unschedulable
+        return None, "spill_missing", f"{ref.path}: node {ref.node_id} could not serve it ({type(exc).__name__})"
+
+
 def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:
     """Read and check one partition's spill file; rebuild it through Spark if needed.
 
     Appends the read event to `reads`; the caller sends all of a task's read events at once.
     """
     started = time.time()
-    table, problem, why = load_checked(ref)
+    table, problem, why = _load(ref, here)
     if problem is not None:
         log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
         emit(ctx.writer, "record_events", [event(ref, problem, started, why, node_id=here)])
@@ -154,33 +179,47 @@ def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Ta
             emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": "lost"},
                  [event(ref, "unrecoverable", started, str(exc), node_id=here)])
             raise
-        table, problem, why = load_checked(ref)
+        table, problem, why = _load(ref, here)
         if problem is not None:
             raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
                                      node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
     reads.append(event(ref, "read", started, ref.path, node_id=here))
     if ctx.schema is not None and not table.schema.equals(ctx.schema):
-        # Spark labels timestamps with the session time zone; the Dataset's schema says UTC.
-        # Same buffers, so the cast is cheap.
-        table = table.cast(ctx.schema)
+        # Spark labels timestamps with the session time zone and names list items `element`;
+        # the Dataset's schema says UTC and `item`. Same buffers, so the cast is cheap.
+        table = _cast(table, ctx.schema, ref)
     return table
 
 
-@ray.remote(num_cpus=0, max_retries=READ_MAX_RETRIES)
-def read_partitions(refs: tuple, ctx: ReadContext):
-    """Serve a group of partitions of one node; returns table_0, size_0, table_1, size_1, ...
+def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:
+    try:
+        return table.cast(schema)
+    except (pa.ArrowException, ValueError) as exc:
+        raise ConversionError(
+            f"partition {ref.partition_id} of conversion {ref.conversion_id}: its Arrow data ({table.schema}) "
+            f"does not match the conversion's schema ({schema}): {exc}. Convert again with this ftbridge.",
+            conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id) from exc
 
-    Each table is its own task return, so Ray reconstructs a lost block by re-running this
-    task. Sizes are (rows, bytes): the driver builds Ray Data's block metadata from them, so
-    read workers never import ray.data.
+
+def read_group(refs: tuple, ctx: ReadContext):
+    """Body of one read task: yields each partition's table, in order.
+
+    The read events of the whole group go to the catalog writer in one message at the end.
     """
     here = ray.get_runtime_context().get_node_id()
-    out, reads = [], []
+    reads: list = []
     for ref in refs:
-        table = _serve(ref, ctx, here, reads)
-        out += [table, (table.num_rows, table.nbytes)]
+        try:
+            table = _serve(ref, ctx, here, reads)
+        except FtbridgeError:
+            raise
+        except Exception as exc:  # an Arrow, OS or Ray error: name the partition, keep the cause
+            raise ConversionError(
+                f"reading partition {ref.partition_id} of conversion {ref.conversion_id} on node {here} failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}",
+                conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=here) from exc
+        yield table
     emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
-    return tuple(out)
 
 
 @ray.remote(num_cpus=0)
@@ -201,64 +240,3 @@ def prewarm_readers(per_node: int = READ_TASKS_PER_NODE) -> list:
             strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
             refs += [prewarm.options(scheduling_strategy=strategy).remote() for _ in range(per_node)]
     return refs
-
-
-def _groups(refs: list[PartitionRef], alive_nodes: set[str]) -> list[tuple[str | None, list]]:
-    """Partitions grouped by the node holding their file, a few tasks per node.
-
-    One task per partition would start one Ray worker process per partition (all at once:
-    read tasks ask for no CPU), and a cold worker costs about a second here. A handful of
-    tasks per node reuse the idle workers Ray keeps per CPU.
-    """
-    per_node: dict = {}
-    for ref in refs:
-        node = ref.node_id if ref.target.node_local and ref.node_id in alive_nodes else None
-        per_node.setdefault(node, []).append(ref)
-    groups = []
-    fixed = int(os.environ.get("FTBRIDGE_READ_GROUP", 0))
-    for node, items in per_node.items():
-        # Reading a checked spill file takes milliseconds; two tasks per node keep both warm
-        # workers busy (see prewarm_readers) without cold-starting more.
-        size = fixed or max(1, -(-len(items) // READ_TASKS_PER_NODE))
-        groups += [(node, items[i:i + size]) for i in range(0, len(items), size)]
-    return groups
-
-
-def submit_reads(refs: list[PartitionRef], ctx: ReadContext, alive_nodes: set[str]) -> dict:
-    """Submit grouped read tasks; returns partition_id -> (block ref, size ref)."""
-    out = {}
-    for node, group in _groups(refs, alive_nodes):
-        opts = {"num_returns": 2 * len(group)}
-        if node is not None:
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-        returned = read_partitions.options(**opts).remote(tuple(group), ctx)
-        for i, ref in enumerate(group):
-            out[ref.partition_id] = (returned[2 * i], returned[2 * i + 1])
-    return out
-
-
-def build_dataset(block_refs: list, sizes: list, schema: pa.Schema):
-    """A MaterializedDataset over task-returned blocks, without Ray Data's metadata tasks.
-
-    Args:
-        block_refs: refs of the read tasks' Arrow tables.
-        sizes: (rows, bytes) of each block, as the read tasks reported them.
-        schema: the conversion's Arrow schema.
-    """
-    from ray.data._internal.logical.interfaces import LogicalPlan
-    from ray.data._internal.logical.operators.from_operators import FromArrow
-    from ray.data._internal.stats import DatasetStats
-    from ray.data.block import BlockMetadata, BlockMetadataWithSchema
-    from ray.data.context import DataContext
-    from ray.data.dataset import MaterializedDataset
-
-    if not block_refs:  # an empty DataFrame: an empty Dataset that still knows its schema
-        empty = pa.Table.from_batches([], schema=schema)
-        block_refs, metadata = [ray.put(empty)], [BlockMetadataWithSchema.from_block(empty)]
-    else:
-        metadata = [BlockMetadataWithSchema.from_metadata(
-            BlockMetadata(num_rows=rows, size_bytes=nbytes, input_files=None, exec_stats=None), schema=schema)
-            for rows, nbytes in sizes]
-    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
-    context = DataContext.get_current().copy()
-    return MaterializedDataset(LogicalPlan(FromArrow(block_refs, metadata), context), context, stats)

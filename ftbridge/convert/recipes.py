@@ -71,7 +71,7 @@ class RecipeRebuilder:
         from ftbridge.convert.engine import _Live
         from ftbridge.convert.source import ArrowBatches, BatchSettings
         from ftbridge.convert.spill import SpillTarget
-        from ftbridge.convert.types import arrow_schema, dataframe_schema, schema_from_b64
+        from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64
 
         with self.lock:
             if self.live is not None:
@@ -81,14 +81,15 @@ class RecipeRebuilder:
             spark, self.started_spark = recovery_spark()
             df = func(spark)
             schema = schema_from_b64(self.conv["schema_b64"])
-            now = arrow_schema(dataframe_schema(df))
-            if not now.equals(schema):
-                raise ConversionError(
-                    f"recipe {self.conv['recipe']} now gives schema {now}, but conversion {cid} "
-                    f"recorded {schema}; refusing to rebuild from it.", conversion_id=cid)
+            check_supported(dataframe_schema(df))
             # The recorded batch settings make the rebuilt bytes comparable with the originals.
             settings = BatchSettings.from_json(self.conv.get("spill_format"))
             batches = ArrowBatches(df, StorageLevel.MEMORY_AND_DISK, settings)
+            if not batches.schema.equals(schema):
+                batches.unpersist()
+                raise ConversionError(
+                    f"recipe {self.conv['recipe']} now gives schema {batches.schema}, but conversion {cid} "
+                    f"recorded {schema}; refusing to rebuild from it.", conversion_id=cid)
             n = batches.num_partitions
             if n != self.conv["num_partitions"]:
                 batches.unpersist()

@@ -18,6 +18,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+import pyarrow as pa
+
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.convert.types import dataset_schema, schema_of_message
 from ftbridge.errors import ConfigurationError, ConversionError
 
 log = logging.getLogger(__name__)
@@ -85,20 +89,6 @@ def spill_metadata(element) -> dict:
     return json.loads(element) if isinstance(element, (bytes, bytearray)) else element
 
 
-def _schema_message(df, settings: BatchSettings) -> bytes:
-    """The IPC schema message of the batches Spark's JVM writes for `df` (same call Spark makes)."""
-    jvm = df.sparkSession.sparkContext._jvm
-    arrow_utils = jvm.org.apache.spark.sql.util.ArrowUtils
-    try:
-        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), settings.time_zone, True, settings.large_var_types)
-    except Exception:  # Spark 3.5: no large-var-types argument
-        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), settings.time_zone, True)
-    out = jvm.java.io.ByteArrayOutputStream()
-    channel = jvm.org.apache.arrow.vector.ipc.WriteChannel(jvm.java.nio.channels.Channels.newChannel(out))
-    jvm.org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, jschema)
-    return bytes(out.toByteArray())
-
-
 def _java_level(sc, storage_level):
     """The JVM storage level; Arrow bytes are kept as they are (no second serialization)."""
     from pyspark import StorageLevel
@@ -106,7 +96,7 @@ def _java_level(sc, storage_level):
     level = storage_level
     if level.useMemory and not level.useOffHeap and not level.deserialized:
         level = StorageLevel(level.useDisk, level.useMemory, level.useOffHeap, True, level.replication)
-    return sc._getJavaStorageLevel(level)
+    return spark_adapter.java_storage_level(sc, level)
 
 
 class ArrowBatches:
@@ -115,22 +105,21 @@ class ArrowBatches:
     Attributes:
         rdd: a PySpark RDD whose elements are `bytes` (one IPC record-batch message each).
         schema_message: the IPC schema message those batches follow.
+        schema: the Dataset's Arrow schema (Spark's, normalised as `df.toArrow()` shows it).
         settings: the session settings the bytes were made with.
         num_partitions: the DataFrame's partition count.
     """
 
     def __init__(self, df, storage_level, settings: BatchSettings | None = None) -> None:
-        from pyspark.rdd import RDD
-        from pyspark.serializers import NoOpSerializer
-
         spark = df.sparkSession
         sc = spark.sparkContext
         self.settings = settings or BatchSettings.of_session(spark)
         try:
             with applied(spark, settings):
-                jdf = df._jdf
-                jrdd = jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan()).toJavaRDD()
-            self.schema_message = _schema_message(df, self.settings)
+                jrdd = spark_adapter.arrow_batch_rdd(df)
+            self.schema_message = spark_adapter.arrow_schema_message(df, self.settings.time_zone,
+                                                                     self.settings.large_var_types)
+            self.schema: pa.Schema = dataset_schema(schema_of_message(self.schema_message))
         except AttributeError as exc:
             raise ConfigurationError("ftbridge converts classic (JVM-backed) Spark DataFrames; this one has no "
                                      "JVM plan (Spark Connect?). Use the session from ftbridge.init_spark.") from exc
@@ -138,7 +127,7 @@ class ArrowBatches:
             raise ConversionError(f"Spark could not plan the Arrow conversion: {str(exc).splitlines()[0][:500]}") \
                 from exc
         self._jrdd = jrdd.persist(_java_level(sc, storage_level))
-        self.rdd = RDD(self._jrdd, sc, NoOpSerializer())
+        self.rdd = spark_adapter.bytes_rdd(self._jrdd, sc)
         self.num_partitions = int(self._jrdd.getNumPartitions())
 
     def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
@@ -147,9 +136,6 @@ class ArrowBatches:
         Local spill roots are written by the JVM writer when its jar is loaded (the bytes never
         enter Python); remote roots, or FTBRIDGE_SPILL_WRITER=python, by Python workers.
         """
-        from pyspark.rdd import RDD
-        from pyspark.serializers import NoOpSerializer
-
         from ftbridge.convert import jvm as spill_jvm
         from ftbridge.convert.spill import make_spill_fn
 
@@ -160,7 +146,7 @@ class ArrowBatches:
                 make_spill_fn(target, conversion_id, self.schema_message, only_partition))
         fn = writer(target.root, bool(target.node_local), conversion_id, self.schema_message,
                     -1 if only_partition is None else int(only_partition))
-        return RDD(self._jrdd.mapPartitionsWithIndex(fn, True), sc, NoOpSerializer())
+        return spark_adapter.bytes_rdd(self._jrdd.mapPartitionsWithIndex(fn, True), sc)
 
     def unpersist(self) -> None:
         try:

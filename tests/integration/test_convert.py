@@ -49,6 +49,7 @@ def catalog(tmp_path):
     return str(tmp_path / "catalog.duckdb")
 
 
+@pytest.mark.core
 def test_content_equals_spark_row_by_row(spark, catalog):
     df = make_df(spark)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name="basic")
@@ -125,6 +126,7 @@ def test_batch_settings_are_recorded_and_reapplied_for_rebuilds(spark, catalog, 
     assert first["checksum"] != again[0]["checksum"] and first["num_rows"] == again[0]["num_rows"]
 
 
+@pytest.mark.core
 def test_executors_hold_every_cpu_and_conversion_still_finishes(spark, catalog):
     # The policy: executors may take every CPU; ftbridge's own tasks ask for none.
     head_cpus = ray.cluster_resources().get("CPU", 0)
@@ -133,6 +135,7 @@ def test_executors_hold_every_cpu_and_conversion_still_finishes(spark, catalog):
     assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=1000)) == 5000
 
 
+@pytest.mark.core
 def test_deleted_spill_file_is_rebuilt_from_spark(spark, catalog):
     df = make_df(spark)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
@@ -213,6 +216,7 @@ def test_nondeterministic_allowed_when_asked(spark, catalog):
     assert ftbridge.open_recoverable(cid, catalog=catalog).count() == 2000
 
 
+@pytest.mark.core
 def test_unknown_conversion_and_bad_inputs(spark, catalog, tmp_path):
     ftbridge.from_spark_recoverable(make_df(spark, 10, 1), catalog=catalog)
     with pytest.raises(UnknownConversionError, match="ftbridge audit"):
@@ -260,6 +264,7 @@ def test_durable_spill_dir_uri(spark, catalog, tmp_path):
     assert_same(df, ds)
 
 
+@pytest.mark.core
 def test_to_spark_round_trip(spark, catalog):
     df = make_df(spark, 5000, 3)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)

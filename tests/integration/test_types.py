@@ -13,6 +13,8 @@ import ftbridge
 from chaos.checker import read_all, spark_to_arrow
 from ftbridge.errors import UnsupportedTypeError
 
+pytestmark = pytest.mark.core
+
 ALL_TYPES = """
     id BIGINT, b BOOLEAN, i8 TINYINT, i16 SMALLINT, i32 INT, i64 BIGINT, f32 FLOAT, f64 DOUBLE,
     dec DECIMAL(20,4), s STRING, bin BINARY, d DATE, ts TIMESTAMP, ntz TIMESTAMP_NTZ,
@@ -51,6 +53,21 @@ def test_empty_dataframe_keeps_its_schema(spark, tmp_path):
     assert ds.count() == 0
     table = read_all(ds)
     assert table.num_rows == 0 and table.schema.names == df.columns
+
+
+def test_all_null_nested_columns_cross_ray_data(spark, tmp_path):
+    """Spark writes an all-null list/string/map array with an empty offsets buffer; Ray's Arrow
+    serializer validates arrays, so such a block must be repaired before Ray Data holds it."""
+    ddl = "id BIGINT, a ARRAY<BINARY>, s STRING, m MAP<STRING, INT>, st STRUCT<x: ARRAY<INT>>"
+    df = spark.createDataFrame([(1, None, None, None, (None,)), (2, None, None, None, None)], ddl).coalesce(1)
+    ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
+    got = read_all(ds).sort_by("id")
+    got.validate(full=True)
+    assert got.equals(spark_to_arrow(df).sort_by("id"))
+    # Blocks cross Ray workers (executors hold every CPU here, so the transform asks for none).
+    # (Ray Data's own count() would ask for a CPU, so the rows are read back instead.)
+    moved = ds.map_batches(lambda b: b, batch_format="pyarrow", num_cpus=0).materialize()
+    assert read_all(moved).sort_by("id").equals(got)
 
 
 def test_unsupported_type_names_the_column(spark, tmp_path):
@@ -100,3 +117,83 @@ def test_random_schemas_round_trip(spark, tmp_path, frame):
     got = read_all(ds).sort_by("id")
     assert got.equals(expected), f"{ddl}\n{got.to_pylist()[:3]}\n{expected.to_pylist()[:3]}"
     ftbridge.release(ds)
+
+
+def _spark_minor(spark) -> tuple[int, int]:
+    major, minor = spark.version.split(".")[:2]
+    return int(major), int(minor)
+
+
+SQL_TYPES = {
+    # name: (SQL expression, lowest Spark that has it)
+    "char_varchar": ("CAST(concat('c', id) AS CHAR(4)) AS ch, CAST(concat('v', id) AS VARCHAR(6)) AS vc", (3, 5)),
+    "day_time_interval": ("make_dt_interval(id, 2, 3, 4.5) AS dti", (3, 5)),
+    "null_column": ("NULL AS n", (3, 5)),
+    "nested_timestamps": ("array(timestamp_seconds(id * 1000)) AS ats, "
+                          "named_struct('t', timestamp_seconds(id)) AS sts", (3, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SQL_TYPES))
+def test_sql_types_round_trip(spark, tmp_path, name):
+    expr, since = SQL_TYPES[name]
+    if _spark_minor(spark) < since:
+        pytest.skip(f"Spark {spark.version} has no {name}")
+    df = spark.sql(f"SELECT id, {expr} FROM range(0, 40, 1, 3)")
+    ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
+    got = read_all(ds).sort_by("id")
+    expected = spark_to_arrow(df).sort_by("id")
+    assert got.schema.equals(expected.schema), f"{got.schema}\n!=\n{expected.schema}"
+    assert got.equals(expected)
+    ftbridge.release(ds)
+
+
+@pytest.mark.parametrize("conf", [
+    {"spark.sql.session.timeZone": "America/Los_Angeles"},
+    {"spark.sql.session.timeZone": "Asia/Kolkata", "spark.sql.execution.arrow.maxRecordsPerBatch": "7"},
+    {"spark.sql.execution.arrow.useLargeVarTypes": "true"},
+    {"spark.sql.execution.arrow.useLargeVarTypes": "false"},
+], ids=["tz-la", "tz-kolkata-small-batches", "large-var-types", "regular-var-types"])
+def test_session_arrow_settings_round_trip(spark, tmp_path, conf):
+    """Every session setting that shapes Spark's Arrow output still gives exactly `df.toArrow()`."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    try:
+        for key, value in conf.items():
+            spark.conf.set(key, value)
+        df = spark.createDataFrame(rows(), ALL_TYPES).repartition(3)
+        ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
+        got = read_all(ds).sort_by("id")
+        expected = spark_to_arrow(df).sort_by("id")
+        assert got.schema.equals(expected.schema), f"{got.schema}\n!=\n{expected.schema}"
+        assert got.equals(expected)
+        ftbridge.release(ds)
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+REFUSED = {
+    # column name: (SQL expression, lowest Spark that has the type)
+    "cal_interval": ("make_interval(0, 1) AS cal_interval", (3, 5)),
+    "ym_interval": ("make_ym_interval(1, 2) AS ym_interval", (3, 5)),
+    "nested_interval": ("array(make_interval(0, 1)) AS nested_interval", (3, 5)),
+    "variant_col": ("parse_json('{\"a\": 1}') AS variant_col", (4, 0)),
+    "time_col": ("to_time('12:34:56') AS time_col", (4, 1)),
+}
+
+
+@pytest.mark.parametrize("column", sorted(REFUSED))
+def test_types_without_an_exact_arrow_form_are_refused_up_front(spark, tmp_path, column):
+    expr, since = REFUSED[column]
+    if _spark_minor(spark) < since:
+        pytest.skip(f"Spark {spark.version} has no such type")
+    df = spark.sql(f"SELECT 1 AS ok, {expr}")
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    with pytest.raises(UnsupportedTypeError, match=f"'{column}'") as err:
+        ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
+    assert err.value.column == column
+    assert not (tmp_path / "c.duckdb").exists()  # refused before the catalog or any Spark job
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before

@@ -78,10 +78,6 @@ def build_jar(java: str, spark_home: str) -> str | None:
 
 def writer_class(sc):
     """The SpillWriter class in this Spark's driver JVM, or None when its jar is not loaded."""
-    from py4j.java_gateway import JavaClass
+    from ftbridge.adapters import spark as spark_adapter
 
-    try:
-        found = sc._jvm.ftbridge.spill.SpillWriter
-    except Exception:
-        return None
-    return found if isinstance(found, JavaClass) else None
+    return spark_adapter.jvm_class(sc, CLASS_NAME)

@@ -1,0 +1,135 @@
+"""Every private PySpark / Py4J call ftbridge makes, in one place.
+
+ftbridge needs a few things PySpark has no public API for: the RDD of Arrow record-batch
+messages Spark's JVM makes for `df.toArrow()`, the Arrow schema Spark writes ahead of those
+batches, a JVM storage level, the optimized plan's text and the driver's executor list.
+They are all here, so a PySpark release that changes one of them breaks one module, and
+`check()` (run by tests/unit/test_adapters.py on every cell of the matrix) says which name
+moved and on which version.
+
+Checked against PySpark 3.5.0, 3.5.x, 4.0.x, 4.1.x, 4.2.x and 4.3.x.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+TESTED = ("3.5", "4.0", "4.1", "4.2", "4.3")
+
+
+def pyspark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def spark_home() -> str:
+    """SPARK_HOME of the installed PySpark (its jars and launcher scripts)."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    return _find_spark_home()
+
+
+def arrow_batch_rdd(df):
+    """The JavaRDD of Arrow IPC record-batch messages Spark makes for `df` (as `toArrow()` does)."""
+    jdf = df._jdf
+    return jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan()).toJavaRDD()
+
+
+def bytes_rdd(jrdd, sc):
+    """A PySpark RDD over a JavaRDD of byte arrays, elements passed through as `bytes`."""
+    from pyspark.rdd import RDD
+    from pyspark.serializers import NoOpSerializer
+
+    return RDD(jrdd, sc, NoOpSerializer())
+
+
+def arrow_schema_message(df, time_zone: str, large_var_types: bool) -> bytes:
+    """The IPC schema message of the batches Spark's JVM writes for `df` (the call Spark makes)."""
+    jvm = df.sparkSession.sparkContext._jvm
+    arrow_utils = jvm.org.apache.spark.sql.util.ArrowUtils
+    try:
+        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), time_zone, True, large_var_types)
+    except Exception as exc:  # Spark 3.5: no large-var-types argument
+        if not _is_py4j_signature_error(exc):
+            raise
+        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), time_zone, True)
+    out = jvm.java.io.ByteArrayOutputStream()
+    channel = jvm.org.apache.arrow.vector.ipc.WriteChannel(jvm.java.nio.channels.Channels.newChannel(out))
+    jvm.org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, jschema)
+    return bytes(out.toByteArray())
+
+
+def _is_py4j_signature_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "does not exist" in text or "Method toArrowSchema" in text or "signature" in text.lower()
+
+
+def jvm_schema_fields(df) -> list[tuple[str, str, str]]:
+    """(name, simple type string, JSON) of each top-level column, straight from the JVM.
+
+    Used when PySpark cannot describe a JVM type itself (3.5: intervals), to name the column.
+    """
+    return [(f.name(), f.dataType().simpleString(), f.dataType().json()) for f in df._jdf.schema().fields()]
+
+
+def parse_type_json(text: str):
+    from pyspark.sql.types import _parse_datatype_json_string
+
+    return _parse_datatype_json_string(text)
+
+
+def java_storage_level(sc, storage_level):
+    return sc._getJavaStorageLevel(storage_level)
+
+
+def plan_text(df) -> str:
+    return str(df._jdf.queryExecution().optimizedPlan().toString())
+
+
+def executor_ids(sc) -> list[str]:
+    """Executor ids the driver knows (the driver itself included on some releases)."""
+    ids = sc._jsc.sc().getExecutorIds()
+    return [str(ids.apply(i)) for i in range(ids.size())]
+
+
+def jvm_class(sc, dotted: str):
+    """A class in the driver JVM (e.g. one from `spark.jars`), or None when it is not loaded."""
+    from py4j.java_gateway import JavaClass
+
+    node = sc._jvm
+    try:
+        for part in dotted.split("."):
+            node = getattr(node, part)
+    except Exception:
+        return None
+    return node if isinstance(node, JavaClass) else None
+
+
+def collect_arrow_batches(df) -> list:
+    """Arrow record batches of `df` on the driver (PySpark 3.5 has no `toArrow`; tests use it)."""
+    return df._collect_as_arrow()
+
+
+def pyspark_arrow_schema(spark_schema):
+    """PySpark's own Spark -> Arrow schema mapping (UTC timestamps), as its `toArrow` uses it."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(spark_schema)
+
+
+def check() -> list[str]:
+    """Names this module uses that the installed PySpark lacks ([] when all are there)."""
+    import pyspark.find_spark_home as fsh
+    import pyspark.rdd as rdd
+    import pyspark.serializers as ser
+    import pyspark.sql.types as types
+    from pyspark import SparkContext
+    from pyspark.sql.pandas.conversion import PandasConversionMixin
+
+    wanted = [(fsh, "_find_spark_home"), (ser, "NoOpSerializer"), (rdd, "RDD"),
+              (types, "_parse_datatype_json_string"), (SparkContext, "_getJavaStorageLevel"),
+              (PandasConversionMixin, "_collect_as_arrow")]
+    return [f"{getattr(obj, '__name__', obj)}.{name}" for obj, name in wanted if not hasattr(obj, name)]
