@@ -1,0 +1,1 @@
+"""One adapter module per engine: the only places ftbridge calls private Spark / Ray APIs."""
