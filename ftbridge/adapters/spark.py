@@ -91,7 +91,7 @@ def arrow_schema_message(df, time_zone: str, large_var_types: bool) -> bytes:
 def _is_py4j_signature_error(exc: Exception) -> bool:
     """Py4J's answer when no overload takes these arguments (the call itself never ran)."""
     text = str(exc)
-    return "does not exist" in text and "Method " in text
+    return "does not exist" in text and ("Method " in text or "in the JVM" in text)
 
 
 def jvm_schema_fields(df) -> list[tuple[str, str, str]]:
@@ -145,6 +145,23 @@ def pyspark_arrow_schema(spark_schema):
     from pyspark.sql.pandas.types import to_arrow_schema
 
     return to_arrow_schema(spark_schema)
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything Spark said about a failed call: PySpark's message, the JVM's description and
+    stack trace of a captured exception, a Py4J error's Java message (failed task, stage, cause)."""
+    parts = [str(exc)]
+    for attr in ("_desc", "_stackTrace"):
+        value = getattr(exc, attr, None)
+        if value:
+            parts.append(str(value))
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    if java is not None:
+        try:
+            parts.append(str(java.getMessage()))
+        except Exception:  # the JVM may be gone; what we have is enough
+            pass
+    return "\n".join(parts)
 
 
 def check() -> list[str]:

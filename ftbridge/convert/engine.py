@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -198,6 +199,30 @@ def _materialize(ds, conversion_id: str):
     return box["ds"]
 
 
+_FAILED_TASK = re.compile(r"Task (\d+) in stage [\d.]+ failed")
+_JAVA_CAUSE = re.compile(r"^\s*(?:Caused by: )?([\w.$]+(?:Exception|Error)): (.+)$", re.M)
+
+
+def spill_job_error(exc: BaseException, conversion_id: str) -> ConversionError:
+    """A failed spill job as a ConversionError naming the partition and the root cause, not Py4J's trace.
+
+    Spark reports the failed task's index, which in the spill job's only stage is the partition.
+    """
+    text = spark_adapter.error_text(exc)
+    task = _FAILED_TASK.search(text)
+    partition = int(task.group(1)) if task else None
+    causes = [f"{name.rsplit('.', 1)[-1]}: {msg.strip()[:300]}" for name, msg in _JAVA_CAUSE.findall(text)
+              if "Py4J" not in name and "SparkException" not in name]
+    python_error = next((line.strip() for line in reversed(text.splitlines())
+                         if re.match(r"^\s*\w+(Error|Exception): ", line) and "Py4J" not in line), None)
+    cause = python_error or (causes[-1] if causes else text.strip().splitlines()[0][:500])
+    where = f" in partition {partition}" if partition is not None else ""
+    return ConversionError(
+        f"the Spark spill job of conversion {conversion_id} failed{where}: {cause[:600]}. Nothing was recorded; "
+        "fix the DataFrame's plan (or the executors) and convert again.",
+        conversion_id=conversion_id, partition=partition, cause=cause)
+
+
 def translate_read_error(exc: BaseException, conversion_id: str) -> BaseException:
     """The ftbridge error inside a Ray / Ray Data error chain, or a ConversionError naming the cause."""
     seen, node = set(), exc
@@ -281,8 +306,7 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
         batches.unpersist()
         if isinstance(exc, ConversionError):
             raise
-        raise ConversionError(f"the Spark spill job of conversion {conversion_id} failed: "
-                              f"{str(exc).splitlines()[0][:1000]}", conversion_id=conversion_id) from exc
+        raise spill_job_error(exc, conversion_id) from exc
     spilled = time.time()
     del warm  # fire and forget: they only start worker processes
     n = batches.num_partitions

@@ -15,6 +15,7 @@ from chaos.checker import check, read_all, spark_to_arrow
 from ftbridge.convert.source import spill_metadata
 from ftbridge.errors import (
     ConfigurationError,
+    ConversionError,
     ConversionReleasedError,
     NonDeterministicRebuildError,
     UnknownConversionError,
@@ -291,3 +292,24 @@ print("CHECKSUM", content_checksum(read_all(ds), "id"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     from chaos.checker import content_checksum
     assert f"CHECKSUM {content_checksum(expected, 'id')}" in proc.stdout
+
+
+@pytest.mark.core
+def test_failing_spark_job_is_a_conversion_error_naming_the_partition(spark, catalog):
+    """A Python error in the user's plan reaches the user as a ConversionError with the partition
+    and the original cause, not a Py4J trace; nothing is recorded."""
+    from pyspark.sql.functions import udf
+
+    @udf("long")
+    def explode_on_77(x):
+        if x == 77:
+            raise ValueError("row 77 is bad")
+        return x
+
+    df = spark.range(0, 100, numPartitions=4).select(explode_on_77("id").alias("id"))
+    with pytest.raises(ConversionError) as err:
+        ftbridge.from_spark_recoverable(df, catalog=catalog)
+    assert getattr(err.value, "partition", None) == 3, str(err.value)  # ids 75..99 are the 4th partition
+    assert "row 77 is bad" in str(err.value) and "Py4J" not in str(err.value)
+    assert len(str(err.value)) < 1500
+    assert err.value.__cause__ is not None
