@@ -33,20 +33,42 @@ def spark_home() -> str:
 
 
 def arrow_batch_rdd(df, batch_rows: int, time_zone: str, large_var_types: bool):
-    """The JavaRDD of Arrow IPC record-batch messages Spark makes for `df` (as `toArrow()` does).
+    """(JavaRDD of Arrow IPC record-batch messages for `df`, whether they use large var types).
 
-    PySpark 4.3 takes the batch settings as arguments (its plan-only overload no longer follows
-    `useLargeVarTypes`, so its batches could disagree with the schema); older releases read them
-    from the session conf, which the caller sets to the same values around this call.
+    PySpark 4.3 takes the batch settings as arguments. Older releases read them from the
+    session conf (the caller sets it to the same values around this call) - except that some
+    (3.5.9) ignore `useLargeVarTypes` there, so what the batches really use is probed once.
     """
     jdf = df._jdf
     try:
         rdd = jdf.toArrowBatchRdd(int(batch_rows), time_zone, True, bool(large_var_types))
+        return rdd.toJavaRDD(), bool(large_var_types)
     except Exception as exc:
         if not _is_py4j_signature_error(exc):
             raise
-        rdd = jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan())
-    return rdd.toJavaRDD()
+    rdd = jdf.toArrowBatchRdd(jdf.queryExecution().executedPlan())
+    return rdd.toJavaRDD(), bool(large_var_types) and _plan_path_uses_large_types(df.sparkSession)
+
+
+_LARGE_PROBE: dict = {}
+
+
+def _plan_path_uses_large_types(spark) -> bool:
+    """Does this release's plan-only `toArrowBatchRdd` follow `useLargeVarTypes=true`? (One tiny job.)"""
+    import pyarrow as pa
+
+    key = pyspark_version()
+    if key not in _LARGE_PROBE:
+        probe = spark.sql("SELECT 'ab' AS s")._jdf
+        message = bytes(probe.toArrowBatchRdd(probe.queryExecution().executedPlan()).toJavaRDD().first())
+        try:
+            batch = pa.ipc.read_record_batch(pa.py_buffer(message), pa.schema([("s", pa.string())]))
+            batch.validate(full=True)
+            _LARGE_PROBE[key] = batch.column(0).to_pylist() != ["ab"]
+        except (pa.ArrowException, ValueError):
+            _LARGE_PROBE[key] = True
+        log.debug("PySpark %s: plan-only toArrowBatchRdd uses large var types: %s", key, _LARGE_PROBE[key])
+    return _LARGE_PROBE[key]
 
 
 def bytes_rdd(jrdd, sc):
@@ -151,7 +173,7 @@ def error_text(exc: BaseException) -> str:
     """Everything Spark said about a failed call: PySpark's message, the JVM's description and
     stack trace of a captured exception, a Py4J error's Java message (failed task, stage, cause)."""
     parts = [str(exc)]
-    for attr in ("_desc", "_stackTrace"):
+    for attr in ("_desc", "_stackTrace", "desc", "stackTrace"):
         value = getattr(exc, attr, None)
         if value:
             parts.append(str(value))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import pyarrow as pa
 
@@ -116,8 +116,10 @@ class ArrowBatches:
         self.settings = settings or BatchSettings.of_session(spark)
         try:
             with applied(spark, settings):
-                jrdd = spark_adapter.arrow_batch_rdd(df, self.settings.batch_rows, self.settings.time_zone,
-                                                     self.settings.large_var_types)
+                jrdd, large = spark_adapter.arrow_batch_rdd(df, self.settings.batch_rows, self.settings.time_zone,
+                                                            self.settings.large_var_types)
+            # What the batches really use (some releases ignore the conf): the schema must agree.
+            self.settings = replace(self.settings, large_var_types=large)
             self.schema_message = spark_adapter.arrow_schema_message(df, self.settings.time_zone,
                                                                      self.settings.large_var_types)
             self.schema: pa.Schema = dataset_schema(schema_of_message(self.schema_message))
