@@ -67,13 +67,13 @@ def test_private_engine_calls_stay_in_the_adapters():
 
 @pytest.mark.parametrize("spark", [(3, 5), (4, 1)])
 def test_java_check_refuses_a_runtime_without_spark_modules(tmp_path, spark):
-    """A fake `java` that reports Java 21 without jdk.incubator.vector / java.sql is refused up front."""
+    """A fake `java` that reports Java 17 without jdk.incubator.vector / java.sql is refused up front."""
     from ftbridge.cluster import java_runtime
     from ftbridge.errors import JavaRuntimeError
 
     java = tmp_path / "java"
-    java.write_text('#!/bin/sh\nif [ "$1" = "-version" ]; then echo \'openjdk version "21.0.8" 2025-07-15\' >&2; '
-                    'else echo "java.base@21.0.8"; fi\n')
+    java.write_text('#!/bin/sh\nif [ "$1" = "-version" ]; then echo \'openjdk version "17.0.15" 2025-04-15\' >&2; '
+                    'else echo "java.base@17.0.15"; fi\n')
     java.chmod(0o755)
     with pytest.raises(JavaRuntimeError, match="java.sql") as err:
         java_runtime.check(str(java), spark_adapter.spark_home(), spark)
