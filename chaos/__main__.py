@@ -6,8 +6,14 @@ import os
 import sys
 
 import click
+import ray
 from rich.console import Console
 from rich.table import Table
+
+from chaos.env import ChaosEnv, start_cluster
+from chaos.matrix import CI_SUBSET, SCENARIOS
+from chaos.runner import report
+from chaos.runner import run as run_all
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -26,11 +32,7 @@ def main():
               help="Keep the catalog and driver logs here (default: a temp dir, removed at the end).")
 def run(scenarios, seeds, first_seed, report_path, workdir):
     """Run scenarios on a fresh local multi-node Ray cluster and report."""
-    import ray
 
-    from chaos.env import ChaosEnv, start_cluster
-    from chaos.runner import report, run as run_all
-    from chaos.matrix import CI_SUBSET, SCENARIOS
 
     names = list(SCENARIOS) if scenarios == "all" else CI_SUBSET if scenarios == "ci" else scenarios.split(",")
     unknown = [n for n in names if n not in SCENARIOS]

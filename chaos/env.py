@@ -8,6 +8,11 @@ import tempfile
 import time
 
 import ray
+from ray.cluster_utils import Cluster
+
+import ftbridge
+from ftbridge.cluster import session
+from ftbridge.convert.spill.target import SpillTarget
 
 NODE_RESOURCE = "chaos_node"
 SPARK_CONF = {
@@ -34,7 +39,6 @@ class ChaosEnv:
 
     @property
     def spill_root(self) -> str:
-        from ftbridge.convert.spill import SpillTarget
 
         return SpillTarget.resolve(None).root
 
@@ -59,8 +63,6 @@ class ChaosEnv:
 
     def ensure_spark(self, configs: dict | None = None):
         """The running session, or a new one (with extra Spark `configs`, e.g. proxied driver ports)."""
-        import ftbridge
-        from ftbridge.cluster import session
 
         if session.current_or_none() is None:
             self.spark = ftbridge.init_spark("chaos", num_executors=2, executor_cores=1, executor_memory="768MB",
@@ -70,7 +72,6 @@ class ChaosEnv:
         return self.spark
 
     def close(self) -> None:
-        import ftbridge
 
         ftbridge.stop_spark(cleanup_data=True)
         for node in list(self.nodes):
@@ -83,7 +84,6 @@ class ChaosEnv:
 
 def start_cluster():
     """A fresh local cluster for `python -m chaos run`: a head node the driver uses."""
-    from ray.cluster_utils import Cluster
 
     os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import ray
 
+import ftbridge
+
 from chaos.proctable import wait_gone
 
 
@@ -53,7 +55,6 @@ class FaultLog:
 
 def kill_executor(log: FaultLog, rng: random.Random, check_jvm: bool = True) -> Fault:
     """SIGKILL a random executor actor's process; check its JVMs die with it."""
-    import ftbridge
 
     live = [e for e in ftbridge.executors() if e.jvm_pid]
     if not live:
@@ -66,19 +67,6 @@ def kill_executor(log: FaultLog, rng: random.Random, check_jvm: bool = True) -> 
         left = wait_gone([victim.jvm_pid, victim.worker_jvm_pid], timeout_s=30)
         fault.detail["jvms_left"] = sorted(left)
     return fault
-
-
-def wait_executors(n: int, timeout_s: float = 120) -> list:
-    """Wait until `n` executors have a live JVM again (after kills)."""
-    import ftbridge
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        live = [e for e in ftbridge.executors() if e.jvm_pid]
-        if len(live) >= n:
-            return live
-        time.sleep(0.5)
-    raise TimeoutError(f"only {len(live)} of {n} executors came back within {timeout_s:.0f}s")
 
 
 def remove_node(cluster, node, log: FaultLog, wipe_spill: bool, spill_root: str | None = None) -> Fault:
@@ -115,7 +103,6 @@ def corrupt_spill(path: str, mode: str, rng: random.Random, log: FaultLog) -> Fa
 
 def pause_executor(log: FaultLog, rng: random.Random, seconds: float) -> Fault:
     """SIGSTOP an executor JVM for `seconds` (beyond Spark's heartbeat timeout), then SIGCONT."""
-    import ftbridge
 
     victim = rng.choice([e for e in ftbridge.executors() if e.jvm_pid])
     os.kill(victim.jvm_pid, signal.SIGSTOP)

@@ -13,6 +13,8 @@ import pytest
 
 from chaos import faults
 from chaos.env import ChaosEnv
+from lineage.catalog import Catalog
+from lineage.writer import get_writer
 
 
 def pytest_addoption(parser):
@@ -70,8 +72,6 @@ def pauser(fault_log, chaos_rng):
 
 @pytest.fixture
 def writer_killer(fault_log):
-    from lineage.catalog import Catalog
-    from lineage.writer import get_writer
 
     return lambda catalog: faults.kill_catalog_writer(get_writer(Catalog(catalog)), fault_log)
 

@@ -7,7 +7,6 @@ Uses a real Toxiproxy when TOXIPROXY_URL (http://host:port) is set; otherwise st
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from urllib.parse import urlparse
 
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
+
+from ftbridge.cluster.net import free_port
 
 REQUEST_TIMEOUT_S = 5.0
 
@@ -53,7 +54,7 @@ class NetFaults:
             parsed = urlparse(url)
             host, port = parsed.hostname, parsed.port or 8474
         else:
-            host, port = "127.0.0.1", _free_port()
+            host, port = "127.0.0.1", free_port("127.0.0.1")
             self.proc = subprocess.Popen([sys.executable, "-m", "chaos.toxiproxy_server", "--host", host,
                                           "--port", str(port)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
@@ -86,9 +87,3 @@ class NetFaults:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

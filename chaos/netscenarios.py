@@ -18,27 +18,24 @@ import sys
 import threading
 import time
 
+import pyarrow.fs as pafs
+
+import ftbridge
 from chaos import faults
-from chaos.checker import read_all, spark_to_arrow
+from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
 from chaos.netfaults import NetFaults
-from chaos.scenarios import BackgroundConversion, Outcome, _frame, _parts, _record
+from chaos.scenarios import BackgroundConversion, Outcome, frame, partitions_and_events, record_check
+from ftbridge.cluster.net import free_port
 
 BIND, ADVERTISE = "127.0.0.2", "127.0.0.1"
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def proxied_driver(env, net: NetFaults):
     """A Spark session whose executors reach the driver only through two proxies."""
-    import ftbridge
 
     ftbridge.stop_spark(cleanup_data=False)
-    rpc, blocks = _free_port(BIND), _free_port(BIND)
+    rpc, blocks = free_port(BIND), free_port(BIND)
     proxies = [net.proxy(f"driver-{name}", f"{BIND}:{port}", listen=f"{ADVERTISE}:{port}")
                for name, port in (("rpc", rpc), ("blocks", blocks))]
     try:
@@ -52,7 +49,6 @@ def proxied_driver(env, net: NetFaults):
 
 def net_driver_link_faults(env, seed, out: Outcome):
     """Latency on every executor-driver connection, then resets while Spark spills and rebuilds."""
-    import ftbridge
 
     rng = random.Random(seed)
     with NetFaults() as net, proxied_driver(env, net) as (spark, proxies):
@@ -60,7 +56,7 @@ def net_driver_link_faults(env, seed, out: Outcome):
         for proxy in proxies:
             proxy.add_toxic(type="latency", attributes={"latency": 20, "jitter": 10})
         out.log.add("net_latency", "executors<->driver", latency_ms=20, jitter_ms=10)
-        df = _frame(spark, seed)
+        df = frame(spark, seed)
         reference = spark_to_arrow(df)
         job = BackgroundConversion(df, env.catalog, "net-driver")
         time.sleep(rng.uniform(0.5, 2.0))
@@ -69,23 +65,23 @@ def net_driver_link_faults(env, seed, out: Outcome):
         time.sleep(1.0)
         rpc.destroy_toxic("reset")
         ds = job.result(timeout_s=300)
-        _record(out, reference, read_all(ds), job.started)
+        record_check(out, reference, read_all(ds), job.started)
         # Bandwidth-limited link while Spark rebuilds deleted files through it.
         for proxy in proxies:
             proxy.add_toxic(type="bandwidth", attributes={"rate": 2048}, name="bw")
         out.log.add("net_bandwidth", "executors<->driver", rate_kb_s=2048)
         cid = ftbridge.conversion_id(ds)
-        parts, _ = _parts(env, cid)
+        parts, _ = partitions_and_events(env, cid)
         for part in rng.sample(parts, 2):
             faults.corrupt_spill(part["path"], "delete", rng, out.log)
         started = time.monotonic()
-        _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+        record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
 
 
 @contextlib.contextmanager
 def s3_store(net: NetFaults, bucket: str = "ftbridge-chaos"):
     """A moto S3 server on loopback behind a proxy; yields (spill_uri, proxy)."""
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -101,7 +97,6 @@ def s3_store(net: NetFaults, bucket: str = "ftbridge-chaos"):
         proxy = net.proxy("s3", f"127.0.0.1:{port}")
         uri = (f"s3://testing:testing@{bucket}/spill?endpoint_override={proxy.listen}&scheme=http"
                "&region=us-east-1&allow_bucket_creation=true")
-        import pyarrow.fs as pafs
 
         fs, path = pafs.FileSystem.from_uri(uri)
         fs.create_dir(bucket)
@@ -116,19 +111,18 @@ def s3_store(net: NetFaults, bucket: str = "ftbridge-chaos"):
 
 def net_spill_store_faults(env, seed, out: Outcome):
     """Durable spill on S3: latency, a dropped link and reset connections while reads run."""
-    import ftbridge
 
     rng = random.Random(seed)
     with NetFaults() as net, s3_store(net) as (uri, proxy):
         spark = env.ensure_spark()
-        df = _frame(spark, seed)
+        df = frame(spark, seed)
         reference = spark_to_arrow(df)
         ds = ftbridge.from_spark_recoverable(df, spill_dir=uri, catalog=env.catalog, name="net-s3")
         cid = ftbridge.conversion_id(ds)
         proxy.add_toxic(type="latency", attributes={"latency": 30, "jitter": 10})
         out.log.add("net_latency", "reads<->spill store", latency_ms=30)
         started = time.monotonic()
-        _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+        record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
         # The store goes away for a few seconds while a new driver-side read starts.
         down_s = rng.uniform(2.0, 5.0)
 
@@ -141,12 +135,12 @@ def net_spill_store_faults(env, seed, out: Outcome):
         blip.start()
         time.sleep(0.2)
         started = time.monotonic()
-        _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+        record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
         blip.join(timeout=60)
         proxy.add_toxic(type="reset_peer", attributes={"timeout": 50}, toxicity=0.5, name="flaky")
         out.log.add("net_reset_peer", "reads<->spill store", toxicity=0.5)
         started = time.monotonic()
-        _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+        record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
         proxy.destroy_toxic("flaky")
         ftbridge.release(cid, catalog=env.catalog)
 

@@ -1,4 +1,4 @@
-"""Read the process table: which Spark JVMs are alive. Used by tests and the chaos checker."""
+"""Read the process table: which Spark JVMs are alive. Used by tests and the chaos scenarios."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import time
 
 from ftbridge.cluster.jvm import cmdline
-from ftbridge.cluster.reaper import _alive
+from ftbridge.cluster.reaper import pid_alive
 
 SPARK_MARKERS = ("org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker",
                  "CoarseGrainedExecutorBackend")
@@ -23,11 +23,6 @@ def spark_daemon_jvms() -> dict[int, str]:
             if marker in args and "java" in args:
                 found[int(entry)] = marker.rsplit(".", 1)[-1]
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie (the reaper's own check)."""
-    return _alive(pid)
 
 
 def wait_gone(pids, timeout_s: float = 30.0) -> set[int]:

@@ -11,8 +11,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import ray
+
+import ftbridge
 from chaos import faults
-from chaos.checker import check, read_all, spark_to_arrow
+from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.cluster.session import wait_for_executors
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+from lineage import queries
+from lineage.catalog import Catalog
+from lineage.writer import get_writer
 
 ROWS = 60_000
 PARTITIONS = 8
@@ -40,16 +49,16 @@ class Outcome:
                                               "recover_seconds", "detail")}
 
 
-def _frame(spark, seed: int):
+def frame(spark, seed: int):
+    """The scenarios' DataFrame: ids and seeded content, PARTITIONS partitions."""
     return spark.range(0, ROWS, numPartitions=PARTITIONS).selectExpr(
         "id", f"(id * {seed % 97 + 3}) % 1009 as a", "sha1(cast(id as string)) as h")
 
 
 def _convert(env, seed: int, name: str, **kw):
-    import ftbridge
 
     spark = env.ensure_spark()
-    df = _frame(spark, seed)
+    df = frame(spark, seed)
     reference = spark_to_arrow(df)
     ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name=name, **kw)
     return df, reference, ds
@@ -62,7 +71,6 @@ class BackgroundConversion:
     """
 
     def __init__(self, df, catalog: str, name: str) -> None:
-        import ftbridge
 
         self.box: dict = {}
 
@@ -85,7 +93,8 @@ class BackgroundConversion:
         return self.box["ds"]
 
 
-def _record(out: Outcome, reference, table, started: float) -> None:
+def record_check(out: Outcome, reference, table, started: float) -> None:
+    """Check what was read against the reference, row by row, and add it to the outcome."""
     result = check(reference, table)
     out.checks.append(result)
     out.rows_lost += len(result.lost)
@@ -95,10 +104,8 @@ def _record(out: Outcome, reference, table, started: float) -> None:
     out.recover_seconds = round(out.recover_seconds + time.monotonic() - started, 3)
 
 
-def _parts(env, cid):
-    from lineage import queries
-    from lineage.catalog import Catalog
-
+def partitions_and_events(env, cid):
+    """A conversion's partitions and events as the catalog has them now."""
     with Catalog(env.catalog).read() as con:
         return queries.partitions(con, cid), queries.events(con, cid)
 
@@ -106,40 +113,38 @@ def _parts(env, cid):
 def executor_killed_during_conversion(env, seed, out: Outcome):
     rng = random.Random(seed)
     spark = env.ensure_spark()
-    df = _frame(spark, seed)
+    df = frame(spark, seed)
     reference = spark_to_arrow(df)
     before = set(faults.spill_files(env.spill_root))
     job = BackgroundConversion(df, env.catalog, "exec-kill-during")
     k = rng.randint(1, 3)
     faults.when(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120)
     faults.kill_executor(out.log, rng)
-    _record(out, reference, read_all(job.result()), job.started)
-    faults.wait_executors(2)
+    record_check(out, reference, read_all(job.result()), job.started)
+    wait_for_executors(2)
 
 
 def executor_killed_after_conversion(env, seed, out: Outcome):
-    import ftbridge
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, "exec-kill-after")
     cid = ftbridge.conversion_id(ds)
     faults.kill_executor(out.log, rng)
-    parts, _ = _parts(env, cid)
+    parts, _ = partitions_and_events(env, cid)
     faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
     started = time.monotonic()
-    _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
-    faults.wait_executors(2)
+    record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+    wait_for_executors(2)
 
 
 def _block_node(env, cid):
-    _, events = _parts(env, cid)
+    _, events = partitions_and_events(env, cid)
     worker_ids = {n.node_id for n in env.nodes}
     nodes = [e["node_id"] for e in events if e["kind"] == "read" and e["node_id"] in worker_ids]
     return nodes
 
 
 def _node_lost(env, seed, out: Outcome, wipe: bool, name: str):
-    import ftbridge
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, name)
@@ -148,8 +153,8 @@ def _node_lost(env, seed, out: Outcome, wipe: bool, name: str):
     faults.remove_node(env.cluster, env.node(victim), out.log, wipe_spill=wipe, spill_root=env.spill_root)
     env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
     started = time.monotonic()
-    _record(out, reference, read_all(ds), started)
-    faults.wait_executors(2)
+    record_check(out, reference, read_all(ds), started)
+    wait_for_executors(2)
 
 
 def node_blocks_lost(env, seed, out):
@@ -161,7 +166,6 @@ def node_blocks_and_spill_lost(env, seed, out):
 
 
 def spark_stopped_then_blocks_lost(env, seed, out: Outcome):
-    import ftbridge
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, "stopped-then-lost")
@@ -171,44 +175,39 @@ def spark_stopped_then_blocks_lost(env, seed, out: Outcome):
     faults.remove_node(env.cluster, env.node(victim), out.log, wipe_spill=False)
     env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
     started = time.monotonic()
-    _record(out, reference, read_all(ds), started)
+    record_check(out, reference, read_all(ds), started)
 
 
 def spill_corrupted(env, seed, out: Outcome):
-    import ftbridge
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, "spill-corrupt")
     cid = ftbridge.conversion_id(ds)
-    parts, _ = _parts(env, cid)
+    parts, _ = partitions_and_events(env, cid)
     for part in rng.sample(parts, 2):
         faults.corrupt_spill(part["path"], rng.choice(["delete", "truncate", "flip"]), rng, out.log)
     started = time.monotonic()
-    _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+    record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
 
 
 def catalog_writer_killed(env, seed, out: Outcome):
-    import ftbridge
-    from lineage.catalog import Catalog
-    from lineage.writer import get_writer
 
     rng = random.Random(seed)
     spark = env.ensure_spark()
-    df = _frame(spark, seed)
+    df = frame(spark, seed)
     reference = spark_to_arrow(df)
     writer = get_writer(Catalog(env.catalog))
     job = BackgroundConversion(df, env.catalog, "writer-kill")
     time.sleep(rng.uniform(0.2, 1.5))
     faults.kill_catalog_writer(writer, out.log)
     ds = job.result()
-    parts, events = _parts(env, ftbridge.conversion_id(ds))
+    parts, events = partitions_and_events(env, ftbridge.conversion_id(ds))
     if len(parts) != PARTITIONS or not any(e["kind"] == "created" for e in events):
         raise AssertionError(f"catalog lost records: {len(parts)} partitions, {len(events)} events")
-    _record(out, reference, read_all(ds), job.started)
+    record_check(out, reference, read_all(ds), job.started)
 
 
 def two_faults_back_to_back(env, seed, out: Outcome):
-    import ftbridge
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, "two-faults")
@@ -218,32 +217,29 @@ def two_faults_back_to_back(env, seed, out: Outcome):
     faults.remove_node(env.cluster, env.node(victim), out.log, wipe_spill=True, spill_root=env.spill_root)
     env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
     started = time.monotonic()
-    _record(out, reference, read_all(ds), started)
-    faults.wait_executors(2)
+    record_check(out, reference, read_all(ds), started)
+    wait_for_executors(2)
 
 
 def executor_paused_past_heartbeat(env, seed, out: Outcome):
-    import ftbridge
 
     rng = random.Random(seed)
     spark = env.ensure_spark()
-    df = _frame(spark, seed)
+    df = frame(spark, seed)
     reference = spark_to_arrow(df)
     pause = threading.Thread(target=lambda: faults.pause_executor(out.log, rng, seconds=20))
     pause.start()
     started = time.monotonic()
     ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="paused")
     pause.join(timeout=120)
-    _record(out, reference, read_all(ds), started)
+    record_check(out, reference, read_all(ds), started)
 
 
 def long_consumer_node_killed(env, seed, out: Outcome):
     """Several epochs of iter_batches; a node dies in the middle of epoch 2."""
-    import pyarrow as pa
 
     rng = random.Random(seed)
     df, reference, ds = _convert(env, seed, "long-consumer")
-    import ftbridge
 
     victim = rng.choice(_block_node(env, ftbridge.conversion_id(ds)))
     started = time.monotonic()
@@ -258,7 +254,7 @@ def long_consumer_node_killed(env, seed, out: Outcome):
                 env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
         epochs.append(pa.concat_tables(tables))
     for table in epochs:
-        _record(out, reference, table, started)
+        record_check(out, reference, table, started)
     out.detail = f"{len(epochs)} epochs, identical row sets: {all(c.ok for c in out.checks)}"
 
 
@@ -278,14 +274,11 @@ DRIVER = textwrap.dedent("""
 
 
 def driver_frame(spark):
-    return _frame(spark, 7)
+    return frame(spark, 7)
 
 
 def driver_killed_reopened(env, seed, out: Outcome):
-    import ray
 
-    import ftbridge
-    from chaos.proctable import spark_daemon_jvms, wait_gone
 
     rng = random.Random(seed)
     ftbridge.stop_spark(cleanup_data=False)  # the subprocess driver takes the executor slots
@@ -314,12 +307,12 @@ def driver_killed_reopened(env, seed, out: Outcome):
     left = wait_gone(jvms, timeout_s=60)
     if left:
         raise AssertionError(f"the killed driver's JVMs outlived it: {sorted(left)}")
-    parts, _ = _parts(env, cid)
+    parts, _ = partitions_and_events(env, cid)
     faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
     spark = env.ensure_spark()
     reference = spark_to_arrow(driver_frame(spark))
     started = time.monotonic()
-    _record(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+    record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
 
 
 SCENARIOS = {
@@ -339,10 +332,9 @@ SCENARIOS = {
 
 def executors_killed_at_random(env, seed, out: Outcome):
     """A seeded ResourceKiller kills up to two executors at random times while data is converted and read."""
-    import ftbridge
 
     spark = env.ensure_spark()
-    df = _frame(spark, seed)
+    df = frame(spark, seed)
     reference = spark_to_arrow(df)
     killer = faults.ResourceKiller(lambda rng: faults.kill_executor(out.log, rng), seed=seed, max_kills=2,
                                    min_gap_s=0.5, max_gap_s=3.0)
@@ -350,12 +342,12 @@ def executors_killed_at_random(env, seed, out: Outcome):
     with killer:
         ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="random-kills")
         cid = ftbridge.conversion_id(ds)
-        parts, _ = _parts(env, cid)
+        parts, _ = partitions_and_events(env, cid)
         faults.corrupt_spill(random.Random(seed).choice(parts)["path"], "delete", random.Random(seed), out.log)
         table = read_all(ftbridge.open_recoverable(cid, catalog=env.catalog))
-    _record(out, reference, table, started)
+    record_check(out, reference, table, started)
     out.detail = f"{len(killer.killed)} kills, {len(killer.errors)} kill errors"
-    faults.wait_executors(2)
+    wait_for_executors(2)
 
 
 SCENARIOS["executors_killed_at_random"] = executors_killed_at_random

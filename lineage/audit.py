@@ -5,10 +5,12 @@ from __future__ import annotations
 import statistics
 
 from lineage import queries
+from lineage.kinds import EventKind as K
+from lineage.kinds import PartitionState
 
-DETECTIONS = ("spill_missing", "checksum_mismatch", "verify_failed")
-REBUILDS = ("rebuilt_from_spark", "rebuilt_from_recipe")
-RECOVERY_KINDS = DETECTIONS + REBUILDS + ("object_reconstructed", "unrecoverable", "rebuild_refused")
+DETECTIONS = (K.SPILL_MISSING, K.CHECKSUM_MISMATCH, K.VERIFY_FAILED)
+REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE)
+RECOVERY_KINDS = DETECTIONS + REBUILDS + (K.OBJECT_RECONSTRUCTED, K.UNRECOVERABLE, K.REBUILD_REFUSED)
 
 
 def partition_health(parts: list[dict]) -> dict[str, int]:
@@ -16,7 +18,7 @@ def partition_health(parts: list[dict]) -> dict[str, int]:
     out = {"healthy": 0, "degraded": 0, "lost": 0, "released": 0}
     for p in parts:
         state = p["state"]
-        if state in ("missing", "corrupt"):
+        if state in (PartitionState.MISSING, PartitionState.CORRUPT):
             out["degraded"] += 1
         elif state in out:
             out[state] += 1
@@ -34,7 +36,7 @@ def recovery_times(events: list[dict]) -> list[float]:
         elif ev["kind"] in REBUILDS:
             start = last_detect.pop(key, ev["started_at"])
             times.append((ev["finished_at"] - start).total_seconds())
-        elif ev["kind"] == "object_reconstructed" and key not in last_detect:
+        elif ev["kind"] == K.OBJECT_RECONSTRUCTED and key not in last_detect:
             times.append(float(ev["duration_s"]))
     return times
 
@@ -52,7 +54,7 @@ def summarize(conv: dict, parts: list[dict], events: list[dict]) -> dict:
         "partitions": partition_health(parts),
         "recovery_events": len(recoveries),
         "rebuilt": sum(1 for e in events if e["kind"] in REBUILDS),
-        "reconstructed": sum(1 for e in events if e["kind"] == "object_reconstructed"),
+        "reconstructed": sum(1 for e in events if e["kind"] == K.OBJECT_RECONSTRUCTED),
         "time_to_recover_s": {
             "median": round(statistics.median(ttr), 3) if ttr else None,
             "worst": round(max(ttr), 3) if ttr else None,

@@ -21,18 +21,20 @@ from pathlib import Path
 
 import duckdb
 
-from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogUnavailableError, CatalogVersionError
-from ftbridge.retry import catalog_lock_retry
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import CatalogCorruptError, CatalogMissingError, CatalogVersionError
+from ftbridge_common.retry import catalog_lock_retry
+from lineage import queries
+from lineage.kinds import EventKind
 from lineage.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PATH = "~/.ftbridge/catalog.duckdb"
-
 
 def default_catalog_path(path: str | os.PathLike | None = None) -> str:
     """Argument, else env FTBRIDGE_CATALOG, else ~/.ftbridge/catalog.duckdb."""
-    chosen = path or os.environ.get("FTBRIDGE_CATALOG") or DEFAULT_PATH
+    chosen = path or settings().catalog
     return str(Path(chosen).expanduser().resolve())
 
 
@@ -44,7 +46,7 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_event(conversion_id: str, partition_id: int | None, kind: str, started: float | None = None,
+def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, started: float | None = None,
               node_id: str | None = None, source: str | None = None, detail: str = "") -> dict:
     """An events-table row; `started` is a time.time() value (default: now, a zero-length event)."""
     finished = time.time()
@@ -53,10 +55,6 @@ def new_event(conversion_id: str, partition_id: int | None, kind: str, started: 
             "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc),
             "finished_at": datetime.fromtimestamp(finished, timezone.utc),
             "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
-
-
-def _is_lock_error(exc: Exception) -> bool:
-    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
 class Catalog:
@@ -78,7 +76,7 @@ class Catalog:
     @contextlib.contextmanager
     def _connect(self, read_only: bool):
         if read_only and not os.path.exists(self.path):
-            raise CatalogError(
+            raise CatalogMissingError(
                 f"no catalog at {self.path}. Run a conversion first, or point --catalog / FTBRIDGE_CATALOG "
                 "at an existing catalog file.", path=self.path)
         if not read_only:
@@ -94,11 +92,7 @@ class Catalog:
             try:
                 return duckdb.connect(self.path, read_only=read_only)
             except duckdb.Error as exc:
-                if _is_lock_error(exc):
-                    raise CatalogUnavailableError(f"catalog {self.path} is busy: {exc}", path=self.path) from exc
-                raise CatalogCorruptError(
-                    f"{self.path} is not a readable ftbridge catalog ({exc}). Move it aside; ftbridge will "
-                    "create a new one, and the spill files it listed stay on disk.", path=self.path) from exc
+                raise foreign.catalog_open_failed(exc, self.path) from exc
 
         return catalog_lock_retry(attempt)
 
@@ -155,6 +149,12 @@ class Catalog:
             con.execute("INSERT OR REPLACE INTO ftbridge_meta VALUES ('schema_version', ?)", [str(version)])
             log.info("catalog %s migrated to schema version %d", self.path, version)
         con.execute("COMMIT")
+
+    def load(self, conversion_id: str) -> tuple[dict, list[dict]]:
+        """A recorded conversion (by id, unique prefix or name) and its partitions, in order."""
+        with self.read() as con:
+            conv = queries.conversion(con, conversion_id)
+            return conv, queries.partitions(con, conv["conversion_id"])
 
     def schema_version(self) -> int:
         with self.read() as con:

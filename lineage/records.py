@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from lineage.catalog import now
+from lineage.kinds import PartitionState
 
 PARTITION_COLUMNS = ("conversion_id", "partition_id", "path", "node_id", "num_rows", "num_bytes", "checksum",
                      "state", "rebuilt_count", "updated_at")
@@ -24,7 +25,7 @@ def insert_conversion(con, conversion: dict, partitions: list[dict]) -> None:
         ts = now()
         rows = {c: [p.get(c) for p in partitions] for c in PARTITION_COLUMNS if c not in ("updated_at",)}
         rows["conversion_id"] = [conversion["conversion_id"]] * len(partitions)
-        rows["state"] = [p.get("state") or "healthy" for p in partitions]
+        rows["state"] = [p.get("state") or PartitionState.HEALTHY for p in partitions]
         rows["rebuilt_count"] = [p.get("rebuilt_count") or 0 for p in partitions]
         rows["updated_at"] = [ts] * len(partitions)
         table = pa.table({c: rows[c] for c in PARTITION_COLUMNS})  # bulk insert through Arrow: 10k partitions in well under a second

@@ -64,19 +64,3 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events")
-
-# Event kinds the engine records.
-EVENT_KINDS = (
-    "created",               # conversion spilled and recorded
-    "read",                  # a read task served a partition from its spill file
-    "object_reconstructed",  # Ray re-ran a read task for a block it lost
-    "spill_missing",         # a spill file was not found
-    "checksum_mismatch",     # a spill file's bytes differ from the recorded checksum
-    "rebuilt_from_spark",    # a live Spark session rebuilt the partition
-    "rebuilt_from_recipe",   # a recipe in a fresh Spark session rebuilt it
-    "rebuild_refused",       # the rebuilt data differs (non-deterministic plan)
-    "unrecoverable",         # nothing could rebuild it
-    "verify_ok",
-    "verify_failed",
-    "released",
-)

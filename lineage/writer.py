@@ -13,15 +13,18 @@ import os
 import threading
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ftbridge.errors import CatalogUnavailableError
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
 from lineage import records
 from lineage.catalog import Catalog
+from lineage.kinds import EventKind
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = float(os.environ.get("FTBRIDGE_CATALOG_CALL_TIMEOUT_S", 90))
 FLUSH_INTERVAL_S = 0.5
+START_TIMEOUT_S = 120
 
 
 class CatalogWriter:
@@ -76,7 +79,7 @@ class CatalogWriter:
             for ev in events:
                 key = (token, ev["conversion_id"], ev["partition_id"])
                 if key in self._reads:
-                    ev["kind"] = "object_reconstructed"
+                    ev["kind"] = EventKind.OBJECT_RECONSTRUCTED
                 self._reads.add(key)
             self._buffer.extend(events)
 
@@ -108,8 +111,6 @@ def get_writer(catalog: Catalog):
     It is pinned to the driver's node: the catalog path names a file on that machine. This
     process keeps a handle for its whole life, so the actor does not die between conversions.
     """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     key = (ray.get_runtime_context().gcs_address, catalog.path)
     handle = _HANDLES.get(key)
     if handle is not None:
@@ -124,7 +125,19 @@ def get_writer(catalog: Catalog):
     return handle
 
 
-def flush(catalog: Catalog, timeout_s: float = CALL_TIMEOUT_S) -> int:
+def start_writer(catalog: Catalog):
+    """`get_writer`, then wait (bounded) until the actor has opened the catalog: a bad or busy
+    file fails here, with the catalog's own error, before any work is done."""
+    writer = get_writer(catalog)
+    try:
+        ray.get(writer.pid.remote(), timeout=START_TIMEOUT_S)
+    except Exception as exc:  # Ray's actor errors carry the catalog's error as their cause
+        forget_writer(catalog)
+        raise foreign.writer_start_failed(exc, catalog.path) from None
+    return writer
+
+
+def flush(catalog: Catalog, timeout_s: float | None = None) -> int:
     """Commit buffered read events of this job's writer now (tests, audits run in-process)."""
     return call(get_writer(catalog), "flush", timeout_s=timeout_s)
 
@@ -135,17 +148,14 @@ def forget_writer(catalog: Catalog) -> None:
         _HANDLES.pop(key, None)
 
 
-def call(writer, method: str, *args, timeout_s: float = CALL_TIMEOUT_S):
+def call(writer, method: str, *args, timeout_s: float | None = None):
     """Call a writer method and wait, bounded; raise CatalogUnavailableError on timeout."""
+    timeout_s = settings().catalog_call_timeout_s if timeout_s is None else timeout_s
     ref = getattr(writer, method).remote(*args)
     try:
         return ray.get(ref, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError as exc:
-        raise CatalogUnavailableError(
-            f"the catalog writer did not answer {method} within {timeout_s:.0f}s; is the Ray cluster healthy? "
-            "Raise FTBRIDGE_CATALOG_CALL_TIMEOUT_S if the catalog disk is slow.") from exc
-    except ray.exceptions.RayActorError as exc:
-        raise CatalogUnavailableError(f"the catalog writer died during {method}: {exc}") from exc
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+        raise foreign.writer_call_failed(exc, method, timeout_s) from exc
 
 
 def emit(writer, method: str, *args) -> None:

@@ -12,6 +12,7 @@ Checked against Ray 2.50.0 and 2.60.0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import inspect
 import threading
@@ -37,11 +38,18 @@ def block_metadata(num_rows: int, size_bytes: int):
     return BlockMetadata(**{k: v for k, v in values.items() if k in known})
 
 
+@functools.lru_cache(maxsize=1)
+def _read_task_params() -> frozenset:
+    from ray.data import ReadTask
+
+    return frozenset(inspect.signature(ReadTask.__init__).parameters)
+
+
 def read_task(read_fn, num_rows: int, size_bytes: int, schema, per_task_row_limit: int | None = None):
     """A `ray.data.ReadTask` whose metadata and schema are known up front (no metadata tasks)."""
     from ray.data import ReadTask
 
-    params = inspect.signature(ReadTask.__init__).parameters
+    params = _read_task_params()
     kwargs = {}
     if "schema" in params:
         kwargs["schema"] = schema

@@ -14,10 +14,20 @@ import signal
 import threading
 import time
 
+import ray
+import ray.data
+from ray.cluster_utils import Cluster
 from rich.table import Table
 
-from chaos.faults import wait_executors
+import ftbridge
 from ftbridge.cli.output import console, short_paths
+from ftbridge.cluster.session import wait_for_executors
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+from ftbridge.convert.spill.target import SpillTarget
+from lineage import queries
+from lineage.audit import summarize
+from lineage.catalog import Catalog
+from lineage.kinds import EventKind
 
 NODE_RESOURCE = "ftbridge_demo_node"
 
@@ -54,16 +64,12 @@ def _word_count_with_kill(ftbridge, spark) -> bool:
     expected = {"look": 100, "spark": 100, "tutorial": 50, "python": 50}
     good = result.get("counts") == expected
     (_ok if good else _bad)(f"word count finished: {result.get('counts')}")
-    wait_executors(2)
+    wait_for_executors(2)
     _ok("Ray restarted the executor actor; it rejoined Spark")
     return good
 
 
 def _audit_table(catalog_path: str, conversion_id: str) -> None:
-    from lineage import queries
-    from lineage.audit import summarize
-    from lineage.catalog import Catalog
-
     with Catalog(catalog_path).read() as con:
         conv = queries.conversion(con, conversion_id)
         events = queries.events(con, conversion_id)
@@ -72,7 +78,7 @@ def _audit_table(catalog_path: str, conversion_id: str) -> None:
     for col in ("time", "event", "partition", "seconds", "detail"):
         table.add_column(col, overflow="fold")
     for e in events:
-        if e["kind"] == "read":
+        if e["kind"] == EventKind.READ:
             continue
         table.add_row(str(e["started_at"])[11:23], e["kind"], "" if e["partition_id"] is None else str(e["partition_id"]),
                       f"{e['duration_s']:.3f}", short_paths(e["detail"])[:90])
@@ -84,19 +90,6 @@ def _audit_table(catalog_path: str, conversion_id: str) -> None:
 
 
 def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    import ftbridge
-    from chaos.checker import check, read_all, spark_to_arrow
-    from ftbridge.convert.spill import SpillTarget
-    from lineage import queries
-    from lineage.catalog import Catalog
-
-    os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
-    # The demo prints its own progress. Ray Data sets its loggers' level when it is first
-    # imported (which may come later), and this variable is what it reads then.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     catalog_path = Catalog(catalog).path
     checks: list[bool] = []
     _step("starting an embedded Ray cluster: a head node and 3 worker nodes")
@@ -131,7 +124,8 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
         _ok(f"conversion {cid} ready in {time.monotonic() - t0:.1f}s; catalog {catalog_path}")
         with Catalog(catalog_path).read() as con:
             parts = queries.partitions(con, cid)
-            block_node = {e["partition_id"]: e["node_id"] for e in queries.events(con, cid) if e["kind"] == "read"}
+            block_node = {e["partition_id"]: e["node_id"] for e in queries.events(con, cid)
+                          if e["kind"] == EventKind.READ}
 
         _step("failure 2: delete a spill file, then reopen the conversion from the catalog")
         os.remove(parts[0]["path"])
@@ -162,8 +156,7 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
         ftbridge.release(cid, catalog=catalog_path)
     finally:
         try:
-            import ftbridge as fb
-            fb.stop_spark(cleanup_data=False)
+            ftbridge.stop_spark(cleanup_data=False)
         finally:
             ray.shutdown()
             cluster.shutdown()

@@ -1,8 +1,13 @@
-"""`ftbridge`: audit, show, verify, recover, gc and demo. One function per command."""
+"""`ftbridge`: audit, show, verify, recover, gc and demo. One function per command.
+
+`recover` and `demo` start Ray and Spark; their modules are imported when they run, so the
+read-only commands answer without loading either engine.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from datetime import timedelta
@@ -11,12 +16,23 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ftbridge.cli.output import catalog_options, console, emit_json, handle_errors, human_bytes, short_paths
+from ftbridge.cli.exit_codes import ExitCode
+from ftbridge.cli.exit_codes import table as exit_code_table
+from ftbridge.cli.output import catalog_options, console, emit_json, err_console, handle_errors, human_bytes, \
+    short_paths
+from ftbridge.convert.ops.gc import collect
+from ftbridge.convert.ops.verify import Health
+from ftbridge.convert.ops.verify import verify as run_verify
+from ftbridge.convert.types import schema_from_b64
 from lineage import queries
+from lineage.audit import audit as run_audit
 from lineage.catalog import Catalog
+from lineage.kinds import PartitionState
+
+_EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="ftbridge")
 def cli(verbose: int) -> None:
@@ -39,8 +55,6 @@ def _health(p: dict) -> str:
 @handle_errors
 def audit(catalog, as_json):
     """Every conversion: rows, partition health, recovery events, time to recover."""
-    from lineage.audit import audit as run_audit
-
     with Catalog(catalog).read() as con:
         rows = run_audit(con)
     if as_json:
@@ -65,11 +79,9 @@ def audit(catalog, as_json):
 @handle_errors
 def show(conversion, catalog, as_json):
     """One conversion: plan, schema, storage, partitions and event timeline."""
-    from ftbridge.convert.types import schema_from_b64
-
-    with Catalog(catalog).read() as con:
-        conv = queries.conversion(con, conversion)
-        parts = queries.partitions(con, conv["conversion_id"])
+    cat = Catalog(catalog)
+    conv, parts = cat.load(conversion)
+    with cat.read() as con:
         events = queries.events(con, conv["conversion_id"])
     schema = schema_from_b64(conv.pop("schema_b64"))
     if as_json:
@@ -86,7 +98,7 @@ def show(conversion, catalog, as_json):
     for col in ("partition", "state", "rows", "bytes", "node", "rebuilt", "path"):
         pt.add_column(col, overflow="fold")
     for p in parts:
-        color = {"healthy": "green", "lost": "red"}.get(p["state"], "yellow")
+        color = {PartitionState.HEALTHY: "green", PartitionState.LOST: "red"}.get(p["state"], "yellow")
         pt.add_row(str(p["partition_id"]), f"[{color}]{p['state']}[/]", f"{p['num_rows']:,}",
                    human_bytes(p["num_bytes"]), (p["node_id"] or "-")[:12], str(p["rebuilt_count"]), p["path"])
     console.print(pt)
@@ -106,8 +118,6 @@ def show(conversion, catalog, as_json):
 @handle_errors
 def verify(conversion, all_, catalog, as_json):
     """Re-check every spill file. Exit 0 healthy, 1 degraded but rebuildable, 2 data lost."""
-    from ftbridge.convert.verify import verify as run_verify
-
     if bool(conversion) == bool(all_):
         raise click.UsageError("give a conversion id or --all (not both)")
     cat = Catalog(catalog)
@@ -125,11 +135,12 @@ def verify(conversion, all_, catalog, as_json):
         for col in ("id", "name", "healthy", "bad", "rebuildable", "result"):
             table.add_column(col)
         for r in reports:
-            result = {0: "[green]healthy[/]", 1: "[yellow]degraded, rebuildable[/]", 2: "[red]data lost[/]"}
+            result = {Health.HEALTHY: "[green]healthy[/]", Health.DEGRADED: "[yellow]degraded, rebuildable[/]",
+                      Health.DATA_LOST: "[red]data lost[/]"}
             table.add_row(r["id"][:12], r["name"] or "", str(r["healthy"]), str(r["bad"]),
                           "yes" if r["rebuildable"] else "no", result[r["exit_code"]])
             for p in r["partitions"]:
-                if p["state"] not in ("healthy", "released"):
+                if p["state"] not in (PartitionState.HEALTHY, PartitionState.RELEASED):
                     console.print(f"  partition {p['partition']}: [yellow]{p['state']}[/] {p['detail']}")
         console.print(table)
     sys.exit(code)
@@ -141,7 +152,7 @@ def verify(conversion, all_, catalog, as_json):
 @handle_errors
 def recover(conversion, catalog, as_json):
     """Rebuild missing or corrupt partitions through the conversion's recipe."""
-    from ftbridge.convert.recover import recover as run_recover
+    from ftbridge.convert.ops.recover import recover as run_recover  # starts Ray and Spark: see the docstring
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=as_json) as progress:
@@ -177,8 +188,6 @@ def _parse_age(text: str) -> timedelta:
 @handle_errors
 def gc(older_than, dry_run, catalog, as_json):
     """Delete spill files of released or expired conversions; say how many bytes were freed."""
-    from ftbridge.convert.gc import collect
-
     age = _parse_age(older_than) if older_than else None
     report = collect(Catalog(catalog), age, dry_run)
     if as_json:
@@ -195,13 +204,28 @@ def gc(older_than, dry_run, catalog, as_json):
 @handle_errors
 def demo(rows, catalog):
     """The main job: Spark on an embedded Ray, a recoverable conversion, failures, recovery, audit."""
-    from ftbridge.cli.demo import run_demo
+    # The demo prints its own story. Ray Data sets its loggers' level when it is first
+    # imported, from this variable, so it is set before the demo module loads Ray Data.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    from ftbridge.cli.demo import run_demo  # starts Ray and Spark: see the docstring
 
-    sys.exit(run_demo(rows=rows, catalog=catalog))
+    sys.exit(int(ExitCode.HEALTHY if run_demo(rows=rows, catalog=catalog) == 0 else ExitCode.FAILED))
 
 
 def main() -> None:
-    cli(prog_name="ftbridge")
+    """The console script: usage errors exit 3 (bad input), not click's 2 (which means data lost here)."""
+    try:
+        code = cli.main(prog_name="ftbridge", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(int(ExitCode.BAD_INPUT))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.FAILED))
+    except click.Abort:
+        err_console.print("Aborted.")
+        sys.exit(130)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

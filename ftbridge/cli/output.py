@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from datetime import date, datetime
 
 import click
 from rich.console import Console
+
+from ftbridge.cli.exit_codes import ExitCode, for_error
+from ftbridge_common.errors import FtbridgeError
 
 # Piped output (CI logs, `| less`) gets a wide table instead of Rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -26,12 +30,11 @@ def emit_json(doc) -> None:
 
 
 def catalog_options(read: bool = True):
-    """--catalog (env FTBRIDGE_CATALOG) on every command; --json on read commands."""
+    """--catalog on every command; --json on read commands."""
 
     def decorate(fn):
-        fn = click.option("--catalog", "catalog", envvar="FTBRIDGE_CATALOG", type=click.Path(dir_okay=False),
-                          default=None, show_envvar=True,
-                          help="Catalog file (default ~/.ftbridge/catalog.duckdb).")(fn)
+        fn = click.option("--catalog", "catalog", type=click.Path(dir_okay=False), default=None,
+                          help="Catalog file (default: $FTBRIDGE_CATALOG, else ~/.ftbridge/catalog.duckdb).")(fn)
         if read:
             fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
         return fn
@@ -50,25 +53,22 @@ def human_bytes(n) -> str:
 
 def short_paths(text: str | None) -> str:
     """Spill paths are long; people need the file name (the catalog keeps the full path)."""
-    import re
-
     return re.sub(r"(?:file://)?/\S*/([^/\s]+\.arrow)", r"…/\1", text or "")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: ExitCode) -> None:
     err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
+    sys.exit(int(code))
 
 
 def handle_errors(fn):
-    """Turn ftbridge errors into `Error: ...` and exit code 2 (bad input, lost data)."""
-    from ftbridge.errors import FtbridgeError
+    """Turn ftbridge errors into `Error: ...` and the exit code of their kind (see exit_codes.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except FtbridgeError as exc:
-            fail(str(exc))
+            fail(str(exc), for_error(exc))
 
     return wrapper

@@ -15,7 +15,9 @@ import time
 
 import ray
 
-from ftbridge.cluster import jvm
+from ftbridge.cluster import jvm, net
+from ftbridge.cluster.reaper import pid_alive
+from ftbridge_common.config import EXECUTOR_ACTOR_ENV, EXECUTOR_NODE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ def sweep_work_dirs(grace_s: float = 60.0) -> list[str]:
     process tree (node removal) the reaper dies too; whoever starts or stops Spark next on
     that node sweeps what is left.
     """
-    from ftbridge.cluster.reaper import _alive
-
     removed = []
     for kind in ("master", "worker"):
         root = os.path.join(work_root(), kind)
@@ -56,7 +56,7 @@ def sweep_work_dirs(grace_s: float = 60.0) -> list[str]:
             path = os.path.join(root, name)
             try:
                 with open(os.path.join(path, ".owner")) as f:
-                    owner_alive = _alive(int(f.read().strip() or 0))
+                    owner_alive = pid_alive(int(f.read().strip() or 0))
             except (OSError, ValueError):
                 owner_alive = time.time() - os.path.getmtime(path) < grace_s
             if not owner_alive:
@@ -78,7 +78,7 @@ class SparkMaster:
              "--webui-port", "0"],
             env, os.path.join(self.dir, "master.log"), work_dir=self.dir,
         )
-        jvm.wait_for(lambda: jvm.port_open(self.host, port), start_timeout_s,
+        jvm.wait_for(lambda: net.port_open(self.host, port), start_timeout_s,
                      f"Spark master on {self.host}:{port}", self.proc)
 
     def info(self) -> dict:
@@ -98,8 +98,8 @@ class SparkExecutor:
         self.node_id = ray.get_runtime_context().get_node_id()
         self.dir = _work_dir("worker", name)
         env = jvm.daemon_env(java, {
-            "FTBRIDGE_RAY_NODE_ID": self.node_id,
-            "FTBRIDGE_EXECUTOR_ACTOR": name,
+            EXECUTOR_NODE_ENV: self.node_id,
+            EXECUTOR_ACTOR_ENV: name,
             "SPARK_WORKER_DIR": self.dir,
         })
         self.proc = jvm.launch(

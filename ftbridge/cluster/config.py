@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ftbridge.cluster.jvm import parse_memory
-from ftbridge.errors import ConfigurationError
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConfigurationError
 
 PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be a number, got {os.environ[name]!r}") from exc
 
 
 @dataclass
@@ -34,7 +27,7 @@ class ClusterConfig:
     """Extra Spark configuration; wins over ftbridge's defaults."""
     placement_group_strategy: str | None = None
     """None (Ray places actors freely) or a placement group strategy such as 'SPREAD'."""
-    start_timeout_s: float = field(default_factory=lambda: _env_float("FTBRIDGE_START_TIMEOUT_S", 120.0))
+    start_timeout_s: float = field(default_factory=lambda: settings().start_timeout_s)
     """Bound on every start-up wait (env FTBRIDGE_START_TIMEOUT_S)."""
     max_executor_restarts: int = -1
     """How often Ray restarts a dead executor actor (-1: always)."""
@@ -42,8 +35,6 @@ class ClusterConfig:
     """Extra custom Ray resources each executor actor asks for, e.g. {"spark_node": 1}."""
     master_port: int | None = None
     """Port of the Spark master (default: a free port)."""
-    worker_master_url: str | None = None
-    """URL workers dial instead of the master's own, e.g. a proxy in front of it (chaos tests)."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not isinstance(self.app_name, str):

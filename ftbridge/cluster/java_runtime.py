@@ -18,7 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ftbridge.errors import JavaRuntimeError
+from ftbridge.adapters.spark import pyspark_version
+from ftbridge_common.errors import JavaRuntimeError
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ class JavaRuntime:
 
 
 def spark_version() -> tuple[int, int]:
-    import pyspark
-
-    major, minor = pyspark.__version__.split(".")[:2]
+    major, minor = pyspark_version().split(".")[:2]
     return int(major), int(minor)
 
 

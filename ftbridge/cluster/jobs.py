@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import uuid
 
-from ftbridge.errors import ConversionError
+from ftbridge_common import foreign
 
 
 def run_bounded(sc, timeout_s: float, what: str, fn, **fields):
     """Run `fn()` (which starts Spark jobs) in its own job group; cancel the group after `timeout_s`.
 
-    Raises ConversionError naming `what` when the bound is hit.
+    Raises ConversionTimeoutError (retryable) naming `what` when the bound is hit.
     """
     group = f"ftbridge-{uuid.uuid4().hex[:12]}"
     fired = threading.Event()
@@ -31,9 +31,7 @@ def run_bounded(sc, timeout_s: float, what: str, fn, **fields):
         return fn()
     except Exception as exc:
         if fired.is_set():
-            raise ConversionError(
-                f"{what} did not finish within {timeout_s:.0f}s and was cancelled. Check that Spark executors are "
-                "alive (`ftbridge.executors()`), or raise FTBRIDGE_SPARK_JOB_TIMEOUT_S.", **fields) from exc
+            raise foreign.spark_job_timed_out(what, timeout_s, **fields) from exc
         raise
     finally:
         timer.cancel()

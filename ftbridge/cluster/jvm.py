@@ -7,15 +7,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftbridge.cluster.reaper import _group_alive
-from ftbridge.errors import ClusterStartTimeoutError, ConfigurationError
+from ftbridge.adapters.spark import spark_home
+from ftbridge.cluster import java_runtime
+from ftbridge.cluster.reaper import group_alive
+from ftbridge_common.errors import ClusterStartTimeoutError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,9 @@ def java_home(java: str) -> str:
 
 def check_java_for_spark() -> str:
     """Find Java and check it can run the installed Spark (version, modules); return its path."""
-    from ftbridge.cluster import java_runtime
-
     java = find_java()
     java_runtime.check(java, spark_home())
     return java
-
-
-def spark_home() -> str:
-    from ftbridge.adapters.spark import spark_home as home
-
-    return home()
 
 
 def daemon_env(java: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -122,10 +115,10 @@ class JvmProcess:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(self.popen.pid):
+            while time.monotonic() < deadline and group_alive(self.popen.pid):
                 self.popen.poll()
                 time.sleep(0.1)
-            if not _group_alive(self.popen.pid):
+            if not group_alive(self.popen.pid):
                 break
         self.popen.poll()
         try:
@@ -183,20 +176,6 @@ def wait_for(predicate, timeout_s: float, what: str, proc: JvmProcess | None = N
         f"{what}: not ready after {timeout_s:.0f}s. Check the log"
         + (f" {proc.log_path}:\n{tail}" if proc else "."),
     )
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:

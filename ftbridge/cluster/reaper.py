@@ -22,7 +22,8 @@ import time
 POLL_SECONDS = 0.2
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,7 +39,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` runs."""
     try:
         os.killpg(pgid, 0)
         return True
@@ -51,15 +53,15 @@ def _group_alive(pgid: int) -> bool:
 def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
     """Block until the owner dies (then kill the group) or the group empties."""
     while True:  # bounded by the owner's and the group's lifetimes, polled
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             break
-        if not _alive(owner_pid) or os.getppid() != owner_pid:
+        if not pid_alive(owner_pid) or os.getppid() != owner_pid:
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + 10
-            while _group_alive(pgid) and time.monotonic() < deadline:
+            while group_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
             break
         time.sleep(POLL_SECONDS)

@@ -15,17 +15,20 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import ray
+from pyspark.sql import SparkSession
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
-from ftbridge.cluster import jvm
+from ftbridge.adapters.spark import executor_ids, spark_home
+from ftbridge.cluster import jars, jvm, net
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster, sweep_work_dirs
 from ftbridge.cluster.config import ClusterConfig
-from ftbridge.errors import (
-    ClusterError,
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import (
     ClusterStartTimeoutError,
     InsufficientResourcesError,
     SparkAlreadyRunningError,
@@ -57,7 +60,7 @@ def ensure_ray() -> None:
     """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray."""
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=os.environ.get("FTBRIDGE_RAY_LOG_TO_DRIVER", "1") == "1")
+                 log_to_driver=settings().ray_log_to_driver)
 
 
 def _check_resources(cfg: ClusterConfig) -> None:
@@ -123,7 +126,7 @@ class SparkOnRay:
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
-        ).remote(cfg.master_port or jvm.free_port(host), self.java, cfg.start_timeout_s)
+        ).remote(cfg.master_port or net.free_port(host), self.java, cfg.start_timeout_s)
         self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
         for i in range(cfg.num_executors):
             self.executor_actors.append(self._make_executor(i))
@@ -152,9 +155,7 @@ class SparkOnRay:
         if self.pg is not None:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=index)
         return ray.remote(SparkExecutor).options(**opts).remote(
-            opts["name"], cfg.worker_master_url or self.master_info["url"], cfg.executor_cores, cfg.memory_mb,
-            self.java,
-            cfg.start_timeout_s)
+            opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s)
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
@@ -195,14 +196,10 @@ class SparkOnRay:
         return conf
 
     def _spill_writer_jar(self) -> str | None:
-        """The JVM spill writer's jar (see ftbridge/convert/jvm), unless FTBRIDGE_SPILL_WRITER=python."""
-        from ftbridge.convert import jvm as spill_jvm
-
-        return spill_jvm.build_jar(self.java, jvm.spark_home()) if spill_jvm.enabled() else None
+        """The JVM spill writer's jar (see ftbridge/cluster/jars), unless FTBRIDGE_SPILL_WRITER=python."""
+        return jars.build_jar(self.java, spark_home()) if jars.enabled() else None
 
     def _make_session(self):
-        from pyspark.sql import SparkSession
-
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ["JAVA_HOME"] = jvm.java_home(self.java)
@@ -212,13 +209,9 @@ class SparkOnRay:
         try:
             return builder.getOrCreate()
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
-            first = next((line for line in str(exc).splitlines() if "Exception" in line), str(exc)[:300])
-            raise ClusterError(f"Spark could not start its SparkContext: {first.strip()}. Check `configs=`.",
-                               app_name=self.cfg.app_name) from exc
+            raise foreign.spark_start_failed(exc, self.cfg.app_name) from exc
 
     def _wait_spark_executors(self) -> None:
-        from ftbridge.adapters.spark import executor_ids
-
         sc = self.spark.sparkContext
         want = self.cfg.num_executors
         deadline = time.monotonic() + self.cfg.start_timeout_s
@@ -329,6 +322,23 @@ def spark_session():
 def executors() -> list[ExecutorInfo]:
     """Live executors: actor name and pid, JVM pid, Ray node id, Spark executor id."""
     return current().executors()
+
+
+def wait_for_executors(n: int, timeout_s: float = 120.0) -> list[ExecutorInfo]:
+    """Wait until `n` executors have a live JVM (e.g. after Ray restarted killed ones).
+
+    Raises:
+        ClusterStartTimeoutError: fewer came back within `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    live: list[ExecutorInfo] = []
+    while time.monotonic() < deadline:
+        live = [e for e in executors() if e.jvm_pid]
+        if len(live) >= n:
+            return live
+        time.sleep(0.5)
+    raise ClusterStartTimeoutError(f"only {len(live)} of {n} executors have a live JVM after {timeout_s:.0f}s; "
+                                   "see `ray status` and the executor actors' logs.")
 
 
 def stop_spark(cleanup_data: bool = True) -> None:

@@ -15,9 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from ftbridge.errors import ConversionError
-
-WRITE_TIMEOUT_S = float(os.environ.get("FTBRIDGE_TO_SPARK_TIMEOUT_S", 900))
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConversionTimeoutError
 
 
 @ray.remote(num_cpus=0, max_retries=3)
@@ -46,10 +45,12 @@ def to_spark(ds, spark, *, staging_dir: str | None = None):
     refs = ds.to_arrow_refs()
     schema = ds.schema()
     writes = [_write_block.remote(ref, os.path.join(out, f"part-{i:05d}.parquet")) for i, ref in enumerate(refs)]
-    ready, pending = ray.wait(writes, num_returns=len(writes), timeout=WRITE_TIMEOUT_S)
+    timeout_s = settings().to_spark_timeout_s
+    ready, pending = ray.wait(writes, num_returns=len(writes), timeout=timeout_s)
     if pending:
-        raise ConversionError(f"to_spark: {len(pending)} of {len(writes)} blocks were not staged within "
-                              f"{WRITE_TIMEOUT_S:.0f}s under {out}")
+        raise ConversionTimeoutError(f"to_spark: {len(pending)} of {len(writes)} blocks were not staged within "
+                                     f"{timeout_s:.0f}s under {out}. Check `ray status`, or raise "
+                                     "FTBRIDGE_TO_SPARK_TIMEOUT_S.")
     ray.get(ready)
     if not writes:
         arrow = schema.base_schema if hasattr(schema, "base_schema") else schema

@@ -18,7 +18,8 @@ import base64
 
 import pyarrow as pa
 
-from ftbridge.errors import UnsupportedTypeError
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge_common.errors import UnsupportedTypeError
 
 # Spark type classes (by name: some do not exist on older releases) carried exactly.
 _SCALARS = {
@@ -68,7 +69,6 @@ def check_supported(spark_schema) -> None:
 def dataframe_schema(df):
     """`df.schema`; when PySpark cannot even describe a JVM type (3.5: intervals), an
     UnsupportedTypeError naming the column instead of a parse error."""
-    from ftbridge.adapters import spark as spark_adapter
 
     try:
         return df.schema

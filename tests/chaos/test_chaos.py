@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chaos.checker import check, read_all, spark_to_arrow
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from chaos.matrix import CI_SUBSET, CORE_SUBSET
 from chaos.runner import report, run_one
 

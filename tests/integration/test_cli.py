@@ -147,24 +147,38 @@ def test_gc_frees_released_and_expired(driver):
     assert again["bytes_freed"] == 0
 
 
-def test_clear_errors_with_exit_code_2(tmp_path):
+def test_clear_errors_with_distinct_exit_codes(tmp_path):
+    """3: bad input (not a catalog, no catalog, unknown id, usage, newer schema); 4: busy, retry."""
     bad = tmp_path / "bad.duckdb"
     bad.write_bytes(b"garbage" * 1000)
     for args in (["audit"], ["verify", "--all"], ["show", "x"]):
-        proc = cli(*args, catalog=str(bad), expect=2)
+        proc = cli(*args, catalog=str(bad), expect=3)
         assert "Error:" in proc.stderr and "not a readable ftbridge catalog" in proc.stderr
         assert "Traceback" not in proc.stderr
-    proc = cli("audit", catalog=str(tmp_path / "missing.duckdb"), expect=2)
+    proc = cli("audit", catalog=str(tmp_path / "missing.duckdb"), expect=3)
     assert "no catalog at" in proc.stderr
     good = tmp_path / "good.duckdb"
     from lineage.catalog import Catalog
 
     with Catalog(good).write():
         pass
-    assert "no conversion" in cli("show", "deadbeef", catalog=str(good), expect=2).stderr
-    assert cli("verify", catalog=str(good), expect=2).returncode == 2        # neither id nor --all
-    assert cli("gc", "--older-than", "seven", catalog=str(good), expect=2).returncode == 2
-    assert cli("bogus", catalog=str(good), expect=2).returncode == 2
+    assert "no conversion" in cli("show", "deadbeef", catalog=str(good), expect=3).stderr
+    assert "conversion id or --all" in cli("verify", catalog=str(good), expect=3).stderr
+    assert "use a number" in cli("gc", "--older-than", "seven", catalog=str(good), expect=3).stderr
+    assert "No such command" in cli("bogus", catalog=str(good), expect=3).stderr
+    assert "must be a number" in cli("audit", catalog=str(good), expect=3,
+                                     env_extra={"FTBRIDGE_CATALOG_LOCK_TIMEOUT_S": "soon"}).stderr
+    # Another process holds the catalog's write lock: transient, a retry may pass.
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(good)!r}); "
+                               "print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = cli("audit", catalog=str(good), expect=4, env_extra={"FTBRIDGE_CATALOG_LOCK_TIMEOUT_S": "1"})
+        assert "is busy" in busy.stderr and "Traceback" not in busy.stderr
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
     with Catalog(good).write() as con:
         con.execute("UPDATE ftbridge_meta SET value = '99' WHERE key = 'schema_version'")
-    assert "schema version 99" in cli("audit", catalog=str(good), expect=2).stderr
+    assert "schema version 99" in cli("audit", catalog=str(good), expect=3).stderr
+    assert "3 bad input" in cli("--help", catalog=str(good), expect=0).stdout

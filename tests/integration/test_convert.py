@@ -11,8 +11,8 @@ import pytest
 import ray
 
 import ftbridge
-from chaos.checker import check, read_all, spark_to_arrow
-from ftbridge.convert.source import spill_metadata
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+from ftbridge.convert.spill.batches import spill_metadata
 from ftbridge.errors import (
     ConfigurationError,
     ConversionError,
@@ -72,9 +72,10 @@ def test_content_equals_spark_row_by_row(spark, catalog):
 
 
 def test_jvm_and_python_spill_writers_write_the_same_bytes(spark, catalog, monkeypatch):
-    from ftbridge.convert.jvm import writer_class
+    from ftbridge.adapters.spark import jvm_class
+    from ftbridge.cluster.jars import SPILL_WRITER_CLASS
 
-    assert writer_class(spark.sparkContext) is not None, "the JVM spill writer's jar is not loaded"
+    assert jvm_class(spark.sparkContext, SPILL_WRITER_CLASS) is not None, "the JVM spill writer's jar is not loaded"
     df = spark.range(0, 3000, numPartitions=4).where("id < 1500 or id >= 2900").selectExpr(
         "id", "named_struct('x', id, 'y', cast(id as string)) as st", "array(id, null) as xs",
         "map(cast(id as string), id) as m", "timestamp_micros(id * 1000003) as ts",
@@ -102,8 +103,8 @@ def test_jvm_and_python_spill_writers_write_the_same_bytes(spark, catalog, monke
 def test_batch_settings_are_recorded_and_reapplied_for_rebuilds(spark, catalog, tmp_path):
     from pyspark import StorageLevel
 
-    from ftbridge.convert.source import ArrowBatches, BatchSettings
-    from ftbridge.convert.spill import SpillTarget
+    from ftbridge.convert.spill.batches import ArrowBatches, BatchSettings
+    from ftbridge.convert.spill.target import SpillTarget
 
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     spark.conf.set(key, "700")
@@ -282,7 +283,7 @@ def test_new_driver_process_reopens_the_conversion(spark, catalog):
     expected = spark_to_arrow(df)
     code = f"""
 import ray, ftbridge, sys
-from chaos.checker import read_all, content_checksum
+from ftbridge.convert.ops.rowcheck import read_all, content_checksum
 ray.init(address="{ray.get_runtime_context().gcs_address}", log_to_driver=False)
 ds = ftbridge.open_recoverable("{cid}", catalog="{catalog}")
 print("CHECKSUM", content_checksum(read_all(ds), "id"))
@@ -290,7 +291,7 @@ print("CHECKSUM", content_checksum(read_all(ds), "id"))
     proc = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from chaos.checker import content_checksum
+    from ftbridge.convert.ops.rowcheck import content_checksum
     assert f"CHECKSUM {content_checksum(expected, 'id')}" in proc.stdout
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import ftbridge
-from chaos.checker import check, read_all, spark_to_arrow
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.errors import PartitionLostError
 from lineage import queries
 from lineage.catalog import Catalog

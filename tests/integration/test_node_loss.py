@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 import ftbridge
-from chaos.checker import check, read_all, spark_to_arrow
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from ftbridge.convert.spill import SpillTarget
+from ftbridge.convert.spill.target import SpillTarget
 from lineage import queries
 from lineage.catalog import Catalog
 from lineage.writer import flush

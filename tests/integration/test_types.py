@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ftbridge
-from chaos.checker import read_all, spark_to_arrow
+from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
 from ftbridge.errors import UnsupportedTypeError
 
 pytestmark = pytest.mark.core

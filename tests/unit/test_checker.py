@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from chaos.checker import check
+from ftbridge.convert.ops.rowcheck import check
 
 
 def table(ids, vals):

@@ -7,8 +7,10 @@ import os
 import pyarrow as pa
 import pytest
 
-from ftbridge.convert.read import PartitionRef, load_checked
-from ftbridge.convert.spill import SpillTarget, write_messages
+from ftbridge.convert.partition import PartitionRef
+from ftbridge.convert.read.files import load_checked
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.spill.write import write_messages
 
 
 def write_partition(target, conversion_id, partition_id, node_id, schema, batches):
@@ -81,7 +83,7 @@ def test_empty_partition_has_the_schema(tmp_path):
 
 
 def test_spill_file_is_an_ipc_stream_and_hashes_its_bytes(tmp_path):
-    from ftbridge.convert.spill import file_checksum
+    from ftbridge.convert.spill.write import file_checksum
 
     target = SpillTarget(str(tmp_path), node_local=False)
     schema = pa.schema([("id", pa.int64()), ("xs", pa.list_(pa.int32()))])
@@ -104,7 +106,7 @@ def test_bytes_that_are_not_a_batch_of_the_schema_are_refused(tmp_path):
 
 
 def test_files_of_the_older_ipc_file_format_still_read(tmp_path):
-    from ftbridge.convert.read import parse_ipc
+    from ftbridge.convert.read.files import parse_ipc
 
     table = pa.table({"id": [1, 2, 3]})
     path = tmp_path / "old.arrow"
@@ -130,8 +132,9 @@ def test_errors_survive_pickling():
 def test_spill_writer_jar_is_built_once_and_skipped_without_javac(tmp_path, monkeypatch):
     import zipfile
 
-    from ftbridge.cluster.jvm import find_java, spark_home
-    from ftbridge.convert import jvm as spill_jvm
+    from ftbridge.adapters.spark import spark_home
+    from ftbridge.cluster import jars as spill_jvm
+    from ftbridge.cluster.jvm import find_java
 
     monkeypatch.setenv("FTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     java = find_java()

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
+
 
 def _row_digest(row: dict) -> bytes:
     return hashlib.blake2b(repr(sorted(row.items())).encode(), digest_size=16).digest()
@@ -97,7 +99,6 @@ def spark_to_arrow(df) -> pa.Table:
     """A Spark DataFrame as one Arrow table, on PySpark 4 (toArrow) and 3.5 (its private twin)."""
     if hasattr(df, "toArrow"):
         return df.toArrow()
-    from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
 
     schema = pyspark_arrow_schema(df.schema)  # PySpark's own mapping, independent of ftbridge's
     batches = collect_arrow_batches(df)

@@ -4,41 +4,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pyarrow as pa
-
-from ftbridge.convert.spill import SpillTarget
+from ftbridge.convert.spill.target import delete_spill_files, existing_files
 from lineage import queries, records
 from lineage.catalog import Catalog, new_event, now
-
-
-def _existing(conv: dict, parts: list[dict]) -> list[tuple[str, int]]:
-    fs, _ = SpillTarget(conv["spill_root"], bool(conv["node_local"])).filesystem()
-    out = []
-    for p in parts:
-        try:
-            info = fs.get_file_info(p["path"])
-        except (OSError, pa.ArrowException):
-            continue
-        if info.type == pa.fs.FileType.File:
-            out.append((p["path"], info.size or 0))
-    return out
+from lineage.kinds import ConversionStatus, EventKind, PartitionState
 
 
 def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> dict:
-    from ftbridge.convert.engine import delete_spill_files
-
+    """Delete spill files of released conversions (and of active ones older than `older_than`)."""
     with catalog.read() as con:
         convs = [(c, queries.partitions(con, c["conversion_id"])) for c in queries.conversions(con)]
     report = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "conversions": []}
     cutoff = now() - older_than if older_than is not None else None
     for conv, parts in convs:
-        if conv["status"] == "released":
+        if conv["status"] == ConversionStatus.RELEASED:
             reason = "released"
         elif cutoff is not None and conv["created_at"] < cutoff:
             reason = "expired"
         else:
             continue
-        files = _existing(conv, parts)
+        files = existing_files(conv, parts)
         if not files and reason == "released":
             continue
         size = sum(s for _, s in files)
@@ -51,7 +36,8 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
         delete_spill_files(conv, parts)
         if reason == "expired":
             with catalog.write() as con:
-                records.set_conversion_status(con, conv["conversion_id"], "released", "released")
-                records.insert_events(con, [new_event(conv["conversion_id"], None, "released", source="gc",
+                records.set_conversion_status(con, conv["conversion_id"], ConversionStatus.RELEASED,
+                                              PartitionState.RELEASED)
+                records.insert_events(con, [new_event(conv["conversion_id"], None, EventKind.RELEASED, source="gc",
                                                       detail=f"expired; {size} bytes freed")])
     return report

@@ -1,7 +1,7 @@
 """Spill: Spark partitions to Arrow IPC files, one vectorised Spark job.
 
 The function built by `make_spill_fn` runs inside Spark's Python workers over the Arrow
-record-batch messages Spark's JVM made (see `source.py`): it streams them, behind the schema
+record-batch messages Spark's JVM made (see `batches.py`): it streams them, behind the schema
 message, into a private temp file as an Arrow IPC stream, hashes the bytes as they go, renames
 the file into place (atomic, so a killed task never leaves a torn file under the final name),
 and yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickled from disk.
@@ -10,91 +10,17 @@ and yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickl
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 import uuid
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import xxhash
 
-from ftbridge.errors import ConfigurationError, ConversionError
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge_common.config import executor_node_id
+from ftbridge_common.errors import ConversionError
 
-_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 CHUNK = 8 << 20
-
-
-def default_spill_root() -> str:
-    return os.environ.get("FTBRIDGE_SPILL_DIR") or os.path.join(
-        tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spill")
-
-
-def _safe_id(value: str, what: str) -> str:
-    if not _ID.match(value or ""):
-        raise ConfigurationError(f"{what} {value!r} is not a safe path component")
-    return value
-
-
-@dataclass(frozen=True)
-class SpillTarget:
-    """Where a conversion's files go. Node-local roots get a per-node folder."""
-
-    root: str          # a local path, or a pyarrow.fs URI (s3://, gs://, hdfs://, file://)
-    node_local: bool
-
-    @staticmethod
-    def resolve(spill_dir: str | None) -> "SpillTarget":
-        """None: node-local temp dir (fast, lost with the node); otherwise durable/shared."""
-        if spill_dir is None:
-            return SpillTarget(os.path.abspath(default_spill_root()), node_local=True)
-        spill_dir = str(spill_dir)
-        if "://" in spill_dir and not spill_dir.startswith("file://"):
-            return SpillTarget(spill_dir.rstrip("/"), node_local=False)
-        path = spill_dir[len("file://"):] if spill_dir.startswith("file://") else spill_dir
-        return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
-
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.root
-
-    def filesystem(self) -> tuple[pafs.FileSystem, str]:
-        if self.is_local:
-            return pafs.LocalFileSystem(), self.root
-        return pafs.FileSystem.from_uri(self.root)
-
-    def conversion_dir(self, conversion_id: str, node_id: str | None) -> str:
-        _, base = self.filesystem()
-        parts = [base]
-        if self.node_local:
-            parts.append(_safe_id("unknown-node" if node_id is None else node_id, "node id"))
-        parts.append(_safe_id(conversion_id, "conversion id"))
-        return "/".join(p.rstrip("/") for p in parts)
-
-    def partition_path(self, conversion_id: str, partition_id: int, node_id: str | None) -> str:
-        path = f"{self.conversion_dir(conversion_id, node_id)}/part-{int(partition_id):05d}.arrow"
-        if self.is_local and not os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep):
-            raise ConfigurationError(f"spill path {path} escapes the spill root {self.root}")
-        return path
-
-    def check_writable(self) -> None:
-        """Create the root (0700) and write a probe file; raise ConfigurationError if we cannot."""
-        fs, base = self.filesystem()
-        probe = f"{base.rstrip('/')}/.ftbridge-probe-{uuid.uuid4().hex}"
-        try:
-            if self.is_local:
-                os.makedirs(base, mode=0o700, exist_ok=True)
-            else:
-                fs.create_dir(base, recursive=True)
-            with fs.open_output_stream(probe) as out:
-                out.write(b"ok")
-            fs.delete_file(probe)
-        except (OSError, pa.ArrowException) as exc:
-            raise ConfigurationError(
-                f"spill dir {self.root} is not writable: {exc}. Pass spill_dir= a writable local path or "
-                "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
-
-
 XXH64 = "xxh64:"  # checksums of the Arrow-stream spill files (the JVM writer computes the same one)
 
 
@@ -205,7 +131,7 @@ def make_spill_fn(target: SpillTarget, conversion_id: str, schema_message: bytes
             for _ in messages:  # drain: Spark expects the input consumed
                 pass
             return
-        node_id = os.environ.get("FTBRIDGE_RAY_NODE_ID")
+        node_id = executor_node_id()
         yield write_messages(target, conversion_id, partition_id, node_id, schema_message, messages)
 
     return spill

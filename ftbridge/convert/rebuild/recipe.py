@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import re
 import threading
 
-from ftbridge.errors import ConfigurationError, ConversionError
+from pyspark import StorageLevel
+
+from ftbridge.cluster import session as cluster
+from ftbridge.convert.rebuild.spark import SparkRebuilder
+from ftbridge.convert.spill.batches import ArrowBatches, BatchSettings
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConfigurationError, ConversionError
+from lineage.kinds import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +50,14 @@ def check_recipe(recipe: str) -> None:
 
 
 def recovery_spark():
-    """The running Spark-on-Ray session, or a small one started for recovery (env-tunable)."""
-    from ftbridge.cluster import session as cluster
-
+    """The running Spark-on-Ray session, or a small one started for recovery (FTBRIDGE_RECOVER_*)."""
     running = cluster.current_or_none()
     if running is not None:
         return running.spark, False
-    spark = cluster.init_spark(
-        "ftbridge-recover",
-        num_executors=int(os.environ.get("FTBRIDGE_RECOVER_EXECUTORS", 1)),
-        executor_cores=int(os.environ.get("FTBRIDGE_RECOVER_EXECUTOR_CORES", 1)),
-        executor_memory=os.environ.get("FTBRIDGE_RECOVER_EXECUTOR_MEMORY", "1GB"))
+    cfg = settings()
+    spark = cluster.init_spark("ftbridge-recover", num_executors=cfg.recover_executors,
+                               executor_cores=cfg.recover_executor_cores,
+                               executor_memory=cfg.recover_executor_memory)
     return spark, True
 
 
@@ -65,14 +70,7 @@ class RecipeRebuilder:
         self.started_spark = False
         self.lock = threading.Lock()
 
-    def _ensure(self):
-        from pyspark import StorageLevel
-
-        from ftbridge.convert.engine import _Live
-        from ftbridge.convert.source import ArrowBatches, BatchSettings
-        from ftbridge.convert.spill import SpillTarget
-        from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64
-
+    def _ensure(self) -> SparkRebuilder:
         with self.lock:
             if self.live is not None:
                 return self.live
@@ -98,8 +96,9 @@ class RecipeRebuilder:
                     f"{self.conv['num_partitions']}; partitions cannot be matched, refusing to rebuild.",
                     conversion_id=cid)
             target = SpillTarget(self.conv["spill_root"], bool(self.conv["node_local"]))
-            self.live = _Live(cid, batches, target, self.catalog, self.writer, self.parts,
-                              bool(self.conv["allow_nondeterministic"]), None, rebuilt_kind="rebuilt_from_recipe")
+            self.live = SparkRebuilder(cid, batches, target, self.catalog, self.writer, self.parts,
+                                       bool(self.conv["allow_nondeterministic"]),
+                                       rebuilt_kind=EventKind.REBUILT_FROM_RECIPE)
             return self.live
 
     def rebuild(self, partition_id: int, why: str) -> dict:

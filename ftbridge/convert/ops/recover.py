@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from ftbridge.convert.verify import CORRUPT, LOST, MISSING, verify
-from ftbridge.errors import ConversionError, FtbridgeError
-from lineage import queries
+from ftbridge.cluster import session as cluster
+from ftbridge.convert.ops.verify import Health, verify
+from ftbridge.convert.rebuild.recipe import RecipeRebuilder
+from ftbridge_common.errors import ConversionError, FtbridgeError, PartitionLostError
 from lineage.catalog import Catalog
+from lineage.kinds import BAD_STATES
+from lineage.writer import start_writer
 
 log = logging.getLogger(__name__)
 
@@ -15,31 +18,25 @@ log = logging.getLogger(__name__)
 def recover(catalog: Catalog, conversion_id: str, on_start=None, on_partition=None) -> dict:
     """Verify, then rebuild each bad partition with the conversion's recipe.
 
-    Returns a report with `rebuilt` and `failed` partitions; raises ConversionError when the
+    Returns a report with `rebuilt` and `failed` partitions; raises PartitionLostError when the
     conversion has bad partitions and no recipe.
     """
-    from ftbridge.cluster import session as cluster
-    from ftbridge.convert.engine import _writer
-    from ftbridge.convert.recipes import RecipeRebuilder
-
     report = verify(catalog, conversion_id)
     cid = report["id"]
-    bad = [r["partition"] for r in report["partitions"] if r["state"] in (MISSING, CORRUPT, LOST)]
+    bad = [r["partition"] for r in report["partitions"] if r["state"] in BAD_STATES]
     report.update(rebuilt=[], failed=[])
     if on_start:
         on_start(len(bad))
     if not bad:
         return report
-    with catalog.read() as con:
-        conv = queries.conversion(con, cid)
-        parts = queries.partitions(con, cid)
+    conv, parts = catalog.load(cid)
     if not conv.get("recipe"):
-        raise ConversionError(
+        raise PartitionLostError(
             f"conversion {cid} has {len(bad)} missing or corrupt partitions {bad[:20]} and no recipe to rebuild "
             "them. Reopen it with ftbridge.open_recoverable() in the driver that made it, or convert again with "
             "recipe='package.module:function'.", conversion_id=cid)
     cluster.ensure_ray()
-    rebuilder = RecipeRebuilder(conv, parts, catalog, _writer(catalog))
+    rebuilder = RecipeRebuilder(conv, parts, catalog, start_writer(catalog))
     try:
         for pid in bad:
             try:
@@ -54,5 +51,5 @@ def recover(catalog: Catalog, conversion_id: str, on_start=None, on_partition=No
     finally:
         if rebuilder.started_spark:
             cluster.stop_spark(cleanup_data=False)
-    report["exit_code"] = 0 if not report["failed"] else 2
+    report["exit_code"] = int(Health.HEALTHY if not report["failed"] else Health.DATA_LOST)
     return report

@@ -19,10 +19,14 @@ import logging
 from dataclasses import asdict, dataclass, replace
 
 import pyarrow as pa
+from pyspark import StorageLevel
 
 from ftbridge.adapters import spark as spark_adapter
+from ftbridge.cluster import jars
+from ftbridge.convert.spill.write import make_spill_fn
 from ftbridge.convert.types import dataset_schema, schema_of_message
-from ftbridge.errors import ConfigurationError, ConversionError
+from ftbridge_common import foreign
+from ftbridge_common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,6 @@ def spill_metadata(element) -> dict:
 
 def _java_level(sc, storage_level):
     """The JVM storage level; Arrow bytes are kept as they are (no second serialization)."""
-    from pyspark import StorageLevel
-
     level = storage_level
     if level.useMemory and not level.useOffHeap and not level.deserialized:
         level = StorageLevel(level.useDisk, level.useMemory, level.useOffHeap, True, level.replication)
@@ -123,12 +125,8 @@ class ArrowBatches:
             self.schema_message = spark_adapter.arrow_schema_message(df, self.settings.time_zone,
                                                                      self.settings.large_var_types)
             self.schema: pa.Schema = dataset_schema(schema_of_message(self.schema_message))
-        except AttributeError as exc:
-            raise ConfigurationError("ftbridge converts classic (JVM-backed) Spark DataFrames; this one has no "
-                                     "JVM plan (Spark Connect?). Use the session from ftbridge.init_spark.") from exc
-        except Exception as exc:
-            raise ConversionError(f"Spark could not plan the Arrow conversion: {str(exc).splitlines()[0][:500]}") \
-                from exc
+        except Exception as exc:  # Py4J / Spark analysis errors, or no JVM plan at all
+            raise foreign.spark_plan_failed(exc) from exc
         self._jrdd = jrdd.persist(_java_level(sc, storage_level))
         self.rdd = spark_adapter.bytes_rdd(self._jrdd, sc)
         self.num_partitions = int(self._jrdd.getNumPartitions())
@@ -139,11 +137,8 @@ class ArrowBatches:
         Local spill roots are written by the JVM writer when its jar is loaded (the bytes never
         enter Python); remote roots, or FTBRIDGE_SPILL_WRITER=python, by Python workers.
         """
-        from ftbridge.convert import jvm as spill_jvm
-        from ftbridge.convert.spill import make_spill_fn
-
         sc = self.rdd.context
-        writer = spill_jvm.writer_class(sc) if target.is_local and spill_jvm.enabled() else None
+        writer = spark_adapter.jvm_class(sc, jars.SPILL_WRITER_CLASS) if target.is_local and jars.enabled() else None
         if writer is None:
             return self.rdd.mapPartitionsWithIndex(
                 make_spill_fn(target, conversion_id, self.schema_message, only_partition))

@@ -1,10 +1,11 @@
-"""The JVM half of the spill: `SpillWriter.java`, compiled once into a cached jar.
+"""ftbridge's jar for Spark: `SpillWriter.java` (the JVM half of the spill), compiled once and cached.
 
 Writing a partition from the executor JVM keeps its Arrow bytes out of Python entirely
 (about 0.4 s of a 4M-row conversion on 2 cores). The jar is built from source with the
 `javac` of the Java that runs Spark, against the installed PySpark's jars, and cached by
 source and Spark version; nothing is downloaded. Without a `javac` (a JRE only), or for
-remote spill roots (`s3://`, ...), the Python writer in `spill.py` writes the same bytes.
+remote spill roots (`s3://`, ...), the Python writer (`convert/spill/write.py`) writes the same bytes.
+`init_spark` puts the jar on Spark's class path; `convert/spill/batches.py` calls the class.
 """
 
 from __future__ import annotations
@@ -18,36 +19,34 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.cluster.jvm import java_home
+from ftbridge_common.config import settings
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("SpillWriter.java")
-CLASS_NAME = "ftbridge.spill.SpillWriter"
+SPILL_WRITER_CLASS = "ftbridge.spill.SpillWriter"
 COMPILE_TIMEOUT_S = 180
 
 
 def enabled() -> bool:
     """False when FTBRIDGE_SPILL_WRITER=python asks for the Python writer everywhere."""
-    return os.environ.get("FTBRIDGE_SPILL_WRITER", "auto").lower() != "python"
+    return settings().spill_writer != "python"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("FTBRIDGE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ftbridge")
-    return Path(base) / "jars"
+    return Path(settings().jar_cache)
 
 
 def _javac(java: str) -> str | None:
-    from ftbridge.cluster.jvm import java_home
-
     beside = os.path.join(java_home(java), "bin", "javac")
     return beside if os.access(beside, os.X_OK) else shutil.which("javac")
 
 
 def build_jar(java: str, spark_home: str) -> str | None:
     """Path of the spill-writer jar (compiled now if not cached), or None when it cannot be built."""
-    import pyspark
-
-    key = hashlib.sha256(SOURCE.read_bytes() + pyspark.__version__.encode() + java.encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + spark_adapter.pyspark_version().encode() + java.encode()).hexdigest()[:16]
     jar = cache_dir() / f"ftbridge-spill-{key}.jar"
     if jar.is_file():
         return str(jar)
@@ -74,10 +73,3 @@ def build_jar(java: str, spark_home: str) -> str | None:
         return None
     log.info("compiled %s into %s", SOURCE.name, jar)
     return str(jar)
-
-
-def writer_class(sc):
-    """The SpillWriter class in this Spark's driver JVM, or None when its jar is not loaded."""
-    from ftbridge.adapters import spark as spark_adapter
-
-    return spark_adapter.jvm_class(sc, CLASS_NAME)

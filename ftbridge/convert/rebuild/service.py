@@ -13,15 +13,21 @@ import asyncio
 import logging
 import threading
 import uuid
+from dataclasses import replace
 from typing import Callable
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ftbridge.errors import FtbridgeError, PartitionLostError
+from ftbridge.convert.partition import PartitionRef, ReadContext
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import PartitionLostError
 
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+NAMESPACE = "ftbridge"
 
 
 class RebuildService:
@@ -75,11 +81,9 @@ class RebuildDispatcher:
 
     def __init__(self) -> None:
         self.name = f"ftbridge-rebuild-{uuid.uuid4().hex[:12]}"
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         # On the driver's node: it must not die with some other node, and it is useless without the driver.
         self.actor = ray.remote(RebuildService).options(
-            name=self.name, namespace="ftbridge", num_cpus=0, max_concurrency=1000, max_restarts=0,
+            name=self.name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1000, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         ).remote()
         ray.get(self.actor.__ray_ready__.remote(), timeout=60)
@@ -115,13 +119,10 @@ class RebuildDispatcher:
         else:
             try:
                 result = handler(pid, why)
-            except FtbridgeError as exc:
-                error = exc
             except Exception as exc:  # Py4J and Spark errors become one clear error for the reader
-                error = PartitionLostError(conversion_id=conv, partition=pid, node_id=None,
-                                           cause=f"{why}; Spark could not rebuild it: "
-                                                 f"{str(exc).splitlines()[0][:500]}")
-                log.exception("rebuild of %s/%d failed", conv, pid)
+                error = foreign.rebuild_failed(exc, conv, pid, why)
+                if error is not exc:
+                    log.exception("rebuild of %s/%d failed", conv, pid)
         try:
             ray.get(self.actor.complete.remote(conv, pid, result, error), timeout=30)
         except Exception as exc:
@@ -138,3 +139,22 @@ class RebuildDispatcher:
             ray.kill(self.actor)
         except Exception:
             pass
+
+
+def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
+    """From a read task: ask the driver to rebuild `ref`, wait (bounded), return the new file's ref."""
+    here = ray.get_runtime_context().get_node_id()
+    if ctx.rebuild_service is None:
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"{why}; no Spark session or recipe is registered to rebuild it")
+    timeout_s = settings().rebuild_timeout_s
+    try:
+        service = ray.get_actor(ctx.rebuild_service, namespace=NAMESPACE)
+        meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why), timeout=timeout_s)
+    except Exception as exc:  # no service (Spark stopped), timeout, its error, or it died
+        raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,
+                                          timeout_s) from exc
+    log.info("partition %d of %s rebuilt on node %s (asked from %s)", ref.partition_id, ref.conversion_id,
+             meta.get("node_id"), here)
+    return replace(ref, path=meta["path"], node_id=meta.get("node_id"), num_bytes=meta["num_bytes"],
+                   checksum=meta["checksum"], num_rows=meta["num_rows"])

@@ -3,38 +3,47 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from enum import IntEnum
 
 import pyarrow as pa
 
-from ftbridge.convert.spill import SpillTarget, file_checksum
-from lineage import queries, records
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.spill.write import file_checksum
+from lineage import records
 from lineage.catalog import Catalog, new_event
+from lineage.kinds import BAD_STATES, ConversionStatus, EventKind
+from lineage.kinds import PartitionState as S
 
-OK, MISSING, CORRUPT, LOST, RELEASED = "healthy", "missing", "corrupt", "lost", "released"
+
+class Health(IntEnum):
+    """A conversion's verdict; also `ftbridge verify`'s exit code."""
+
+    HEALTHY = 0
+    DEGRADED = 1    # files missing or corrupt, but something can rebuild them
+    DATA_LOST = 2   # files missing or corrupt and nothing can rebuild them
 
 
-def check_file(target: SpillTarget, part: dict) -> tuple[str, str]:
+def check_file(target: SpillTarget, part: dict) -> tuple[S, str]:
     """(state, detail) of one partition's spill file."""
     fs, _ = target.filesystem()
     try:
         info = fs.get_file_info(part["path"])
     except (OSError, pa.ArrowException) as exc:
-        return MISSING, f"cannot stat {part['path']}: {exc}"
+        return S.MISSING, f"cannot stat {part['path']}: {exc}"
     if info.type != pa.fs.FileType.File:
-        return MISSING, f"{part['path']} does not exist"
+        return S.MISSING, f"{part['path']} does not exist"
     if info.size != part["num_bytes"]:
-        return CORRUPT, f"{part['path']} has {info.size} bytes, catalog says {part['num_bytes']}"
+        return S.CORRUPT, f"{part['path']} has {info.size} bytes, catalog says {part['num_bytes']}"
     checksum, _ = file_checksum(fs, part["path"], part["checksum"])
     if checksum != part["checksum"]:
-        return CORRUPT, f"{part['path']} checksum {checksum}, catalog says {part['checksum']}"
-    return OK, part["path"]
+        return S.CORRUPT, f"{part['path']} checksum {checksum}, catalog says {part['checksum']}"
+    return S.HEALTHY, part["path"]
 
 
 def driver_alive(conv: dict) -> bool:
     """Whether the process that made the conversion still runs on this host (it can rebuild)."""
-    import socket
-
     if conv.get("driver_host") != socket.gethostname() or not conv.get("driver_pid"):
         return False
     try:
@@ -46,19 +55,17 @@ def driver_alive(conv: dict) -> bool:
 
 def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
     """Check every file, record the results as events and states; return a report."""
-    with catalog.read() as con:
-        conv = queries.conversion(con, conversion_id)
-        parts = queries.partitions(con, conv["conversion_id"])
+    conv, parts = catalog.load(conversion_id)
     cid = conv["conversion_id"]
     target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
     results, events, updates = [], [], []
     for part in parts:
-        if conv["status"] == "released" or part["state"] == RELEASED:
-            state, detail = RELEASED, "released"
+        if conv["status"] == ConversionStatus.RELEASED or part["state"] == S.RELEASED:
+            state, detail = S.RELEASED, "released"
         else:
             started = time.time()
             state, detail = check_file(target, part)
-            kind = "verify_ok" if state == OK else "verify_failed"
+            kind = EventKind.VERIFY_OK if state == S.HEALTHY else EventKind.VERIFY_FAILED
             events.append(new_event(cid, part["partition_id"], kind, started, part["node_id"], "verify",
                                     f"{state}: {detail}"))
             if state != part["state"]:
@@ -72,14 +79,9 @@ def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
             for pid, state in updates:
                 records.update_partition(con, cid, pid, {"state": state})
             records.insert_events(con, events)
-    bad = [r for r in results if r["state"] in (MISSING, CORRUPT, LOST)]
+    bad = [r for r in results if r["state"] in BAD_STATES]
     rebuildable = bool(conv.get("recipe")) or driver_alive(conv)
-    if not bad:
-        code = 0
-    elif rebuildable:
-        code = 1
-    else:
-        code = 2
-    return {"id": cid, "name": conv["name"], "status": conv["status"], "exit_code": code,
-            "healthy": sum(r["state"] == OK for r in results), "bad": len(bad), "rebuildable": rebuildable,
+    health = Health.HEALTHY if not bad else Health.DEGRADED if rebuildable else Health.DATA_LOST
+    return {"id": cid, "name": conv["name"], "status": conv["status"], "health": health.name.lower(),
+            "exit_code": int(health), "healthy": sum(r["state"] == S.HEALTHY for r in results), "bad": len(bad), "rebuildable": rebuildable,
             "partitions": results}

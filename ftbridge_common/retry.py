@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from tenacity import (
     Retrying,
@@ -14,25 +13,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ftbridge.errors import CatalogUnavailableError
+from ftbridge_common.config import settings
+from ftbridge_common.errors import CatalogUnavailableError
 
 log = logging.getLogger("ftbridge.retry")
 
 
-def _float_env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-def _bounded(retry, multiplier: float, max_wait_s: float, bound_env: str, bound_default_s: float,
-             level: int) -> Retrying:
+def _bounded(retry, multiplier: float, max_wait_s: float, bound_s: float, level: int) -> Retrying:
     """The one shape of every policy: jittered capped backoff, a time bound, a log line, reraise."""
     return Retrying(
         retry=retry,
         wait=wait_random_exponential(multiplier=multiplier, max=max_wait_s),
-        stop=stop_after_delay(_float_env(bound_env, bound_default_s)),
+        stop=stop_after_delay(bound_s),
         before_sleep=before_sleep_log(log, level),
         reraise=True,
     )
@@ -45,7 +37,7 @@ def catalog_lock_retry(fn):
     CatalogUnavailableError propagates.
     """
     return _bounded(retry_if_exception_type(CatalogUnavailableError), 0.01, 0.25,
-                    "FTBRIDGE_CATALOG_LOCK_TIMEOUT_S", 60.0, logging.DEBUG)(fn)
+                    settings().catalog_lock_timeout_s, logging.DEBUG)(fn)
 
 
 def is_missing_file(exc: BaseException) -> bool:
@@ -68,5 +60,5 @@ def remote_io_retry(fn):
 
     Bounded by FTBRIDGE_REMOTE_IO_RETRY_S (default 30 s); then the last error propagates.
     """
-    return _bounded(retry_if_exception(_transient_io), 0.2, 3.0, "FTBRIDGE_REMOTE_IO_RETRY_S", 30.0,
+    return _bounded(retry_if_exception(_transient_io), 0.2, 3.0, settings().remote_io_retry_s,
                     logging.WARNING)(fn)

@@ -4,7 +4,7 @@ Each `ReadTask` serves a contiguous run of partitions, in partition order, so a 
 with `preserve_order` keeps Spark's partition order. Blocks are outputs of Ray Data's read
 tasks, so when a node dies with blocks in its object store, Ray's lineage reconstruction
 re-runs the read task for them; a read that finds its file missing or corrupt has Spark
-rebuild exactly that partition (see `read.py`).
+rebuild exactly that partition (see `task.py`).
 
 Read tasks ask for no CPU: Spark executor actors may hold every CPU, and a read that waits
 for a CPU held by an executor that waits for the read would deadlock.
@@ -17,7 +17,8 @@ import functools
 from ray.data import Datasource
 
 from ftbridge.adapters import ray as ray_adapter
-from ftbridge.convert.read import PartitionRef, ReadContext, read_group
+from ftbridge.convert.partition import PartitionRef, ReadContext
+from ftbridge.convert.read.task import read_group
 
 
 class SpillDatasource(Datasource):
@@ -27,7 +28,9 @@ class SpillDatasource(Datasource):
         super().__init__()
         self._refs = sorted(refs, key=lambda r: r.partition_id)
         self._ctx = ctx
-        self._num_tasks = max(1, min(num_tasks, len(self._refs)))
+        n, k = len(self._refs), max(1, min(num_tasks, len(self._refs)))
+        cuts = [i * n // k for i in range(k + 1)]
+        self._groups = [tuple(self._refs[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
 
     def get_name(self) -> str:
         return "FtbridgeSpill"
@@ -37,15 +40,16 @@ class SpillDatasource(Datasource):
 
     def groups(self) -> list[tuple[PartitionRef, ...]]:
         """Contiguous runs of partitions, one per read task (sizes differ by at most one)."""
-        n, k = len(self._refs), self._num_tasks
-        cuts = [i * n // k for i in range(k + 1)]
-        return [tuple(self._refs[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
+        return list(self._groups)
+
+    def num_tasks(self) -> int:
+        return len(self._groups)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_) -> list:
         # `parallelism` is Ray Data's guess; the groups were sized when the source was made
         # (a few per node), because a cold read worker costs more than a read.
         tasks = []
-        for group in self.groups():
+        for group in self._groups:
             tasks.append(ray_adapter.read_task(
                 functools.partial(read_group, group, self._ctx),
                 num_rows=sum(r.num_rows for r in group), size_bytes=sum(r.num_bytes for r in group),

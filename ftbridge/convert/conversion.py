@@ -1,0 +1,158 @@
+"""A recoverable Spark -> Ray conversion from start to end: create, reopen, identify, release.
+
+The data flows one way: the DataFrame's Arrow batches (`spill/batches.py`) are written by one
+Spark job (`spill/job.py`), recorded in the catalog, and read by the Datasource's tasks
+(`read/`); a read that finds a file missing or bad asks the rebuild service (`rebuild/`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+
+import ray
+from pyspark import StorageLevel
+
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.cluster import session as cluster
+from ftbridge.convert.read.dataset import open_dataset
+from ftbridge.convert.read.task import prewarm_readers
+from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
+from ftbridge.convert.rebuild.spark import SparkRebuilder
+from ftbridge.convert.registry import Registry
+from ftbridge.convert.spill.batches import ArrowBatches
+from ftbridge.convert.spill.job import spill_all
+from ftbridge.convert.spill.target import SpillTarget, delete_spill_files
+from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64, schema_to_b64
+from ftbridge_common.errors import ConfigurationError, ConversionReleasedError
+from lineage import records
+from lineage.catalog import Catalog, new_event, now
+from lineage.kinds import ConversionStatus, EventKind, PartitionState
+from lineage.writer import call, start_writer
+
+log = logging.getLogger(__name__)
+
+
+def _release_on_stop(conversion_id: str, catalog: str) -> None:
+    release(conversion_id, catalog=catalog)
+
+
+REGISTRY = Registry(release=_release_on_stop)
+
+
+def _plan_text(df) -> str:
+    try:
+        return spark_adapter.plan_text(df)
+    except Exception:  # plan text is for the audit; never block a conversion on it
+        return ""
+
+
+def _record(df, conversion_id: str, name, batches: ArrowBatches, target: SpillTarget, partitions: list[dict],
+            recipe, allow_nondeterministic: bool, storage_level) -> dict:
+    """The conversions-table row of a spilled conversion."""
+    plan = _plan_text(df)
+    sc = df.sparkSession.sparkContext
+    return {
+        "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
+        "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(),
+        "schema_b64": schema_to_b64(batches.schema), "storage_level": str(storage_level), "spill_root": target.root,
+        "node_local": target.node_local, "app_id": sc.applicationId, "spark_version": sc.version,
+        "num_partitions": batches.num_partitions, "total_rows": sum(p["num_rows"] for p in partitions),
+        "total_bytes": sum(p["num_bytes"] for p in partitions), "recipe": recipe,
+        "allow_nondeterministic": allow_nondeterministic, "driver_host": socket.gethostname(),
+        "driver_pid": os.getpid(), "spill_format": batches.settings.to_json(),
+    }
+
+
+def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
+           allow_nondeterministic: bool = False, recipe: str | None = None):
+    """`ftbridge.from_spark_recoverable` (see `ftbridge.api` for the arguments)."""
+    storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
+    check_supported(dataframe_schema(df))               # unsupported types fail before any work
+    target = SpillTarget.resolve(spill_dir)
+    target.check_writable()                             # so does an unwritable spill dir
+    if recipe is not None:
+        check_recipe(recipe)
+    cat = Catalog(catalog)
+    writer = start_writer(cat)                          # and a bad catalog
+    conversion_id = uuid.uuid4().hex
+    started = time.time()
+    warm = prewarm_readers()
+    batches = ArrowBatches(df, storage_level)
+    partitions = spill_all(batches, target, conversion_id)
+    spilled = time.time()
+    del warm  # fire and forget: they only start worker processes
+    record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
+                     storage_level)
+    ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
+                   detail=f"{batches.num_partitions} partitions, {record['total_rows']} rows")
+    call(writer, "record_conversion", record, partitions, [ev])
+    service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
+                                          allow_nondeterministic, cluster.current_or_none()))
+    recorded = time.time()
+    ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service)
+    REGISTRY.remember(ds, conversion_id, cat.path)
+    log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs, read %.2fs",
+             conversion_id, batches.num_partitions, record["total_rows"], record["total_bytes"], spilled - started,
+             recorded - spilled, time.time() - recorded)
+    return ds
+
+
+def reopen(conversion_id: str, *, catalog=None):
+    """`ftbridge.open_recoverable` (see `ftbridge.api`)."""
+    cat = Catalog(catalog)
+    conv, parts = cat.load(conversion_id)
+    conversion_id = conv["conversion_id"]
+    if conv["status"] == ConversionStatus.RELEASED:
+        raise ConversionReleasedError(
+            f"conversion {conversion_id} was released at {conv['released_at']}; its spill files are gone. "
+            "Convert the DataFrame again.", conversion_id=conversion_id)
+    cluster.ensure_ray()
+    writer = start_writer(cat)
+    target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
+    service = None
+    if conversion_id in REGISTRY.rebuilders:
+        service = REGISTRY.service_name()
+    elif conv.get("recipe"):
+        service = REGISTRY.serve(conversion_id, RecipeRebuilder(conv, parts, cat, writer).rebuild)
+    ds = open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer, service)
+    REGISTRY.remember(ds, conversion_id, cat.path)
+    return ds
+
+
+def conversion_id(ds) -> str:
+    """`ftbridge.conversion_id` (see `ftbridge.api`)."""
+    origin = REGISTRY.origin(ds)
+    if origin is None:
+        raise ConfigurationError("this Dataset did not come from ftbridge.from_spark_recoverable or "
+                                 "open_recoverable (datasets derived by transforms have no conversion id)")
+    return origin.conversion_id
+
+
+def release(ds_or_id, *, catalog=None) -> int:
+    """`ftbridge.release` (see `ftbridge.api`)."""
+    if isinstance(ds_or_id, str):
+        conv_id = ds_or_id
+    else:
+        conv_id = conversion_id(ds_or_id)
+        catalog = catalog or REGISTRY.origin(ds_or_id).catalog
+    rebuilder = REGISTRY.forget(conv_id)
+    cat = rebuilder.catalog if rebuilder else Catalog(catalog)
+    conv, parts = cat.load(conv_id)
+    freed = delete_spill_files(conv, parts)
+    if rebuilder is not None:
+        rebuilder.batches.unpersist()
+    cid = conv["conversion_id"]
+    ev = new_event(cid, None, EventKind.RELEASED, source="driver", detail=f"{freed} bytes freed")
+    if ray.is_initialized():
+        call(rebuilder.writer if rebuilder else start_writer(cat), "set_status", cid, ConversionStatus.RELEASED,
+             PartitionState.RELEASED, [ev])
+    else:
+        with cat.write() as con:
+            records.set_conversion_status(con, cid, ConversionStatus.RELEASED, PartitionState.RELEASED)
+            records.insert_events(con, [ev])
+    return freed

@@ -1,0 +1,46 @@
+"""One partition as the read and rebuild rooms pass it around, and its catalog events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ftbridge.convert.spill.target import SpillTarget
+from lineage.catalog import new_event
+from lineage.kinds import EventKind
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """Everything a read task needs to serve, check and rebuild one partition."""
+
+    conversion_id: str
+    partition_id: int
+    path: str
+    node_id: str | None
+    num_rows: int
+    num_bytes: int
+    checksum: str
+    target: SpillTarget
+
+    @staticmethod
+    def of(conversion_id: str, row: dict, target: SpillTarget) -> "PartitionRef":
+        """From a spill job's metadata row or a catalog partitions row."""
+        return PartitionRef(conversion_id, int(row["partition_id"]), row["path"], row.get("node_id"),
+                            int(row["num_rows"]), int(row["num_bytes"]), row["checksum"], target)
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """Shared by all read tasks of one Dataset build."""
+
+    token: str                      # unique per Dataset build: tells a re-read from a first read
+    writer: object                  # CatalogWriter actor handle
+    rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
+    schema: pa.Schema | None = None  # the Dataset's schema; files in Spark's own labels are cast to it
+
+
+def event(ref: PartitionRef, kind: EventKind, started: float, detail: str = "", node_id: str | None = None,
+          source: str = "read_task") -> dict:
+    return new_event(ref.conversion_id, ref.partition_id, kind, started, node_id or ref.node_id, source, detail)

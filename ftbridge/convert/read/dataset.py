@@ -1,0 +1,61 @@
+"""The Dataset over a conversion's spill files: a public Ray Data Datasource, read in order."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pyarrow as pa
+import ray
+import ray.data
+
+from ftbridge.adapters import ray as ray_adapter
+from ftbridge.convert.partition import PartitionRef, ReadContext
+from ftbridge.convert.read.datasource import SpillDatasource
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from lineage.writer import call
+
+
+def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget, schema: pa.Schema, writer,
+                 service_name: str | None, materialize: bool = True):
+    """The Dataset over `partitions`, read (materialize=True) before it returns.
+
+    Args:
+        service_name: the rebuild service that read tasks ask when a file is missing or bad.
+    """
+    refs = [PartitionRef.of(conversion_id, p, target) for p in partitions]
+    ctx = ReadContext(uuid.uuid4().hex, writer, service_name, schema)
+    if not refs:  # no partitions at all: an empty Dataset that still knows its schema
+        return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
+    cfg = settings()
+    alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
+    source = SpillDatasource(refs, ctx, num_tasks=cfg.read_tasks_per_node * max(1, alive))
+    with ray_adapter.data_context(preserve_order=True):
+        # No CPU (see datasource.py); retries re-run a read whose worker or node died.
+        ds = ray_adapter.read_datasource(source, source.num_tasks(), cfg.read_max_retries)
+    if materialize:
+        ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
+        call(writer, "flush")  # the read events of this build are durable when we return
+    return ds
+
+
+def _materialize(ds, conversion_id: str, timeout_s: float):
+    """`ds.materialize()`, bounded, with ftbridge errors instead of Ray's."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["ds"] = ds.materialize()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"ftbridge-read-{conversion_id[:8]}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise foreign.read_timed_out(conversion_id, timeout_s)
+    if "error" in box:
+        raise foreign.read_failed(box["error"], conversion_id) from None
+    return box["ds"]

@@ -1,0 +1,59 @@
+"""One spill file in a read task: loaded zero-copy (mapped or fetched), checked, parsed."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ftbridge.convert.partition import PartitionRef
+from ftbridge.convert.read.arrow_repair import well_formed
+from ftbridge.convert.spill.write import buffer_checksum
+from ftbridge_common.retry import is_missing_file, remote_io_retry
+from lineage.kinds import EventKind
+
+
+def _fetch_remote(fs, path: str) -> pa.Buffer:
+    """The whole file from a remote store, retried on transient network errors."""
+    def fetch():
+        with fs.open_input_stream(path) as stream:
+            return stream.read_buffer()
+
+    return remote_io_retry(fetch)
+
+
+def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, EventKind | None, str]:
+    """(table, None, '') when the file is intact; (None, kind, why) when missing or corrupt.
+
+    Local files are memory-mapped; remote ones are fetched once (with bounded retries for
+    transient network errors) and parsed from memory.
+    """
+    fs, _ = ref.target.filesystem()
+    try:
+        if ref.target.is_local:
+            buf = pa.memory_map(ref.path, "r").read_buffer()
+        else:
+            buf = _fetch_remote(fs, ref.path)
+        size, checksum = buf.size, buffer_checksum(buf, ref.checksum)
+    except FileNotFoundError:
+        return None, EventKind.SPILL_MISSING, f"{ref.path} does not exist"
+    except (OSError, pa.ArrowException) as exc:
+        if is_missing_file(exc):
+            return None, EventKind.SPILL_MISSING, f"{ref.path}: {exc}"
+        return None, EventKind.SPILL_MISSING, f"{ref.path} could not be read: {exc}"
+    if size != ref.num_bytes or checksum != ref.checksum:
+        return None, EventKind.CHECKSUM_MISMATCH, (f"{ref.path}: {size} bytes, checksum {checksum}; catalog says "
+                                           f"{ref.num_bytes} bytes, {ref.checksum}")
+    try:
+        table = well_formed(parse_ipc(buf))
+    except (OSError, pa.ArrowException) as exc:
+        return None, EventKind.CHECKSUM_MISMATCH, f"{ref.path} is not a readable Arrow IPC file: {exc}"
+    if table.num_rows != ref.num_rows:
+        return None, EventKind.CHECKSUM_MISMATCH, f"{ref.path} has {table.num_rows} rows; catalog says {ref.num_rows}"
+    return table, None, ""
+
+
+def parse_ipc(buf: pa.Buffer) -> pa.Table:
+    """A spill file's table, zero-copy over the buffer: an IPC stream (what ftbridge writes),
+    or an IPC file (what ftbridge before the `arrow-ipc-stream/1` format wrote)."""
+    if buf.size >= 6 and buf[:6].to_pybytes() == b"ARROW1":
+        return pa.ipc.open_file(buf).read_all()
+    return pa.ipc.open_stream(buf).read_all()

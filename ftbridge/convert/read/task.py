@@ -1,0 +1,127 @@
+"""Serving one partition inside a read task: load, check, fetch from its node, rebuild.
+
+`read_group` is the body of the Datasource's read tasks (see `datasource.py`). A node-local
+spill file on another node is loaded by a small task pinned to that node; a file that is
+missing, corrupt or on a dead node is rebuilt through Spark (the rebuild service) and checked
+against the recorded checksum; when nothing can rebuild it the read fails with a
+`PartitionLostError` naming conversion, partition, node and cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ftbridge.convert.partition import PartitionRef, ReadContext, event
+from ftbridge.convert.read.files import load_checked
+from ftbridge.convert.rebuild.service import request_rebuild
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import FtbridgeError, PartitionLostError
+from lineage.kinds import EventKind, PartitionState
+from lineage.writer import emit
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def fetch_partition(ref: PartitionRef):
+    """`load_checked` on the node that holds a node-local spill file (pinned there)."""
+    return load_checked(ref)
+
+
+def _load(ref: PartitionRef, here: str) -> tuple[pa.Table | None, EventKind | None, str]:
+    """`load_checked` here, or on the file's node when it is node-local elsewhere."""
+    if not (ref.target.node_local and ref.node_id and ref.node_id != here):
+        return load_checked(ref)
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    if ref.node_id not in alive:
+        return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} is gone"
+    strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
+    timeout_s = settings().fetch_timeout_s
+    try:
+        return ray.get(fetch_partition.options(scheduling_strategy=strategy).remote(ref), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} did not serve it within {timeout_s:.0f}s"
+    except ray.exceptions.RayError as exc:  # node died, worker crashed, task unschedulable
+        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} could not serve it ({type(exc).__name__})"
+
+
+def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:
+    """Read and check one partition's spill file; rebuild it through Spark if needed.
+
+    Appends the read event to `reads`; the caller sends all of a task's read events at once.
+    """
+    started = time.time()
+    table, problem, why = _load(ref, here)
+    if problem is not None:
+        log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
+        emit(ctx.writer, "record_events", [event(ref, problem, started, why, node_id=here)])
+        try:
+            ref = request_rebuild(ref, ctx, why)
+        except FtbridgeError as exc:
+            emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": PartitionState.LOST},
+                 [event(ref, EventKind.UNRECOVERABLE, started, str(exc), node_id=here)])
+            raise
+        table, problem, why = _load(ref, here)
+        if problem is not None:
+            raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
+                                     node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
+    reads.append(event(ref, EventKind.READ, started, ref.path, node_id=here))
+    if ctx.schema is not None and not table.schema.equals(ctx.schema):
+        # Spark labels timestamps with the session time zone and names list items `element`;
+        # the Dataset's schema says UTC and `item`. Same buffers, so the cast is cheap.
+        table = _cast(table, ctx.schema, ref)
+    return table
+
+
+def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:
+    try:
+        return table.cast(schema)
+    except (pa.ArrowException, ValueError) as exc:
+        raise foreign.schema_mismatch(exc, ref.conversion_id, ref.partition_id, ref.node_id, table.schema,
+                                      schema) from exc
+
+
+def read_group(refs: tuple, ctx: ReadContext):
+    """Body of one read task: yields each partition's table, in order.
+
+    The read events of the whole group go to the catalog writer in one message at the end.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    reads: list = []
+    for ref in refs:
+        try:
+            table = _serve(ref, ctx, here, reads)
+        except FtbridgeError:
+            raise
+        except Exception as exc:  # an Arrow, OS or Ray error: name the partition, keep the cause
+            raise foreign.partition_read_failed(exc, ref.conversion_id, ref.partition_id, here) from exc
+        yield table
+    emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
+
+
+@ray.remote(num_cpus=0)
+def prewarm() -> int:
+    """Start a read worker early (it imports this module), while Spark still spills."""
+    return os.getpid()
+
+
+def prewarm_readers(per_node: int | None = None) -> list:
+    """Fire `per_node` no-op tasks on each alive node so the reads find warm workers.
+
+    A cold Ray worker takes ~0.5-1 s to start; the spill job takes longer than that, so the
+    workers are ready (and idle) when the reads arrive.
+    """
+    per_node = settings().read_tasks_per_node if per_node is None else per_node
+    refs = []
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0:
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+            refs += [prewarm.options(scheduling_strategy=strategy).remote() for _ in range(per_node)]
+    return refs

@@ -1,0 +1,87 @@
+"""What this process knows about its conversions: which it can rebuild, and which Dataset is which.
+
+One `Registry` per process (`conversion.REGISTRY`). It owns the rebuild dispatcher (started on
+first use), the rebuilder of every conversion this process made or reopened with a recipe, and
+a weak map from the Datasets it returned to their conversion and catalog, so ftbridge never
+pins attributes on Ray's objects. A Spark-on-Ray session that stops tells the registry, which
+releases (or forgets) the conversions made with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+from ftbridge.convert.rebuild.service import RebuildDispatcher
+from ftbridge.convert.rebuild.spark import SparkRebuilder
+
+
+@dataclass(frozen=True)
+class DatasetOrigin:
+    """The conversion a Dataset reads and the catalog that records it."""
+
+    conversion_id: str
+    catalog: str
+
+
+class Registry:
+    """Live conversions of this process and the Datasets returned for them."""
+
+    def __init__(self, release: Callable[[str, str], object]) -> None:
+        """`release(conversion_id, catalog_path)` frees a conversion when its Spark session stops."""
+        self._release = release
+        self.rebuilders: dict[str, SparkRebuilder] = {}
+        self._datasets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._dispatcher: RebuildDispatcher | None = None
+        self._lock = threading.Lock()
+
+    def service_name(self) -> str:
+        """The rebuild service's actor name (the service starts on first use)."""
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = RebuildDispatcher()
+            return self._dispatcher.name
+
+    def add(self, rebuilder: SparkRebuilder) -> str:
+        """Serve rebuilds of a conversion made by this process; returns the service name."""
+        name = self.service_name()
+        self.rebuilders[rebuilder.conversion_id] = rebuilder
+        self._dispatcher.register(rebuilder.conversion_id, rebuilder.rebuild)
+        owner = rebuilder.spark_owner
+        if owner is not None and self._on_spark_stop not in owner.stop_hooks:
+            owner.stop_hooks.append(self._on_spark_stop)
+        return name
+
+    def serve(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
+        """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
+        name = self.service_name()
+        self._dispatcher.register(conversion_id, handler)
+        return name
+
+    def forget(self, conversion_id: str) -> SparkRebuilder | None:
+        rebuilder = self.rebuilders.pop(conversion_id, None)
+        if self._dispatcher is not None:
+            self._dispatcher.unregister(conversion_id)
+        return rebuilder
+
+    def remember(self, ds, conversion_id: str, catalog: str) -> None:
+        self._datasets[ds] = DatasetOrigin(conversion_id, catalog)
+
+    def origin(self, ds) -> DatasetOrigin | None:
+        try:
+            return self._datasets.get(ds)
+        except TypeError:  # not weak-referenceable: certainly not one of ours
+            return None
+
+    def _on_spark_stop(self, cleanup_data: bool) -> None:
+        for conversion_id, rebuilder in list(self.rebuilders.items()):
+            if cleanup_data:
+                self._release(conversion_id, rebuilder.catalog.path)
+            else:
+                self.forget(conversion_id)
+        with self._lock:
+            if self._dispatcher is not None:
+                self._dispatcher.stop()
+                self._dispatcher = None

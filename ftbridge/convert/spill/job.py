@@ -1,0 +1,47 @@
+"""The spill job: one bounded Spark job that writes every partition (or just one, to rebuild it)."""
+
+from __future__ import annotations
+
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.cluster.jobs import run_bounded
+from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConversionError, FtbridgeError
+
+
+def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) -> list[dict]:
+    """Write every partition; return their metadata rows in partition order.
+
+    On failure the persisted batches are dropped and a ConversionError names the partition
+    and Spark's root cause; nothing has been recorded yet.
+    """
+    rdd = batches.spill_rdd(target, conversion_id)
+    try:
+        rows = run_bounded(rdd.context, settings().spark_job_timeout_s, f"spill job of conversion {conversion_id}",
+                           rdd.collect, conversion_id=conversion_id)
+    except Exception as exc:
+        batches.unpersist()
+        if isinstance(exc, FtbridgeError):
+            raise
+        raise foreign.spark_job_failed(spark_adapter.error_text(exc), conversion_id) from exc
+    partitions = sorted(map(spill_metadata, rows), key=lambda p: p["partition_id"])
+    ids = [p["partition_id"] for p in partitions]
+    if ids != list(range(batches.num_partitions)):
+        raise ConversionError(f"spill job returned partitions {ids[:20]}, expected 0..{batches.num_partitions - 1}",
+                              conversion_id=conversion_id)
+    return partitions
+
+
+def spill_one(batches: ArrowBatches, target: SpillTarget, conversion_id: str, partition_id: int) -> dict:
+    """Write exactly one partition again (from Spark's cached copy, else its lineage)."""
+    rdd = batches.spill_rdd(target, conversion_id, only_partition=partition_id)
+    rows = run_bounded(rdd.context, settings().rebuild_job_timeout_s,
+                       f"rebuild of partition {partition_id} of {conversion_id}",
+                       lambda: rdd.context.runJob(rdd, list, partitions=[partition_id]),
+                       conversion_id=conversion_id, partition=partition_id)
+    if len(rows) != 1:
+        raise ConversionError(f"rebuild of partition {partition_id} returned {len(rows)} results",
+                              conversion_id=conversion_id, partition=partition_id)
+    return spill_metadata(rows[0])

@@ -1,0 +1,127 @@
+"""Where a conversion's spill files go: the spill root, per-node folders, safe paths, deletion."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+
+
+def default_spill_root() -> str:
+    return settings().spill_root
+
+
+def _safe_id(value: str, what: str) -> str:
+    if not _ID.match(value or ""):
+        raise ConfigurationError(f"{what} {value!r} is not a safe path component")
+    return value
+
+
+@dataclass(frozen=True)
+class SpillTarget:
+    """Where a conversion's files go. Node-local roots get a per-node folder."""
+
+    root: str          # a local path, or a pyarrow.fs URI (s3://, gs://, hdfs://, file://)
+    node_local: bool
+
+    @staticmethod
+    def resolve(spill_dir: str | None) -> "SpillTarget":
+        """None: node-local temp dir (fast, lost with the node); otherwise durable/shared."""
+        if spill_dir is None:
+            return SpillTarget(os.path.abspath(default_spill_root()), node_local=True)
+        spill_dir = str(spill_dir)
+        if "://" in spill_dir and not spill_dir.startswith("file://"):
+            return SpillTarget(spill_dir.rstrip("/"), node_local=False)
+        path = spill_dir[len("file://"):] if spill_dir.startswith("file://") else spill_dir
+        return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        if self.is_local:
+            return pafs.LocalFileSystem(), self.root
+        return pafs.FileSystem.from_uri(self.root)
+
+    def conversion_dir(self, conversion_id: str, node_id: str | None) -> str:
+        _, base = self.filesystem()
+        parts = [base]
+        if self.node_local:
+            parts.append(_safe_id("unknown-node" if node_id is None else node_id, "node id"))
+        parts.append(_safe_id(conversion_id, "conversion id"))
+        return "/".join(p.rstrip("/") for p in parts)
+
+    def partition_path(self, conversion_id: str, partition_id: int, node_id: str | None) -> str:
+        path = f"{self.conversion_dir(conversion_id, node_id)}/part-{int(partition_id):05d}.arrow"
+        if self.is_local and not os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep):
+            raise ConfigurationError(f"spill path {path} escapes the spill root {self.root}")
+        return path
+
+    def check_writable(self) -> None:
+        """Create the root (0700) and write a probe file; raise ConfigurationError if we cannot."""
+        fs, base = self.filesystem()
+        probe = f"{base.rstrip('/')}/.ftbridge-probe-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                os.makedirs(base, mode=0o700, exist_ok=True)
+            else:
+                fs.create_dir(base, recursive=True)
+            with fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise ConfigurationError(
+                f"spill dir {self.root} is not writable: {exc}. Pass spill_dir= a writable local path or "
+                "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
+
+
+
+
+def delete_spill_files(conv: dict, parts: list[dict]) -> int:
+    """Delete a conversion's spill files and its folders; return bytes freed."""
+    target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
+    fs, _ = target.filesystem()
+    freed, dirs = 0, set()
+    for p in parts:
+        try:
+            info = fs.get_file_info(p["path"])
+            if info.type == pa.fs.FileType.File:
+                freed += info.size or 0
+                fs.delete_file(p["path"])
+            dirs.add(p["path"].rsplit("/", 1)[0])
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("could not delete %s: %s", p["path"], exc)
+    for d in dirs:
+        try:
+            if d.rsplit("/", 1)[-1] == conv["conversion_id"]:  # never delete anything but our own folder
+                fs.delete_dir(d)
+        except (OSError, pa.ArrowException):
+            pass
+    return freed
+
+
+def existing_files(conv: dict, parts: list[dict]) -> list[tuple[str, int]]:
+    """(path, size) of each of the conversion's spill files still on its store."""
+    fs, _ = SpillTarget(conv["spill_root"], bool(conv["node_local"])).filesystem()
+    out = []
+    for p in parts:
+        try:
+            info = fs.get_file_info(p["path"])
+        except (OSError, pa.ArrowException):
+            continue
+        if info.type == pa.fs.FileType.File:
+            out.append((p["path"], info.size or 0))
+    return out
