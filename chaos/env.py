@@ -39,7 +39,6 @@ class ChaosEnv:
 
     @property
     def spill_root(self) -> str:
-
         return SpillTarget.resolve(None).root
 
     def add_node(self):
@@ -72,7 +71,6 @@ class ChaosEnv:
         return self.spark
 
     def close(self) -> None:
-
         ftbridge.stop_spark(cleanup_data=True)
         for node in list(self.nodes):
             if node in self.cluster.worker_nodes:
@@ -85,7 +83,6 @@ class ChaosEnv:
 def start_cluster():
     """A fresh local cluster for `python -m chaos run`: a head node the driver uses."""
 
-    os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     time.sleep(0.5)

@@ -72,7 +72,6 @@ def pauser(fault_log, chaos_rng):
 
 @pytest.fixture
 def writer_killer(fault_log):
-
     return lambda catalog: faults.kill_catalog_writer(get_writer(Catalog(catalog)), fault_log)
 
 

@@ -1,9 +1,10 @@
 """Every scenario by name, and the bounded subset that runs on every CI run."""
 
+from chaos.long_scenarios import LONG_SCENARIOS
 from chaos.netscenarios import NET_SCENARIOS
 from chaos.scenarios import SCENARIOS as CORE
 
-SCENARIOS = {**CORE, **NET_SCENARIOS}
+SCENARIOS = {**CORE, **LONG_SCENARIOS, **NET_SCENARIOS}
 
 CI_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost", "spill_corrupted",
              "catalog_writer_killed", "driver_killed_reopened", "long_consumer_node_killed",

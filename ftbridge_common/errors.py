@@ -103,7 +103,6 @@ class ClusterStartTimeoutError(TransientError, ClusterError):
     """A Spark component did not come up within its time bound."""
 
 
-
 class ConversionError(FtbridgeError):
     """A conversion could not be created, read or rebuilt."""
 

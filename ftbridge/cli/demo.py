@@ -70,10 +70,11 @@ def _word_count_with_kill(ftbridge, spark) -> bool:
 
 
 def _audit_table(catalog_path: str, conversion_id: str) -> None:
-    with Catalog(catalog_path).read() as con:
-        conv = queries.conversion(con, conversion_id)
+    cat = Catalog(catalog_path)
+    conv, parts = cat.load(conversion_id)
+    with cat.read() as con:
         events = queries.events(con, conversion_id)
-        summary = summarize(conv, queries.partitions(con, conversion_id), events)
+    summary = summarize(conv, parts, events)
     table = Table(title=f"audit of conversion {conversion_id[:12]}")
     for col in ("time", "event", "partition", "seconds", "detail"):
         table.add_column(col, overflow="fold")
@@ -89,7 +90,68 @@ def _audit_table(catalog_path: str, conversion_id: str) -> None:
                   f"{ttr['median']}s, worst {ttr['worst']}s")
 
 
+def _start_spark():
+    t0 = time.monotonic()
+    spark = ftbridge.init_spark("ftbridge-demo", num_executors=2, executor_cores=1, executor_memory="1GB",
+                                executor_resources={NODE_RESOURCE: 1},
+                                configs={"spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    _ok(f"Spark {spark.version} up in {time.monotonic() - t0:.1f}s")
+    for e in ftbridge.executors():
+        console.print(f"    executor {e.executor_id}: actor {e.actor_name} pid {e.actor_pid}, JVM {e.jvm_pid}, "
+                      f"node {e.node_id[:12]}")
+    return spark
+
+
+def _conversion_survives_faults(spark, cluster, nodes, rows: int, catalog_path: str) -> list[bool]:
+    """Failures 2 and 3 and a stop of Spark, each checked row by row against a fault-free reference."""
+    checks = []
+    _step(f"recoverable conversion of {rows:,} rows")
+    df = spark.range(0, rows, numPartitions=8).selectExpr(
+        "id", "id * 31 % 1000 as a", "cast(id as double) / 7 as b", "concat('row-', sha1(cast(id as string))) as s")
+    reference = spark_to_arrow(df)
+    t0 = time.monotonic()
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog_path, name="demo")
+    cid = ftbridge.conversion_id(ds)
+    _ok(f"conversion {cid} ready in {time.monotonic() - t0:.1f}s; catalog {catalog_path}")
+    with Catalog(catalog_path).read() as con:
+        parts = queries.partitions(con, cid)
+        block_node = {e["partition_id"]: e["node_id"] for e in queries.events(con, cid)
+                      if e["kind"] == EventKind.READ}
+
+    _step("failure 2: delete a spill file, then reopen the conversion from the catalog")
+    os.remove(parts[0]["path"])
+    _ok(f"deleted {parts[0]['path']}")
+    checks.append(_checked("reopened and read", reference,
+                           ftbridge.open_recoverable(cid, catalog=catalog_path)))
+
+    _step("failure 3: remove a Ray node holding blocks, and wipe its spill disk")
+    by_id = {n.node_id: n for n in nodes}
+    victim = next((node for node in block_node.values() if node in by_id), None) or next(iter(by_id))
+    lost = sorted(p for p, n in block_node.items() if n == victim)
+    cluster.remove_node(by_id[victim])
+    shutil.rmtree(os.path.join(SpillTarget.resolve(None).root, victim), ignore_errors=True)
+    _ok(f"removed node {victim[:12]} (blocks of partitions {lost}) and deleted its spill folder")
+    checks.append(_checked("consumer read everything", reference, ds))
+
+    _step("stop Spark, keep the data: the Dataset stays readable")
+    ftbridge.stop_spark(cleanup_data=False)
+    checks.append(_checked("after stop_spark", reference, ds))
+
+    _step("audit")
+    _audit_table(catalog_path, cid)
+    ftbridge.release(cid, catalog=catalog_path)
+    return checks
+
+
+def _checked(what: str, reference, ds) -> bool:
+    result = check(reference, read_all(ds))
+    (_ok if result.ok else _bad)(f"{what}: {result}")
+    return result.ok
+
+
 def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
+    """The demo, start to end; 0 when every row-by-row check passed."""
     catalog_path = Catalog(catalog).path
     checks: list[bool] = []
     _step("starting an embedded Ray cluster: a head node and 3 worker nodes")
@@ -101,59 +163,10 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
         ray.data.DataContext.get_current().enable_progress_bars = False
         _ok(f"Ray {ray.__version__}: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU'):g} CPUs")
         _step("starting Spark on Ray: 2 executors, each in its own Ray actor")
-        t0 = time.monotonic()
-        spark = ftbridge.init_spark("ftbridge-demo", num_executors=2, executor_cores=1, executor_memory="1GB",
-                                    executor_resources={NODE_RESOURCE: 1},
-                                    configs={"spark.ui.showConsoleProgress": "false"})
-        spark.sparkContext.setLogLevel("ERROR")
-        _ok(f"Spark {spark.version} up in {time.monotonic() - t0:.1f}s")
-        for e in ftbridge.executors():
-            console.print(f"    executor {e.executor_id}: actor {e.actor_name} pid {e.actor_pid}, JVM {e.jvm_pid}, "
-                          f"node {e.node_id[:12]}")
-
+        spark = _start_spark()
         _step("failure 1: kill an executor actor in the middle of a word count")
         checks.append(_word_count_with_kill(ftbridge, spark))
-
-        _step(f"recoverable conversion of {rows:,} rows")
-        df = spark.range(0, rows, numPartitions=8).selectExpr(
-            "id", "id * 31 % 1000 as a", "cast(id as double) / 7 as b", "concat('row-', sha1(cast(id as string))) as s")
-        reference = spark_to_arrow(df)
-        t0 = time.monotonic()
-        ds = ftbridge.from_spark_recoverable(df, catalog=catalog_path, name="demo")
-        cid = ftbridge.conversion_id(ds)
-        _ok(f"conversion {cid} ready in {time.monotonic() - t0:.1f}s; catalog {catalog_path}")
-        with Catalog(catalog_path).read() as con:
-            parts = queries.partitions(con, cid)
-            block_node = {e["partition_id"]: e["node_id"] for e in queries.events(con, cid)
-                          if e["kind"] == EventKind.READ}
-
-        _step("failure 2: delete a spill file, then reopen the conversion from the catalog")
-        os.remove(parts[0]["path"])
-        _ok(f"deleted {parts[0]['path']}")
-        result = check(reference, read_all(ftbridge.open_recoverable(cid, catalog=catalog_path)))
-        checks.append(result.ok)
-        (_ok if result.ok else _bad)(f"reopened and read: {result}")
-
-        _step("failure 3: remove a Ray node holding blocks, and wipe its spill disk")
-        by_id = {n.node_id: n for n in nodes}
-        victim = next((node for node in block_node.values() if node in by_id), None) or next(iter(by_id))
-        lost = sorted(p for p, n in block_node.items() if n == victim)
-        cluster.remove_node(by_id[victim])
-        shutil.rmtree(os.path.join(SpillTarget.resolve(None).root, victim), ignore_errors=True)
-        _ok(f"removed node {victim[:12]} (blocks of partitions {lost}) and deleted its spill folder")
-        result = check(reference, read_all(ds))
-        checks.append(result.ok)
-        (_ok if result.ok else _bad)(f"consumer read everything: {result}")
-
-        _step("stop Spark, keep the data: the Dataset stays readable")
-        ftbridge.stop_spark(cleanup_data=False)
-        result = check(reference, read_all(ds))
-        checks.append(result.ok)
-        (_ok if result.ok else _bad)(f"after stop_spark: {result}")
-
-        _step("audit")
-        _audit_table(catalog_path, cid)
-        ftbridge.release(cid, catalog=catalog_path)
+        checks += _conversion_survives_faults(spark, cluster, nodes, rows, catalog_path)
     finally:
         try:
             ftbridge.stop_spark(cleanup_data=False)

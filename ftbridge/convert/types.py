@@ -69,7 +69,6 @@ def check_supported(spark_schema) -> None:
 def dataframe_schema(df):
     """`df.schema`; when PySpark cannot even describe a JVM type (3.5: intervals), an
     UnsupportedTypeError naming the column instead of a parse error."""
-
     try:
         return df.schema
     except Exception as exc:

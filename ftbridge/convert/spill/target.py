@@ -88,8 +88,6 @@ class SpillTarget:
                 "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
 
 
-
-
 def delete_spill_files(conv: dict, parts: list[dict]) -> int:
     """Delete a conversion's spill files and its folders; return bytes freed."""
     target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))

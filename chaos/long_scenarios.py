@@ -1,0 +1,125 @@
+"""Scenarios with a long consumer, a second driver process, or a seeded stream of kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow as pa
+import ray
+
+import ftbridge
+from chaos import faults
+from chaos.proctable import spark_daemon_jvms, wait_gone
+from chaos.scenarios import Outcome, block_node, convert_frame, frame, partitions_and_events, record_check
+from ftbridge.cluster.session import wait_for_executors
+from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
+
+
+def long_consumer_node_killed(env, seed, out: Outcome):
+    """Several epochs of iter_batches; a node dies in the middle of epoch 2."""
+
+    rng = random.Random(seed)
+    df, reference, ds = convert_frame(env, seed, "long-consumer")
+
+    victim = rng.choice(block_node(env, ftbridge.conversion_id(ds)))
+    started = time.monotonic()
+    epochs = []
+    for epoch in range(3):
+        tables = []
+        for i, batch in enumerate(ds.iter_batches(batch_size=2048, batch_format="pyarrow")):
+            tables.append(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch)
+            if epoch == 1 and i == 3:
+                faults.remove_node(env.cluster, env.node(victim), out.log, wipe_spill=True,
+                                   spill_root=env.spill_root)
+                env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
+        epochs.append(pa.concat_tables(tables))
+    for table in epochs:
+        record_check(out, reference, table, started)
+    out.detail = f"{len(epochs)} epochs, identical row sets: {all(c.ok for c in out.checks)}"
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time, ray, ftbridge
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    spark = ftbridge.init_spark("chaos-driver", num_executors=1, executor_cores=1, executor_memory="512MB",
+                                executor_resources={"chaos_node": 1})
+    from chaos.long_scenarios import driver_frame
+    ds = ftbridge.from_spark_recoverable(driver_frame(spark), catalog=sys.argv[2], name="driver-kill",
+                                         recipe="chaos.long_scenarios:driver_frame")
+    print("CID", ftbridge.conversion_id(ds), flush=True)
+    while True:                                    # training, until SIGKILL
+        for batch in ds.iter_batches(batch_size=1000):
+            time.sleep(0.01)
+""")
+
+
+def driver_frame(spark):
+    return frame(spark, 7)
+
+
+def driver_killed_reopened(env, seed, out: Outcome):
+    rng = random.Random(seed)
+    ftbridge.stop_spark(cleanup_data=False)  # the subprocess driver takes the executor slots
+    env_vars = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    before = set(spark_daemon_jvms())
+    err_path = os.path.join(env.workdir, f"driver-{seed}.stderr")
+    err_file = open(err_path, "w")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, ray.get_runtime_context().gcs_address, env.catalog],
+                            env=env_vars, stdout=subprocess.PIPE, stderr=err_file, text=True)
+    err_file.close()
+    line, deadline = "", time.time() + 240
+    while not line.startswith("CID") and time.time() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+    if not line.startswith("CID"):
+        proc.kill()
+        proc.wait(timeout=60)
+        with open(err_path, errors="replace") as f:
+            tail = "".join(l for l in f.readlines() if "WARN" not in l)[-1500:]
+        raise RuntimeError(f"the driver did not start its conversion (exit {proc.returncode}): {tail}")
+    cid = line.split()[1]
+    time.sleep(rng.uniform(0.5, 3))
+    proc.kill()
+    proc.wait(timeout=60)
+    jvms = set(spark_daemon_jvms()) - before
+    out.log.add("driver_killed", f"pid {proc.pid}", conversion_id=cid)
+    left = wait_gone(jvms, timeout_s=60)
+    if left:
+        raise AssertionError(f"the killed driver's JVMs outlived it: {sorted(left)}")
+    parts, _ = partitions_and_events(env, cid)
+    faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
+    spark = env.ensure_spark()
+    reference = spark_to_arrow(driver_frame(spark))
+    started = time.monotonic()
+    record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+
+
+def executors_killed_at_random(env, seed, out: Outcome):
+    """A seeded ResourceKiller kills up to two executors at random times while data is converted and read."""
+
+    spark = env.ensure_spark()
+    df = frame(spark, seed)
+    reference = spark_to_arrow(df)
+    killer = faults.ResourceKiller(lambda rng: faults.kill_executor(out.log, rng), seed=seed, max_kills=2,
+                                   min_gap_s=0.5, max_gap_s=3.0)
+    started = time.monotonic()
+    with killer:
+        ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="random-kills")
+        cid = ftbridge.conversion_id(ds)
+        parts, _ = partitions_and_events(env, cid)
+        faults.corrupt_spill(random.Random(seed).choice(parts)["path"], "delete", random.Random(seed), out.log)
+        table = read_all(ftbridge.open_recoverable(cid, catalog=env.catalog))
+    record_check(out, reference, table, started)
+    out.detail = f"{len(killer.killed)} kills, {len(killer.errors)} kill errors"
+    wait_for_executors(2)
+
+
+LONG_SCENARIOS = {
+    "driver_killed_reopened": driver_killed_reopened,
+    "long_consumer_node_killed": long_consumer_node_killed,
+    "executors_killed_at_random": executors_killed_at_random,
+}

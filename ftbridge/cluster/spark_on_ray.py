@@ -1,0 +1,269 @@
+"""A running Spark-on-Ray session: the master actor, executor actors, the SparkSession.
+
+All state of one session lives in a `SparkOnRay` object; `session.py` keeps the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import ray
+from pyspark.sql import SparkSession
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from ftbridge.adapters.spark import executor_ids, spark_home
+from ftbridge.cluster import jars, jvm, net
+from ftbridge.cluster.actors import SparkExecutor, SparkMaster, sweep_work_dirs
+from ftbridge.cluster.config import ClusterConfig
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import (
+    ClusterStartTimeoutError,
+    InsufficientResourcesError,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """One live executor, as the chaos harness and operators see it."""
+
+    actor_name: str
+    actor_pid: int
+    jvm_pid: int | None
+    node_id: str
+    executor_id: str | None
+    worker_jvm_pid: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ensure_ray() -> None:
+    """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=settings().ray_log_to_driver)
+
+
+def _check_resources(cfg: ClusterConfig) -> None:
+    total = ray.cluster_resources()
+    cpus, mem = total.get("CPU", 0.0), total.get("memory", 0.0)
+    want_cpu = cfg.num_executors * cfg.executor_cores
+    want_mem = cfg.num_executors * cfg.actor_memory_bytes
+    if want_cpu > cpus:
+        raise InsufficientResourcesError(
+            f"{cfg.num_executors} executors x {cfg.executor_cores} cores need {want_cpu} CPUs but the Ray "
+            f"cluster has {cpus:g}. Ask for fewer executors or cores, or add Ray nodes.",
+            wanted_cpus=want_cpu, cluster_cpus=cpus)
+    if want_mem > mem:
+        raise InsufficientResourcesError(
+            f"{cfg.num_executors} executors x {cfg.executor_memory} (+overhead: "
+            f"{cfg.actor_memory_bytes / 2**30:.2f} GiB each) need {want_mem / 2**30:.2f} GiB of Ray memory but "
+            f"the cluster has {mem / 2**30:.2f} GiB. Lower executor_memory or add Ray nodes.",
+            wanted_memory=want_mem, cluster_memory=mem)
+    for res, amount in cfg.executor_resources.items():
+        if cfg.num_executors * amount > total.get(res, 0.0):
+            raise InsufficientResourcesError(
+                f"{cfg.num_executors} executors x {amount} {res!r} exceed the cluster's {total.get(res, 0.0):g}.",
+                resource=res)
+    if want_cpu >= cpus:
+        # ftbridge's own tasks ask for no CPU, so conversions still run; user transforms that
+        # ask for CPUs (map_batches, Train workers) will wait until executors are stopped.
+        log.warning(
+            "executors take all %g Ray CPUs: ftbridge conversions still run (their tasks ask for "
+            "no CPU), but Ray work that needs CPUs waits until stop_spark(). Leave at least one "
+            "CPU free for Ray Data transforms and training.", cpus)
+
+
+class SparkOnRay:
+    """A running Spark-on-Ray session: master actor, executor actors, SparkSession."""
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self.cfg = cfg
+        self.java = jvm.check_java_for_spark()
+        ensure_ray()
+        _check_resources(cfg)
+        self.pg = None
+        self.master = None
+        self.executor_actors: list = []
+        self.spark = None
+        self.stop_hooks: list[Callable[[bool], None]] = []
+        self.driver_node_id = ray.get_runtime_context().get_node_id()
+        self.namespace = ray.get_runtime_context().namespace
+        self._ids = f"{cfg.app_name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        try:
+            self._start()
+        except BaseException:
+            self._teardown()
+            raise
+
+    # -- start -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        if cfg.placement_group_strategy:
+            self._make_placement_group()
+        host = ray.util.get_node_ip_address()
+        self.master = ray.remote(SparkMaster).options(
+            name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            # Pinned to the driver's node: a master restarted elsewhere would not know the application.
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
+        ).remote(cfg.master_port or net.free_port(host), self.java, cfg.start_timeout_s)
+        self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
+        for i in range(cfg.num_executors):
+            self.executor_actors.append(self._make_executor(i))
+        self._wait_executor_actors()
+        self.spark = self._make_session()
+        self._wait_spark_executors()
+        log.info("Spark on Ray ready: %d executors in %.1fs (master %s)", cfg.num_executors,
+                 time.monotonic() - t0, self.master_info["url"])
+
+    def _make_placement_group(self) -> None:
+        bundle = {"CPU": self.cfg.executor_cores, "memory": self.cfg.actor_memory_bytes,
+                  **self.cfg.executor_resources}
+        self.pg = placement_group([bundle] * self.cfg.num_executors, strategy=self.cfg.placement_group_strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=self.cfg.start_timeout_s)
+        if not ready:
+            raise InsufficientResourcesError(
+                f"placement group ({self.cfg.placement_group_strategy}, {self.cfg.num_executors} x {bundle}) "
+                f"could not be placed within {self.cfg.start_timeout_s:.0f}s; the cluster has "
+                f"{ray.available_resources()} free. Use a looser strategy or fewer/smaller executors.")
+
+    def _make_executor(self, index: int):
+        cfg = self.cfg
+        opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cores,
+                    memory=cfg.actor_memory_bytes, max_restarts=cfg.max_executor_restarts,
+                    max_task_retries=-1, resources=dict(cfg.executor_resources) or None)
+        if self.pg is not None:
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=index)
+        return ray.remote(SparkExecutor).options(**opts).remote(
+            opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s)
+
+    def _wait_executor_actors(self) -> None:
+        refs = [a.info.remote() for a in self.executor_actors]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.cfg.start_timeout_s)
+        ray.get(ready)  # surfaces actor start errors
+        if pending:
+            raise InsufficientResourcesError(
+                f"{len(pending)} of {len(refs)} executor actors were not placed within "
+                f"{self.cfg.start_timeout_s:.0f}s; Ray has {ray.available_resources()} free. Free resources, "
+                "ask for fewer executors, or raise FTBRIDGE_START_TIMEOUT_S.")
+
+    def spark_conf(self) -> dict[str, str]:
+        cfg = self.cfg
+        host = ray.util.get_node_ip_address()
+        conf = {
+            "spark.executor.cores": str(cfg.executor_cores),
+            "spark.executor.memory": f"{cfg.memory_mb}m",
+            "spark.cores.max": str(cfg.num_executors * cfg.executor_cores),
+            "spark.driver.host": host,
+            "spark.driver.bindAddress": host,
+            "spark.ui.enabled": "false",
+            "spark.pyspark.python": sys.executable,
+            "spark.pyspark.driver.python": sys.executable,
+            "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+            "spark.driver.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.executor.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            "spark.sql.shuffle.partitions": str(max(2, 2 * cfg.num_executors * cfg.executor_cores)),
+            "spark.task.maxFailures": "8",
+            "spark.stage.maxConsecutiveAttempts": "8",
+            "spark.network.timeout": "60s",
+            "spark.executor.heartbeatInterval": "5s",
+        }
+        conf.update(cfg.configs)
+        jar = self._spill_writer_jar()
+        if jar:
+            conf["spark.jars"] = ",".join(j for j in (cfg.configs.get("spark.jars"), jar) if j)
+        return conf
+
+    def _spill_writer_jar(self) -> str | None:
+        """The JVM spill writer's jar (see ftbridge/cluster/jars), unless FTBRIDGE_SPILL_WRITER=python."""
+        return jars.build_jar(self.java, spark_home()) if jars.enabled() else None
+
+    def _make_session(self):
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        os.environ["JAVA_HOME"] = jvm.java_home(self.java)
+        builder = SparkSession.builder.master(self.master_info["url"]).appName(self.cfg.app_name)
+        for key, value in self.spark_conf().items():
+            builder = builder.config(key, value)
+        try:
+            return builder.getOrCreate()
+        except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
+            raise foreign.spark_start_failed(exc, self.cfg.app_name) from exc
+
+    def _wait_spark_executors(self) -> None:
+        sc = self.spark.sparkContext
+        want = self.cfg.num_executors
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            if len(executor_ids(sc)) >= want:
+                return
+            time.sleep(0.2)
+        raise ClusterStartTimeoutError(
+            f"only {len(executor_ids(sc))} of {want} Spark executors registered with the driver within "
+            f"{self.cfg.start_timeout_s:.0f}s. Check the worker logs under the executor actors' work dirs.")
+
+    def _get(self, ref, what: str):
+        try:
+            return ray.get(ref, timeout=self.cfg.start_timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ClusterStartTimeoutError(f"{what} did not start within {self.cfg.start_timeout_s:.0f}s") from exc
+
+    # -- inspect -----------------------------------------------------------------------------
+    def executors(self, timeout_s: float = 30.0) -> list[ExecutorInfo]:
+        refs = [a.info.remote() for a in self.executor_actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue
+            info.pop("worker_alive", None)
+            out.append(ExecutorInfo(**info))
+        return sorted(out, key=lambda e: e.actor_name)
+
+    # -- stop --------------------------------------------------------------------------------
+    def stop(self, cleanup_data: bool = True) -> None:
+        for hook in list(self.stop_hooks):
+            try:
+                hook(cleanup_data)
+            except Exception:  # a failing hook must not leave JVMs behind
+                log.exception("stop hook %r failed", hook)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.spark is not None:
+            try:
+                self.spark.stop()
+            except Exception:
+                log.exception("SparkSession.stop failed")
+            self.spark = None
+        actors = [a for a in [*self.executor_actors, self.master] if a is not None]
+        refs = [a.shutdown.remote() for a in actors]
+        ray.wait(refs, num_returns=len(refs), timeout=30)
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        self.executor_actors, self.master = [], None
+        swept = sweep_work_dirs()
+        if swept:
+            log.debug("removed stale Spark work dirs: %s", swept)
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None

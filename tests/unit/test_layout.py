@@ -1,0 +1,205 @@
+"""The shape of the source tree: one-way imports, one config module, no private names across modules.
+
+These read the source (AST), so they fail on the line that breaks a rule, with its path.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import pytest
+
+from ftbridge.cli.exit_codes import ExitCode, for_error
+from ftbridge.cli.exit_codes import table as exit_code_table
+from ftbridge_common import config
+from ftbridge_common.errors import (
+    CatalogCorruptError,
+    CatalogUnavailableError,
+    ConfigurationError,
+    ConversionError,
+    ConversionTimeoutError,
+    PartitionLostError,
+    UnknownConversionError,
+)
+
+pytestmark = pytest.mark.core
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PACKAGES = ("ftbridge_common", "lineage", "ftbridge", "chaos")
+# Imports inside functions that are allowed, and why: the adapters load an engine only when a
+# call needs it (and `check()` probes names), and two CLI commands start Ray and Spark, which
+# the read-only commands must not pay for.
+LAZY_ALLOWED = ("ftbridge/adapters/", "ftbridge/cli/main.py")
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def _imports(path: pathlib.Path, known: dict) -> list[tuple[str, int, bool]]:
+    """(imported module, line, inside a function) for every import of one of our modules."""
+    tree = ast.parse(path.read_text())
+    in_function = {id(n) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for n in ast.walk(fn)}
+    found = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                       for a in node.names]
+        for target in targets:
+            while target and target not in known and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in known:
+                found.append((target, node.lineno, id(node) in in_function))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    known = _modules()
+    graph = {name: set() for name in known}
+    for name, path in known.items():
+        for target, _, _ in _imports(path, known):
+            # Importing a.b.c runs a/__init__ and a/b/__init__ first - except the packages the
+            # importer itself is in, which are already loading when it runs.
+            own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                dep = ".".join(parts[:i])
+                if dep in known and dep != name and (dep not in own or dep == target):
+                    graph[name].add(dep)
+    return graph
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_layers_point_one_way():
+    """ftbridge_common <- lineage <- ftbridge <- chaos, and the shipped code never imports chaos."""
+    allowed = {"ftbridge_common": {"ftbridge_common"}, "lineage": {"ftbridge_common", "lineage"},
+               "ftbridge": {"ftbridge_common", "lineage", "ftbridge"}, "chaos": set(PACKAGES)}
+    wrong = [f"{name} imports {dep}" for name, deps in _graph().items() for dep in deps
+             if dep.split(".")[0] not in allowed[name.split(".")[0]]]
+    assert not wrong, wrong
+
+
+def test_no_import_inside_functions_outside_the_allowed_places():
+    known = _modules()
+    offenders = [f"{path.relative_to(ROOT)}:{line} imports {target}"
+                 for path in known.values() for target, line, inside in _imports(path, known)
+                 if inside and not str(path.relative_to(ROOT)).startswith(LAZY_ALLOWED)]
+    engines = ("ray", "pyspark", "duckdb", "pyarrow", "py4j")
+    for path in known.values():
+        if str(path.relative_to(ROOT)).startswith(LAZY_ALLOWED):
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                        if (mod or "").split(".")[0] in engines:
+                            offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {mod}")
+    assert not offenders, offenders
+
+
+def test_no_private_name_crosses_a_module():
+    offenders = []
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                              if a.name.startswith("_")]
+    assert not offenders, offenders
+
+
+def test_ftbridge_settings_are_read_only_in_the_config_module():
+    """An FTBRIDGE_* name as a whole string is a read or a write of the environment."""
+    name = re.compile(r"^FTBRIDGE_[A-Z0-9_]+$")
+    offenders = []
+    for path in _modules().values():
+        if path == ROOT / "ftbridge_common" / "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and name.match(node.value):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
+    assert not offenders, offenders
+
+
+def test_settings_load_at_call_time_and_refuse_bad_values(monkeypatch):
+    monkeypatch.setenv("FTBRIDGE_READ_MAX_RETRIES", "9")
+    assert config.settings().read_max_retries == 9
+    monkeypatch.setenv("FTBRIDGE_READ_MAX_RETRIES", "many")
+    with pytest.raises(ConfigurationError, match="FTBRIDGE_READ_MAX_RETRIES .* must be an integer, got 'many'"):
+        config.settings()
+    monkeypatch.delenv("FTBRIDGE_READ_MAX_RETRIES")
+    monkeypatch.setenv("FTBRIDGE_SPILL_WRITER", "rust")
+    with pytest.raises(ConfigurationError, match="one of auto, python"):
+        config.settings()
+    monkeypatch.setenv("FTBRIDGE_SPILL_WRITER", "python")
+    monkeypatch.setenv("FTBRIDGE_FETCH_TIMEOUT_S", "-1")
+    with pytest.raises(ConfigurationError, match="a number >= 0"):
+        config.settings()
+    monkeypatch.delenv("FTBRIDGE_FETCH_TIMEOUT_S")
+    monkeypatch.setenv("FTBRIDGE_RAY_LOG_TO_DRIVER", "off")
+    cfg = config.settings(read_timeout_s=5.0)
+    assert cfg.read_timeout_s == 5.0 and cfg.spill_writer == "python" and cfg.ray_log_to_driver is False
+    with pytest.raises(ConfigurationError, match="unknown ftbridge settings"):
+        config.settings(read_timeout=5)
+
+
+def test_readme_shows_every_setting_and_exit_code():
+    readme = (ROOT / "README.md").read_text()
+    assert config.markdown_table() in readme, "README's settings table differs from `python -m ftbridge_common.config`"
+    for line in exit_code_table().splitlines():
+        code, meaning = line.split(" ", 1)
+        assert re.search(rf"\|\s*{code}\s*\|\s*{meaning}\s*\|", readme), f"README misses exit code {line!r}"
+
+
+def test_exit_codes_follow_the_error_kind():
+    assert for_error(PartitionLostError(conversion_id="c", partition=1, node_id=None, cause="x")) == ExitCode.DATA_LOST
+    assert for_error(UnknownConversionError("no such id")) == ExitCode.BAD_INPUT
+    assert for_error(CatalogCorruptError("not a catalog")) == ExitCode.BAD_INPUT
+    assert for_error(ConfigurationError("bad")) == ExitCode.BAD_INPUT
+    assert for_error(CatalogUnavailableError("busy")) == ExitCode.TRANSIENT
+    assert for_error(ConversionTimeoutError("slow")) == ExitCode.TRANSIENT
+    assert for_error(ConversionError("other")) == ExitCode.FAILED
+    assert for_error(RuntimeError("not ours")) == ExitCode.FAILED
+    assert len({int(c) for c in ExitCode}) == len(ExitCode)
