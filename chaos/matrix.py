@@ -8,7 +8,7 @@ SCENARIOS = {**CORE, **LONG_SCENARIOS, **NET_SCENARIOS}
 
 CI_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost", "spill_corrupted",
              "catalog_writer_killed", "driver_killed_reopened", "long_consumer_node_killed",
-             "net_driver_link_faults", "net_spill_store_faults"]
+             "net_driver_link_faults", "net_spill_store_faults", "to_spark_staging_lost"]
 
 # Run by CI on the newest releases too: one executor kill, one node loss.
 CORE_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ftbridge.cluster.session import ExecutorInfo, executors, init_spark, spark_session, stop_spark
+from ftbridge.cluster.session import current_or_none
 from ftbridge.convert import conversion
-from ftbridge.convert.to_spark import to_spark
+from ftbridge.convert.to_spark import conversion as ray_to_spark
 
 __all__ = ["ExecutorInfo", "conversion_id", "executors", "from_spark", "from_spark_recoverable", "init_spark",
            "open_recoverable", "release", "spark_session", "stop_spark", "to_spark"]
@@ -45,11 +46,37 @@ def open_recoverable(conversion_id: str, *, catalog=None):
     return conversion.reopen(conversion_id, catalog=catalog)
 
 
+def to_spark(ds, spark, *, staging_dir=None, catalog=None, name=None):
+    """A Ray Dataset as a Spark DataFrame whose rows (and partitions) follow the Dataset's block order.
+
+    Each block is staged by a Ray task as an Arrow IPC file (checksummed, no Parquet, nothing
+    through the driver) and read by Spark's executors; the conversion is recorded in the
+    catalog. A staged file that is lost or corrupt is staged again from the block's Ray object
+    when Spark reads it, and checked against the recorded checksum.
+
+    Args:
+        ds: a ray.data.Dataset (materialized or lazy).
+        spark: the SparkSession to read into (executors must see `staging_dir`).
+        staging_dir: None for node-local staging under FTBRIDGE_SPILL_DIR (on a multi-node
+            cluster, blocks are then staged again on the node that reads them), or a shared
+            path / pyarrow.fs-readable local mount every executor sees.
+        catalog: catalog file (default: env FTBRIDGE_CATALOG, else ~/.ftbridge/catalog.duckdb).
+        name: a name for the audit.
+
+    Returns:
+        A Spark DataFrame; `ftbridge.conversion_id(df)` gives its conversion id and
+        `ftbridge.release(df)` frees its staged files and blocks.
+    """
+    return ray_to_spark.to_spark(ds, spark, conversion.REGISTRY, current_or_none(), staging_dir=staging_dir,
+                                 catalog=catalog, name=name)
+
+
 def conversion_id(ds) -> str:
-    """The conversion id of a Dataset returned by from_spark_recoverable / open_recoverable."""
+    """The conversion id of a Dataset (from_spark_recoverable / open_recoverable) or DataFrame (to_spark)."""
     return conversion.conversion_id(ds)
 
 
 def release(ds_or_id, *, catalog=None) -> int:
-    """Free one conversion: delete its spill files, mark it released. Returns bytes freed."""
+    """Free one conversion (a Dataset, DataFrame or id): delete its files, mark it released.
+    Returns bytes freed."""
     return conversion.release(ds_or_id, catalog=catalog)

@@ -9,7 +9,7 @@ from lineage.kinds import EventKind as K
 from lineage.kinds import PartitionState
 
 DETECTIONS = (K.SPILL_MISSING, K.CHECKSUM_MISMATCH, K.VERIFY_FAILED)
-REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE)
+REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE, K.REBUILT_FROM_RAY)
 RECOVERY_KINDS = DETECTIONS + REBUILDS + (K.OBJECT_RECONSTRUCTED, K.UNRECOVERABLE, K.REBUILD_REFUSED)
 
 
@@ -49,6 +49,7 @@ def summarize(conv: dict, parts: list[dict], events: list[dict]) -> dict:
         "name": conv["name"],
         "created": conv["created_at"].isoformat(),
         "status": conv["status"],
+        "direction": conv.get("direction") or "spark_to_ray",
         "rows": conv["total_rows"],
         "bytes": conv["total_bytes"],
         "partitions": partition_health(parts),

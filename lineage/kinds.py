@@ -19,6 +19,7 @@ class EventKind(StrEnum):
     CHECKSUM_MISMATCH = "checksum_mismatch"        # a spill file's bytes differ from the recorded checksum
     REBUILT_FROM_SPARK = "rebuilt_from_spark"      # a live Spark session rebuilt the partition
     REBUILT_FROM_RECIPE = "rebuilt_from_recipe"    # a recipe in a fresh Spark session rebuilt it
+    REBUILT_FROM_RAY = "rebuilt_from_ray"          # a Ray -> Spark block staged again from its Ray object
     REBUILD_REFUSED = "rebuild_refused"            # the rebuilt data differs (non-deterministic plan)
     UNRECOVERABLE = "unrecoverable"                # nothing could rebuild it
     VERIFY_OK = "verify_ok"
@@ -37,6 +38,11 @@ class PartitionState(StrEnum):
 
 
 BAD_STATES = (PartitionState.MISSING, PartitionState.CORRUPT, PartitionState.LOST)
+
+
+class Direction(StrEnum):
+    SPARK_TO_RAY = "spark_to_ray"
+    RAY_TO_SPARK = "ray_to_spark"
 
 
 class ConversionStatus(StrEnum):

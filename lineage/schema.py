@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -60,6 +60,10 @@ MIGRATIONS: dict[int, list[str]] = {
         # How the spill files were made (format + the Spark settings that decide their bytes),
         # as JSON; NULL for conversions recorded before: Arrow IPC files written by mapInArrow.
         """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS spill_format VARCHAR""",
+    ],
+    3: [
+        # spark_to_ray (from_spark_recoverable) or ray_to_spark (to_spark: staged blocks).
+        """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS direction VARCHAR DEFAULT 'spark_to_ray'""",
     ],
 }
 

@@ -77,6 +77,34 @@ def data_context(preserve_order: bool = True):
             ctx.execution_options.preserve_order = before
 
 
+@contextlib.contextmanager
+def preserving_order(ds):
+    """Execute `ds` (inside the block) with `preserve_order` on its own DataContext, then restore it.
+
+    A Dataset copies the DataContext when it is created, so a lazy Dataset made without
+    `preserve_order` would otherwise produce its blocks in completion order.
+    """
+    options = ds.context.execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield ds
+    finally:
+        options.preserve_order = before
+
+
+def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):
+    """Call a named actor's method from a process outside the Ray job (a Spark Python worker),
+    joining the cluster as a driver on first use. Ray is imported only here, so such processes
+    pay for it only when they need it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=gcs_address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
+    actor = ray.get_actor(name, namespace=namespace)
+    return ray.get(getattr(actor, method).remote(*args), timeout=timeout_s)
+
+
 def read_datasource(source, num_tasks: int, max_retries: int):
     """`ray.data.read_datasource` with read tasks that ask for no CPU and retry `max_retries` times.
 

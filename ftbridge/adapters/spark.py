@@ -162,11 +162,28 @@ def collect_arrow_batches(df) -> list:
     return df._collect_as_arrow()
 
 
-def pyspark_arrow_schema(spark_schema):
-    """PySpark's own Spark -> Arrow schema mapping (UTC timestamps), as its `toArrow` uses it."""
+def pyspark_arrow_schema(spark_schema, large_var_types: bool = False):
+    """PySpark's own Spark -> Arrow schema mapping (UTC timestamps), as its `toArrow` and
+    `mapInArrow` use it; `large_var_types` where the release has them (4.x)."""
+    import inspect
+
     from pyspark.sql.pandas.types import to_arrow_schema
 
+    if large_var_types and "prefers_large_types" in inspect.signature(to_arrow_schema).parameters:
+        return to_arrow_schema(spark_schema, prefers_large_types=True)
     return to_arrow_schema(spark_schema)
+
+
+def spark_schema_of_arrow(schema):
+    """PySpark's Arrow -> Spark schema mapping (raises PySpark's TypeError for types it lacks).
+    A timestamp without a time zone becomes TIMESTAMP_NTZ, so Spark -> Ray -> Spark keeps it."""
+    import inspect
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    if "prefer_timestamp_ntz" in inspect.signature(from_arrow_schema).parameters:
+        return from_arrow_schema(schema, prefer_timestamp_ntz=True)
+    return from_arrow_schema(schema)
 
 
 def error_text(exc: BaseException) -> str:
@@ -193,9 +210,11 @@ def check() -> list[str]:
     import pyspark.serializers as ser
     import pyspark.sql.types as types
     from pyspark import SparkContext
+    import pyspark.sql.pandas.types as pandas_types
     from pyspark.sql.pandas.conversion import PandasConversionMixin
 
     wanted = [(fsh, "_find_spark_home"), (ser, "NoOpSerializer"), (rdd, "RDD"),
               (types, "_parse_datatype_json_string"), (SparkContext, "_getJavaStorageLevel"),
-              (PandasConversionMixin, "_collect_as_arrow")]
+              (PandasConversionMixin, "_collect_as_arrow"), (pandas_types, "from_arrow_schema"),
+              (pandas_types, "to_arrow_schema")]
     return [f"{getattr(obj, '__name__', obj)}.{name}" for obj, name in wanted if not hasattr(obj, name)]

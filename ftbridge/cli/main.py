@@ -60,12 +60,13 @@ def audit(catalog, as_json):
     if as_json:
         return emit_json({"catalog": Catalog(catalog).path, "conversions": rows})
     table = Table(title=f"ftbridge audit — {Catalog(catalog).path}")
-    for col in ("id", "name", "created", "status", "rows", "bytes", "healthy / degraded / lost", "recovery events",
-                "rebuilt", "reconstructed", "TTR median", "TTR worst"):
+    for col in ("id", "name", "created", "way", "status", "rows", "bytes", "healthy / degraded / lost",
+                "recovery events", "rebuilt", "reconstructed", "TTR median", "TTR worst"):
         table.add_column(col, overflow="fold")
     for r in rows:
         ttr = r["time_to_recover_s"]
-        table.add_row(r["id"][:12], r["name"] or "", r["created"][:19], r["status"], f"{r['rows']:,}",
+        way = "Ray→Spark" if r["direction"] == "ray_to_spark" else "Spark→Ray"
+        table.add_row(r["id"][:12], r["name"] or "", r["created"][:19], way, r["status"], f"{r['rows']:,}",
                       human_bytes(r["bytes"]), _health(r["partitions"]), str(r["recovery_events"]),
                       str(r["rebuilt"]), str(r["reconstructed"]),
                       f"{ttr['median']:.2f}s" if ttr["median"] is not None else "-",

@@ -31,7 +31,7 @@ from ftbridge.convert.types import check_supported, dataframe_schema, schema_fro
 from ftbridge_common.errors import ConfigurationError, ConversionReleasedError
 from lineage import records
 from lineage.catalog import Catalog, new_event, now
-from lineage.kinds import ConversionStatus, EventKind, PartitionState
+from lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
 from lineage.writer import call, start_writer
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,9 @@ def reopen(conversion_id: str, *, catalog=None):
     cat = Catalog(catalog)
     conv, parts = cat.load(conversion_id)
     conversion_id = conv["conversion_id"]
+    if conv.get("direction") == Direction.RAY_TO_SPARK:
+        raise ConfigurationError(f"conversion {conversion_id} is a Ray -> Spark conversion (to_spark): its data "
+                                 "is a Spark DataFrame, not a Dataset to reopen.", conversion_id=conversion_id)
     if conv["status"] == ConversionStatus.RELEASED:
         raise ConversionReleasedError(
             f"conversion {conversion_id} was released at {conv['released_at']}; its spill files are gone. "
@@ -128,8 +131,8 @@ def conversion_id(ds) -> str:
     """`ftbridge.conversion_id` (see `ftbridge.api`)."""
     origin = REGISTRY.origin(ds)
     if origin is None:
-        raise ConfigurationError("this Dataset did not come from ftbridge.from_spark_recoverable or "
-                                 "open_recoverable (datasets derived by transforms have no conversion id)")
+        raise ConfigurationError("this object did not come from ftbridge.from_spark_recoverable, open_recoverable "
+                                 "or to_spark (datasets and DataFrames derived by transforms have no conversion id)")
     return origin.conversion_id
 
 
@@ -141,7 +144,9 @@ def release(ds_or_id, *, catalog=None) -> int:
         conv_id = conversion_id(ds_or_id)
         catalog = catalog or REGISTRY.origin(ds_or_id).catalog
     rebuilder = REGISTRY.forget(conv_id)
-    cat = rebuilder.catalog if rebuilder else Catalog(catalog)
+    staging = REGISTRY.forget_staging(conv_id)
+    live = rebuilder or staging
+    cat = live.catalog if live else Catalog(catalog)
     conv, parts = cat.load(conv_id)
     freed = delete_spill_files(conv, parts)
     if rebuilder is not None:
@@ -149,7 +154,7 @@ def release(ds_or_id, *, catalog=None) -> int:
     cid = conv["conversion_id"]
     ev = new_event(cid, None, EventKind.RELEASED, source="driver", detail=f"{freed} bytes freed")
     if ray.is_initialized():
-        call(rebuilder.writer if rebuilder else start_writer(cat), "set_status", cid, ConversionStatus.RELEASED,
+        call(live.writer if live else start_writer(cat), "set_status", cid, ConversionStatus.RELEASED,
              PartitionState.RELEASED, [ev])
     else:
         with cat.write() as con:

@@ -14,6 +14,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable
 
+import ray
+
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 
@@ -26,13 +28,29 @@ class DatasetOrigin:
     catalog: str
 
 
+@dataclass(frozen=True)
+class Staging:
+    """A Ray -> Spark conversion of this process: its Restager actor and its catalog."""
+
+    actor: object
+    catalog: object
+    writer: object
+
+    def stop(self) -> None:
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception:  # already gone with its node or the job
+            pass
+
+
 class Registry:
-    """Live conversions of this process and the Datasets returned for them."""
+    """Live conversions of this process and the Datasets (and DataFrames) returned for them."""
 
     def __init__(self, release: Callable[[str, str], object]) -> None:
         """`release(conversion_id, catalog_path)` frees a conversion when its Spark session stops."""
         self._release = release
         self.rebuilders: dict[str, SparkRebuilder] = {}
+        self.stagings: dict[str, Staging] = {}
         self._datasets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._dispatcher: RebuildDispatcher | None = None
         self._lock = threading.Lock()
@@ -49,10 +67,23 @@ class Registry:
         name = self.service_name()
         self.rebuilders[rebuilder.conversion_id] = rebuilder
         self._dispatcher.register(rebuilder.conversion_id, rebuilder.rebuild)
-        owner = rebuilder.spark_owner
+        self._hook(rebuilder.spark_owner)
+        return name
+
+    def add_staging(self, conversion_id: str, actor, catalog, writer, spark_owner) -> None:
+        """A Ray -> Spark conversion whose DataFrame lives in `spark_owner`'s session."""
+        self.stagings[conversion_id] = Staging(actor, catalog, writer)
+        self._hook(spark_owner)
+
+    def forget_staging(self, conversion_id: str) -> Staging | None:
+        staging = self.stagings.pop(conversion_id, None)
+        if staging is not None:
+            staging.stop()
+        return staging
+
+    def _hook(self, owner) -> None:
         if owner is not None and self._on_spark_stop not in owner.stop_hooks:
             owner.stop_hooks.append(self._on_spark_stop)
-        return name
 
     def serve(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
         """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
@@ -81,6 +112,11 @@ class Registry:
                 self._release(conversion_id, rebuilder.catalog.path)
             else:
                 self.forget(conversion_id)
+        for conversion_id, staging in list(self.stagings.items()):  # their DataFrames end with Spark
+            if cleanup_data:
+                self._release(conversion_id, staging.catalog.path)
+            else:
+                self.forget_staging(conversion_id)
         with self._lock:
             if self._dispatcher is not None:
                 self._dispatcher.stop()

@@ -1,0 +1,122 @@
+"""Ray -> Spark, three paths in one run on one machine, with ratios.
+
+    ./dev bench to_spark            # 4M rows x 5 repetitions (alternating), then 10M rows once
+    ./dev bench to_spark --quick    # 1M rows, for a smoke run
+
+The Dataset (id long, a long, b double, s string; 8 blocks) is materialized in Ray's object
+store first and not timed. Each path ends with Spark having read every column of every row
+(`df.write.format("noop")`):
+  ftbridge   ftbridge.to_spark(ds, spark)                (blocks staged as Arrow IPC, read in order)
+  parquet    ds.write_parquet(dir) -> spark.read.parquet(dir)
+  driver     spark.createDataFrame(ds.to_pandas())       (everything through the driver)
+Spark: 2 executors x 1 core; Ray gets 2 extra logical CPUs for Ray Data's write tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import PeakRss, median, timed  # noqa: E402
+
+import ray  # noqa: E402
+
+import ftbridge  # noqa: E402
+
+
+def make_ds(spark, rows: int, catalog: str):
+    df = spark.range(0, rows, numPartitions=8).selectExpr(
+        "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+    return ftbridge.from_spark_recoverable(df, catalog=catalog)
+
+
+def consume(df) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def run_ftbridge(ds, spark, tmp, catalog):
+    df = ftbridge.to_spark(ds, spark, catalog=catalog)
+    consume(df)
+    ftbridge.release(df)
+
+
+def run_parquet(ds, spark, tmp, _):
+    out = os.path.join(tmp, "pq")
+    ds.write_parquet(out)
+    consume(spark.read.parquet(out))
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def run_driver(ds, spark, tmp, _):
+    consume(spark.createDataFrame(ds.to_pandas()))
+
+
+PATHS = {"ftbridge": run_ftbridge, "parquet": run_parquet, "driver": run_driver}
+
+
+def measure(ds, spark, reps, tmp, catalog, paths=PATHS):
+    results = {name: [] for name in paths}
+    rss = {name: 0 for name in paths}
+    for _ in range(reps):
+        for name, fn in paths.items():
+            with PeakRss() as peak:
+                secs, _ = timed(lambda: fn(ds, spark, tmp, catalog))
+            results[name].append(secs)
+            rss[name] = max(rss[name], peak.delta)
+    return results, rss
+
+
+def report(rows, size, results, rss):
+    base = median(results["ftbridge"])
+    print(f"\n{rows:,} rows, {size / 1e6:.0f} MB Arrow, 8 blocks, 2 executors x 1 core")
+    print(f"{'path':10s} {'runs (s)':>30s} {'median s':>9s} {'rows/s':>12s} {'vs ftbridge':>12s} "
+          f"{'driver RSS +MB':>15s}")
+    for name, secs in results.items():
+        m = median(secs)
+        print(f"{name:10s} {' / '.join(f'{s:.2f}' for s in secs):>30s} {m:9.2f} {rows / m:12,.0f} "
+              f"{m / base:11.2f}x {rss[name] / 1e6:15.0f}")
+    print(f"parquet / ftbridge = {median(results['parquet']) / base:.2f} (target >= 2); "
+          f"driver RSS + ftbridge {rss['ftbridge'] / 1e6:.0f} MB vs driver path {rss['driver'] / 1e6:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--big", type=int, default=10_000_000)
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.reps, args.big = 1_000_000, 1, 0
+    logging.basicConfig(level=logging.WARNING)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB",
+                                configs={"spark.sql.execution.arrow.maxRecordsPerBatch": "100000"})
+    spark.sparkContext.setLogLevel("ERROR")
+    tmp = tempfile.mkdtemp(prefix="ftbridge-bench-")
+    catalog = os.path.join(tmp, "catalog.duckdb")
+    try:
+        warm = make_ds(spark, 200_000, catalog)
+        measure(warm, spark, 1, tmp, catalog)  # warm up JVMs and Python workers on every path
+        ftbridge.release(warm)
+        for rows, reps in ((args.rows, args.reps), (args.big, 1)):
+            if not rows:
+                continue
+            ds = make_ds(spark, rows, catalog)
+            results, rss = measure(ds, spark, reps, tmp, catalog)
+            report(rows, ds.size_bytes(), results, rss)
+            ftbridge.release(ds)
+    finally:
+        ftbridge.stop_spark()
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

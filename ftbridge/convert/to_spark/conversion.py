@@ -1,0 +1,104 @@
+"""`ftbridge.to_spark`: a Ray Dataset as a Spark DataFrame, in block order, recorded and recoverable."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+
+import pyarrow as pa
+import ray
+
+from ftbridge.adapters import ray as ray_adapter
+from ftbridge.adapters import spark as spark_adapter
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.to_spark.reader import make_reader
+from ftbridge.convert.to_spark.restage import start_restager
+from ftbridge.convert.to_spark.stage import stage_all
+from ftbridge.convert.types import schema_to_b64
+from ftbridge_common.errors import UnsupportedTypeError
+from lineage.catalog import Catalog, new_event, now
+from lineage.kinds import ConversionStatus, Direction, EventKind
+from lineage.writer import call, start_writer
+
+log = logging.getLogger(__name__)
+STAGE_FORMAT = '{"format": "arrow-ipc-stream/1", "source": "ray-blocks"}'
+
+
+def spark_schema(arrow_schema: pa.Schema):
+    """The Spark schema a staged Arrow schema becomes; UnsupportedTypeError naming the column if none."""
+    try:
+        return spark_adapter.spark_schema_of_arrow(arrow_schema)
+    except Exception as exc:  # PySpark's own TypeError for a type it cannot map
+        column = next((f.name for f in arrow_schema if _unmappable(f)), "?")
+        raise UnsupportedTypeError(
+            f"column {column!r} of the Dataset has an Arrow type Spark cannot hold "
+            f"({arrow_schema.field(column).type if column != '?' else arrow_schema}): {str(exc).splitlines()[0]}. "
+            "Cast it (e.g. with map_batches) before to_spark.", column=column) from exc
+
+
+def _unmappable(field: pa.Field) -> bool:
+    try:
+        spark_adapter.spark_schema_of_arrow(pa.schema([field]))
+        return False
+    except Exception:  # the one column PySpark refuses
+        return True
+
+
+def _unified(schemas: list[pa.Schema], fallback) -> pa.Schema:
+    if not schemas:
+        return getattr(fallback, "base_schema", fallback)
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, TypeError):
+        return schemas[0]
+
+
+def _record(ds, spark, conversion_id: str, name, target: SpillTarget, partitions: list[dict],
+            schema: pa.Schema) -> dict:
+    plan = str(ds)[:10_000]
+    sc = spark.sparkContext
+    return {
+        "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
+        "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(), "schema_b64": schema_to_b64(schema),
+        "storage_level": "ray object store", "spill_root": target.root, "node_local": target.node_local,
+        "app_id": sc.applicationId, "spark_version": sc.version, "num_partitions": len(partitions),
+        "total_rows": sum(p["num_rows"] for p in partitions), "total_bytes": sum(p["num_bytes"] for p in partitions),
+        "recipe": None, "allow_nondeterministic": False, "driver_host": socket.gethostname(),
+        "driver_pid": os.getpid(), "spill_format": STAGE_FORMAT, "direction": Direction.RAY_TO_SPARK,
+    }
+
+
+def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None, name=None):
+    """`ftbridge.to_spark` (see `ftbridge.api` for the arguments)."""
+    target = SpillTarget.resolve(staging_dir)
+    target.check_writable()
+    cat = Catalog(catalog)
+    writer = start_writer(cat)
+    conversion_id = uuid.uuid4().hex
+    started = time.time()
+    with ray_adapter.preserving_order(ds):
+        refs = ds.to_arrow_refs()
+    partitions, schemas = stage_all(refs, target, conversion_id)
+    arrow_schema = _unified(schemas, ds.schema())
+    sschema = spark_schema(arrow_schema)
+    large = spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false").lower() == "true"
+    expected = spark_adapter.pyspark_arrow_schema(sschema, large_var_types=large)
+    record = _record(ds, spark, conversion_id, name, target, partitions, expected)
+    ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
+                   detail=f"{len(partitions)} blocks staged, {record['total_rows']} rows")
+    call(writer, "record_conversion", record, partitions, [ev])
+    actor = start_restager(refs, target, conversion_id, partitions, writer)
+    if partitions:
+        reader = make_reader(conversion_id, partitions, target, expected, ray.get_runtime_context().gcs_address)
+        df = spark.range(0, len(partitions), 1, len(partitions)).mapInArrow(reader, sschema)
+    else:
+        df = spark.createDataFrame([], sschema)
+    registry.add_staging(conversion_id, actor, cat, writer, spark_owner)
+    registry.remember(df, conversion_id, cat.path)
+    log.info("to_spark %s: %d blocks, %d rows staged in %.2fs", conversion_id, len(partitions),
+             record["total_rows"], time.time() - started)
+    return df

@@ -1,0 +1,64 @@
+"""The Spark side of a Ray -> Spark conversion: one staged block per Spark partition, in order.
+
+`make_reader` builds the `mapInArrow` function. It runs in Spark's Python workers, which are
+not part of the Ray job: the normal path only memory-maps the staged file, checks its bytes
+against the recorded checksum and hands the batches to the JVM. A file that is missing,
+corrupt or on another node is staged again by the conversion's Restager (joining Ray only
+then), so a retried Spark task gets the same bytes back.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ftbridge.adapters import ray as ray_adapter
+from ftbridge.convert.partition import PartitionRef
+from ftbridge.convert.read.files import load_checked
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.to_spark.restage import NAMESPACE, restager_name
+from ftbridge_common import foreign
+from ftbridge_common.config import executor_node_id, settings
+from ftbridge_common.errors import PartitionLostError
+
+
+def make_reader(conversion_id: str, partitions: list[dict], target: SpillTarget, expected: pa.Schema,
+                gcs_address: str):
+    """The function for `spark.range(n, numPartitions=n).mapInArrow(...)`: id i -> block i's batches."""
+    rows = {p["partition_id"]: p for p in partitions}
+
+    def read(id_batches):
+        for batch in id_batches:
+            for index in batch.column(0).to_pylist():
+                yield from _serve(conversion_id, rows[index], target, expected, gcs_address)
+
+    return read
+
+
+def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Schema, gcs_address: str):
+    ref = PartitionRef.of(conversion_id, row, target)
+    table, problem, why = load_checked(ref)
+    if problem is not None:
+        row = _restage(ref, why, gcs_address)
+        ref = PartitionRef.of(conversion_id, row, target)
+        table, problem, why = load_checked(ref)
+        if problem is not None:
+            raise PartitionLostError(conversion_id=conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                     cause=f"staged again, still unreadable: {why}")
+    if not table.schema.equals(expected):
+        try:
+            table = table.cast(expected)
+        except (pa.ArrowException, ValueError) as exc:
+            raise foreign.schema_mismatch(exc, conversion_id, ref.partition_id, ref.node_id, table.schema,
+                                          expected) from exc
+    yield from table.to_batches()
+
+
+def _restage(ref: PartitionRef, why: str, gcs_address: str) -> dict:
+    here = executor_node_id()
+    timeout_s = settings().rebuild_timeout_s
+    try:
+        return ray_adapter.call_named_actor(gcs_address, NAMESPACE, restager_name(ref.conversion_id), "restage",
+                                            (ref.partition_id, here, why, ref.path), timeout_s)
+    except Exception as exc:  # no Restager (released, driver gone), timeout, or its error
+        raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,
+                                          timeout_s) from exc

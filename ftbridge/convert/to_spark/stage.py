@@ -1,0 +1,46 @@
+"""Staging: each block of a Dataset written as an Arrow IPC stream file by a Ray task.
+
+The files have the spill files' format and checksum (`spill/write.py`), so `verify`, `gc` and
+`release` treat them alike. Staging tasks ask for no CPU, for the read tasks' reason: Spark
+executors may hold every CPU.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import ray
+from ray.data.block import BlockAccessor
+
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.spill.write import write_messages
+from ftbridge_common import foreign
+from ftbridge_common.config import settings
+from ftbridge_common.errors import ConversionTimeoutError
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+def stage_block(block, target: SpillTarget, conversion_id: str, index: int) -> tuple[dict, pa.Schema]:
+    """Write one block (Arrow or pandas) as partition `index`; return its metadata row and schema."""
+    table = BlockAccessor.for_block(block).to_arrow()
+    node_id = ray.get_runtime_context().get_node_id()
+    meta = write_messages(target, conversion_id, index, node_id, table.schema.serialize().to_pybytes(),
+                          (batch.serialize() for batch in table.to_batches()))
+    return meta, table.schema
+
+
+def stage_all(block_refs: list, target: SpillTarget, conversion_id: str) -> tuple[list[dict], list[pa.Schema]]:
+    """Stage every block, bounded by FTBRIDGE_TO_SPARK_TIMEOUT_S; metadata rows in block order."""
+    timeout_s = settings().to_spark_timeout_s
+    tasks = [stage_block.remote(ref, target, conversion_id, i) for i, ref in enumerate(block_refs)]
+    ready, pending = ray.wait(tasks, num_returns=len(tasks), timeout=timeout_s)
+    if pending:
+        for task in pending:
+            ray.cancel(task, force=True)
+        raise ConversionTimeoutError(
+            f"to_spark: {len(pending)} of {len(tasks)} blocks were not staged within {timeout_s:.0f}s under "
+            f"{target.root}. Check `ray status`, or raise FTBRIDGE_TO_SPARK_TIMEOUT_S.", conversion_id=conversion_id)
+    try:
+        results = ray.get(tasks)
+    except Exception as exc:  # a staging task failed after its retries
+        raise foreign.read_failed(exc, conversion_id) from None
+    return [meta for meta, _ in results], [schema for _, schema in results]
