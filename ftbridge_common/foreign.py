@@ -58,6 +58,31 @@ def ftbridge_error_in(exc: BaseException) -> FtbridgeError | None:
     return None
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The deepest exception under Ray's wrappers (RayTaskError.cause, UserCodeException's cause):
+    what the user's own code raised, when there is one."""
+    chain, seen, node = [], set(), exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        chain.append(node)
+        node = getattr(node, "cause", None) if isinstance(getattr(node, "cause", None), BaseException) \
+            else node.__cause__
+    outside_ray = [e for e in chain if not type(e).__module__.startswith("ray")]
+    return outside_ray[-1] if outside_ray else chain[-1]
+
+
+_PY_ERROR = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.M)
+
+
+def _first_python_error(text: str) -> str | None:
+    """The first `SomeError: message` line of a traceback text that is not one of Ray's wrappers."""
+    for name, message in _PY_ERROR.findall(text):
+        short = name.rsplit(".", 1)[-1]
+        if not short.startswith(("Ray", "UserCode")):
+            return f"{short}: {message.strip()[:500]}"
+    return None
+
+
 # -- Spark / Py4J ------------------------------------------------------------------------------
 _FAILED_TASK = re.compile(r"Task (\d+) in stage [\d.]+ failed")
 _JAVA_CAUSE = re.compile(r"^\s*(?:Caused by: )?([\w.$]+(?:Exception|Error)): (.+)$", re.M)
@@ -122,6 +147,21 @@ def read_failed(exc: BaseException, conversion_id: str) -> BaseException:
         return exc
     err = ConversionError(f"reading conversion {conversion_id} failed: {type(exc).__name__}: "
                           f"{first_line(exc) if str(exc).strip() else ''}", conversion_id=conversion_id)
+    err.__cause__ = exc
+    return err
+
+
+def dataset_failed(exc: BaseException, conversion_id: str) -> BaseException:
+    """Running a Ray Dataset (its transforms) for `to_spark` failed: the root cause, one line."""
+    found = ftbridge_error_in(exc)
+    if found is not None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return found or exc
+    node = root_cause(exc)
+    cause = f"{type(node).__name__}: {first_line(node)}"
+    if type(node).__module__.startswith("ray"):  # the user's error crossed as traceback text only
+        cause = _first_python_error(str(exc)) or cause
+    err = ConversionError(f"to_spark {conversion_id}: the Dataset could not be computed: {cause}",
+                          conversion_id=conversion_id, cause=cause)
     err.__cause__ = exc
     return err
 

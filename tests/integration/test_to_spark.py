@@ -12,12 +12,27 @@ from hypothesis import HealthCheck, given, settings
 import ftbridge
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.ops.verify import verify
-from ftbridge.errors import ConfigurationError, UnsupportedTypeError
+from ftbridge.errors import ConfigurationError, ConversionError, UnsupportedTypeError
 from lineage import queries
 from lineage.catalog import Catalog
 from tests.integration.test_types import random_frames
 
 pytestmark = pytest.mark.core
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return str(tmp_path / "catalog.duckdb")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cpus(ray_cluster, spark):
+    """A node with free CPUs: Ray Data's own tasks here (from_arrow's metadata, range, map_batches)
+    ask for CPUs, and the executors hold the head node's (ftbridge's own tasks ask for none)."""
+    node = ray_cluster.add_node(num_cpus=2)
+    ray_cluster.wait_for_nodes()
+    yield
+    ray_cluster.remove_node(node)
 
 
 def _ids(df) -> list[int]:
@@ -54,7 +69,7 @@ def test_lazy_dataset_keeps_block_order(spark, catalog):
     def jitter(batch):
         import time
 
-        time.sleep(0.05 * (batch["id"][0] % 3 == 0))  # some blocks finish later than the next ones
+        time.sleep(0.05 * (batch["id"][0].as_py() % 3 == 0))  # some blocks finish later than the next ones
         return batch
 
     ds = ray.data.range(2000, override_num_blocks=20).map_batches(jitter, num_cpus=0, batch_format="pyarrow")
@@ -65,13 +80,14 @@ def test_lazy_dataset_keeps_block_order(spark, catalog):
 @given(frame=random_frames())
 def test_spark_ray_spark_round_trips_exactly(spark, tmp_path, frame):
     ddl, data = frame
-    df = spark.createDataFrame(data, ddl).repartition(3)
+    df = spark.createDataFrame(data, ddl)  # local data: a deterministic order (no shuffle)
     cat = str(tmp_path / "c.duckdb")
     ds = ftbridge.from_spark_recoverable(df, catalog=cat)
     back = ftbridge.to_spark(ds, spark, catalog=cat)
     assert back.schema == df.schema, f"{back.schema}\n!=\n{df.schema}"
     expected, got = spark_to_arrow(df), spark_to_arrow(back)
     assert got.equals(expected), f"{ddl}\n{got.to_pylist()[:3]}\n{expected.to_pylist()[:3]}"  # order included
+    assert got.equals(read_all(ds))
     ftbridge.release(back)
     ftbridge.release(ds)
 
@@ -83,7 +99,8 @@ def test_every_type_round_trips_in_order(spark, catalog):
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
     back = ftbridge.to_spark(ds, spark, catalog=catalog)
     assert back.schema == df.schema
-    assert spark_to_arrow(back).equals(read_all(ds))
+    assert spark_to_arrow(back).equals(read_all(ds))  # the converted snapshot, in its order
+    assert check(spark_to_arrow(df), spark_to_arrow(back)).ok
 
 
 def test_recorded_verified_and_released(spark, catalog):
@@ -118,6 +135,16 @@ def test_lost_and_corrupt_staged_files_are_staged_again(spark, catalog):
     assert ("rebuilt_from_ray", 1) in kinds and ("rebuilt_from_ray", 2) in kinds
     assert ("spill_missing", 1) in kinds and ("checksum_mismatch", 2) in kinds
     assert verify(Catalog(catalog), cid)["exit_code"] == 0
+
+
+def test_a_failing_transform_is_one_clear_error(spark, catalog):
+    def broken(batch):
+        raise ValueError("bad row in the user's transform")
+
+    ds = ray.data.range(100, override_num_blocks=2).map_batches(broken, num_cpus=0)
+    with pytest.raises(ConversionError, match="bad row in the user's transform") as info:
+        ftbridge.to_spark(ds, spark, catalog=catalog)
+    assert "Traceback" not in str(info.value)
 
 
 def test_unsupported_arrow_type_is_refused_naming_the_column(spark, catalog):

@@ -19,6 +19,7 @@ from ftbridge.convert.to_spark.reader import make_reader
 from ftbridge.convert.to_spark.restage import start_restager
 from ftbridge.convert.to_spark.stage import stage_all
 from ftbridge.convert.types import schema_to_b64
+from ftbridge_common import foreign
 from ftbridge_common.errors import UnsupportedTypeError
 from lineage.catalog import Catalog, new_event, now
 from lineage.kinds import ConversionStatus, Direction, EventKind
@@ -80,8 +81,11 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
     writer = start_writer(cat)
     conversion_id = uuid.uuid4().hex
     started = time.time()
-    with ray_adapter.preserving_order(ds):
-        refs = ds.to_arrow_refs()
+    try:
+        with ray_adapter.preserving_order(ds):
+            refs = ds.to_arrow_refs()  # runs a lazy Dataset, in block order
+    except Exception as exc:  # the user's transforms or Ray Data failed: one error naming the cause
+        raise foreign.dataset_failed(exc, conversion_id) from None
     partitions, schemas = stage_all(refs, target, conversion_id)
     arrow_schema = _unified(schemas, ds.schema())
     sschema = spark_schema(arrow_schema)
