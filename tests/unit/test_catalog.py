@@ -69,10 +69,11 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 2
+    assert cat.schema_version() == SCHEMA_VERSION == 3
     with cat.read() as con:
         old = queries.conversion(con, conv["conversion_id"])
         assert old["spill_format"] is None and old["num_partitions"] == 3
+        assert old["direction"] == "spark_to_ray"  # what every conversion before version 3 was
         assert len(queries.partitions(con, conv["conversion_id"])) == 3
 
 
