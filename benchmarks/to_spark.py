@@ -9,7 +9,9 @@ store first and not timed. Each path ends with Spark having read every column of
   ftbridge   ftbridge.to_spark(ds, spark)                (blocks staged as Arrow IPC, read in order)
   parquet    ds.write_parquet(dir) -> spark.read.parquet(dir)
   driver     spark.createDataFrame(ds.to_pandas())       (everything through the driver)
-Spark: 2 executors x 1 core; Ray gets 2 extra logical CPUs for Ray Data's write tasks.
+Spark: 2 executors x 1 core; Ray gets 2 extra logical CPUs for Ray Data's write tasks. The
+driver path is cancelled after --driver-limit seconds (Spark's driver JVM has PySpark's default
+1 GB heap): a run that hits it is printed as "> limit".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import PeakRss, median, timed  # noqa: E402
@@ -52,8 +55,18 @@ def run_parquet(ds, spark, tmp, _):
     shutil.rmtree(out, ignore_errors=True)
 
 
+DRIVER_LIMIT_S = 180.0
+
+
 def run_driver(ds, spark, tmp, _):
-    consume(spark.createDataFrame(ds.to_pandas()))
+    timer = threading.Timer(DRIVER_LIMIT_S, spark.sparkContext.cancelAllJobs)
+    timer.start()
+    try:
+        consume(spark.createDataFrame(ds.to_pandas()))
+    except Exception:  # cancelled at the limit
+        return "limit"
+    finally:
+        timer.cancel()
 
 
 PATHS = {"ftbridge": run_ftbridge, "parquet": run_parquet, "driver": run_driver}
@@ -65,8 +78,8 @@ def measure(ds, spark, reps, tmp, catalog, paths=PATHS):
     for _ in range(reps):
         for name, fn in paths.items():
             with PeakRss() as peak:
-                secs, _ = timed(lambda: fn(ds, spark, tmp, catalog))
-            results[name].append(secs)
+                secs, out = timed(lambda: fn(ds, spark, tmp, catalog))
+            results[name].append(float("inf") if out == "limit" else secs)
             rss[name] = max(rss[name], peak.delta)
     return results, rss
 
@@ -78,8 +91,8 @@ def report(rows, size, results, rss):
           f"{'driver RSS +MB':>15s}")
     for name, secs in results.items():
         m = median(secs)
-        print(f"{name:10s} {' / '.join(f'{s:.2f}' for s in secs):>30s} {m:9.2f} {rows / m:12,.0f} "
-              f"{m / base:11.2f}x {rss[name] / 1e6:15.0f}")
+        runs = " / ".join(f"{s:.2f}" if s != float("inf") else f"> {DRIVER_LIMIT_S:.0f}" for s in secs)
+        print(f"{name:10s} {runs:>30s} {m:9.2f} {rows / m:12,.0f} {m / base:11.2f}x {rss[name] / 1e6:15.0f}")
     print(f"parquet / ftbridge = {median(results['parquet']) / base:.2f} (target >= 2); "
           f"driver RSS + ftbridge {rss['ftbridge'] / 1e6:.0f} MB vs driver path {rss['driver'] / 1e6:.0f} MB")
 
@@ -90,7 +103,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=10_000_000)
+    parser.add_argument("--driver-limit", type=float, default=DRIVER_LIMIT_S)
     args = parser.parse_args()
+    globals()["DRIVER_LIMIT_S"] = args.driver_limit
     if args.quick:
         args.rows, args.reps, args.big = 1_000_000, 1, 0
     logging.basicConfig(level=logging.WARNING)

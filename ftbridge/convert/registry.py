@@ -18,6 +18,7 @@ import ray
 
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
+from ftbridge.convert.to_spark.restage import start_restager
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,10 @@ class DatasetOrigin:
 
 @dataclass(frozen=True)
 class Staging:
-    """A Ray -> Spark conversion of this process: its Restager actor and its catalog."""
+    """A Ray -> Spark conversion of this process: its catalog and writer."""
 
-    actor: object
     catalog: object
     writer: object
-
-    def stop(self) -> None:
-        try:
-            ray.kill(self.actor, no_restart=True)
-        except Exception:  # already gone with its node or the job
-            pass
 
 
 class Registry:
@@ -53,6 +47,7 @@ class Registry:
         self.stagings: dict[str, Staging] = {}
         self._datasets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._dispatcher: RebuildDispatcher | None = None
+        self._restager: tuple | None = None   # (actor, name): restages Ray -> Spark blocks
         self._lock = threading.Lock()
 
     def service_name(self) -> str:
@@ -70,15 +65,23 @@ class Registry:
         self._hook(rebuilder.spark_owner)
         return name
 
-    def add_staging(self, conversion_id: str, actor, catalog, writer, spark_owner) -> None:
-        """A Ray -> Spark conversion whose DataFrame lives in `spark_owner`'s session."""
-        self.stagings[conversion_id] = Staging(actor, catalog, writer)
+    def add_staging(self, conversion_id: str, block_refs: list, target, partitions: list[dict], catalog, writer,
+                    spark_owner) -> str:
+        """A Ray -> Spark conversion whose DataFrame lives in `spark_owner`'s session; its blocks go to
+        the Restager (started on first use). Returns the Restager's actor name."""
+        with self._lock:
+            if self._restager is None:
+                self._restager = start_restager()
+            actor, name = self._restager
+        actor.add.remote(conversion_id, [block_refs], target, partitions, writer)
+        self.stagings[conversion_id] = Staging(catalog, writer)
         self._hook(spark_owner)
+        return name
 
     def forget_staging(self, conversion_id: str) -> Staging | None:
         staging = self.stagings.pop(conversion_id, None)
-        if staging is not None:
-            staging.stop()
+        if staging is not None and self._restager is not None:
+            self._restager[0].remove.remote(conversion_id)  # its blocks may go now
         return staging
 
     def _hook(self, owner) -> None:
@@ -121,3 +124,9 @@ class Registry:
             if self._dispatcher is not None:
                 self._dispatcher.stop()
                 self._dispatcher = None
+            if self._restager is not None:
+                try:
+                    ray.kill(self._restager[0], no_restart=True)
+                except Exception:  # already gone with the job
+                    pass
+                self._restager = None

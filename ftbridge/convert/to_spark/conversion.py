@@ -16,7 +16,6 @@ from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.reader import make_reader
-from ftbridge.convert.to_spark.restage import start_restager
 from ftbridge.convert.to_spark.stage import stage_all
 from ftbridge.convert.types import schema_to_b64
 from ftbridge_common import foreign
@@ -95,13 +94,13 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{len(partitions)} blocks staged, {record['total_rows']} rows")
     call(writer, "record_conversion", record, partitions, [ev])
-    actor = start_restager(refs, target, conversion_id, partitions, writer)
+    restager = registry.add_staging(conversion_id, refs, target, partitions, cat, writer, spark_owner)
     if partitions:
-        reader = make_reader(conversion_id, partitions, target, expected, ray.get_runtime_context().gcs_address)
+        reader = make_reader(conversion_id, partitions, target, expected, ray.get_runtime_context().gcs_address,
+                             restager)
         df = spark.range(0, len(partitions), 1, len(partitions)).mapInArrow(reader, sschema)
     else:
         df = spark.createDataFrame([], sschema)
-    registry.add_staging(conversion_id, actor, cat, writer, spark_owner)
     registry.remember(df, conversion_id, cat.path)
     log.info("to_spark %s: %d blocks, %d rows staged in %.2fs", conversion_id, len(partitions),
              record["total_rows"], time.time() - started)

@@ -15,30 +15,33 @@ from ftbridge.adapters import ray as ray_adapter
 from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge.convert.to_spark.restage import NAMESPACE, restager_name
 from ftbridge_common import foreign
 from ftbridge_common.config import executor_node_id, settings
 from ftbridge_common.errors import PartitionLostError
 
 
+NAMESPACE = "ftbridge"
+
+
 def make_reader(conversion_id: str, partitions: list[dict], target: SpillTarget, expected: pa.Schema,
-                gcs_address: str):
+                gcs_address: str, restager: str):
     """The function for `spark.range(n, numPartitions=n).mapInArrow(...)`: id i -> block i's batches."""
     rows = {p["partition_id"]: p for p in partitions}
 
     def read(id_batches):
         for batch in id_batches:
             for index in batch.column(0).to_pylist():
-                yield from _serve(conversion_id, rows[index], target, expected, gcs_address)
+                yield from _serve(conversion_id, rows[index], target, expected, gcs_address, restager)
 
     return read
 
 
-def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Schema, gcs_address: str):
+def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Schema, gcs_address: str,
+           restager: str):
     ref = PartitionRef.of(conversion_id, row, target)
     table, problem, why = load_checked(ref)
     if problem is not None:
-        row = _restage(ref, why, gcs_address)
+        row = _restage(ref, why, gcs_address, restager)
         ref = PartitionRef.of(conversion_id, row, target)
         table, problem, why = load_checked(ref)
         if problem is not None:
@@ -53,12 +56,12 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
     yield from table.to_batches()
 
 
-def _restage(ref: PartitionRef, why: str, gcs_address: str) -> dict:
+def _restage(ref: PartitionRef, why: str, gcs_address: str, restager: str) -> dict:
     here = executor_node_id()
     timeout_s = settings().rebuild_timeout_s
     try:
-        return ray_adapter.call_named_actor(gcs_address, NAMESPACE, restager_name(ref.conversion_id), "restage",
-                                            (ref.partition_id, here, why, ref.path), timeout_s)
+        return ray_adapter.call_named_actor(gcs_address, NAMESPACE, restager, "restage",
+                                            (ref.conversion_id, ref.partition_id, here, why, ref.path), timeout_s)
     except Exception as exc:  # no Restager (released, driver gone), timeout, or its error
         raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,
                                           timeout_s) from exc

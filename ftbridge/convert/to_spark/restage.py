@@ -1,15 +1,17 @@
 """Staging a block again from its Ray object, when Spark finds its file missing, corrupt or elsewhere.
 
-A named `Restager` actor per Ray -> Spark conversion holds the Dataset's block references (so
-the blocks stay in Ray's object store, or can be reconstructed by Ray, while the DataFrame
-lives). Spark's Python workers call it by name; it stages the block on the asking node, checks
-the bytes against the recorded checksum and records what happened.
+One named `Restager` actor per driver process (started on the first `to_spark`, kept warm like
+the rebuild service) holds every live Ray -> Spark conversion's block references (so the blocks
+stay in Ray's object store, or can be reconstructed by Ray, while the DataFrame lives). Spark's
+Python workers call it by name; it stages the block on the asking node, checks the bytes
+against the recorded checksum and records what happened.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -18,20 +20,18 @@ from ftbridge.convert.partition import PartitionRef, event
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.stage import stage_block
 from ftbridge_common.config import settings
-from ftbridge_common.errors import NonDeterministicRebuildError
+from ftbridge_common.errors import NonDeterministicRebuildError, PartitionLostError
 from lineage.kinds import EventKind, PartitionState
 from lineage.writer import call
 
 NAMESPACE = "ftbridge"
 
 
-class Restager:
-    """Stages blocks of one conversion again, on request."""
+class _Staged:
+    """One conversion's blocks, target, recorded partitions and catalog writer."""
 
-    def __init__(self, boxed_refs: list, target: SpillTarget, conversion_id: str, partitions: list[dict],
-                 writer) -> None:
-        self.refs = boxed_refs[0]  # boxed: Ray would resolve top-level refs into their values
-        self.target, self.conversion_id, self.writer = target, conversion_id, writer
+    def __init__(self, refs: list, target: SpillTarget, conversion_id: str, partitions: list[dict], writer) -> None:
+        self.refs, self.target, self.conversion_id, self.writer = refs, target, conversion_id, writer
         self.current = {p["partition_id"]: dict(p) for p in partitions}
         self.locks = {p["partition_id"]: threading.Lock() for p in partitions}
 
@@ -65,16 +65,37 @@ class Restager:
             return dict(now)
 
 
-def start_restager(block_refs: list, target: SpillTarget, conversion_id: str, partitions: list[dict], writer):
-    """The conversion's named Restager, on the driver's node (it dies with the driver)."""
-    name = restager_name(conversion_id)
+class Restager:
+    """Stages blocks of this driver's Ray -> Spark conversions again, on request."""
+
+    def __init__(self) -> None:
+        self.conversions: dict[str, _Staged] = {}
+
+    def add(self, conversion_id: str, boxed_refs: list, target: SpillTarget, partitions: list[dict],
+            writer) -> None:
+        # boxed: Ray would resolve top-level refs into their values
+        self.conversions[conversion_id] = _Staged(boxed_refs[0], target, conversion_id, partitions, writer)
+
+    def remove(self, conversion_id: str) -> None:
+        self.conversions.pop(conversion_id, None)
+
+    def restage(self, conversion_id: str, index: int, node_id: str | None, why: str, seen_path: str) -> dict:
+        """Stage block `index` again on `node_id` (any node if None); the new partition row."""
+        staged = self.conversions.get(conversion_id)
+        if staged is None:
+            raise PartitionLostError(conversion_id=conversion_id, partition=index, node_id=node_id,
+                                     cause=f"{why}; the conversion was released")
+        return staged.restage(index, node_id, why, seen_path)
+
+
+def start_restager():
+    """This driver's named Restager, on the driver's node (it dies with the driver); (handle, name).
+
+    Not waited for: it starts while Spark reads, and calls queue until it is up.
+    """
+    name = f"ftbridge-restage-{uuid.uuid4().hex[:12]}"
     actor = ray.remote(Restager).options(
         name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=64, max_restarts=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote([block_refs], target, conversion_id, partitions, writer)
-    ray.get(actor.__ray_ready__.remote(), timeout=60)
-    return actor
-
-
-def restager_name(conversion_id: str) -> str:
-    return f"ftbridge-restage-{conversion_id}"
+    ).remote()
+    return actor, name
