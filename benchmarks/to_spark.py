@@ -10,8 +10,8 @@ store first and not timed. Each path ends with Spark having read every column of
   parquet    ds.write_parquet(dir) -> spark.read.parquet(dir)
   driver     spark.createDataFrame(ds.to_pandas())       (everything through the driver)
 Spark: 2 executors x 1 core; Ray gets 2 extra logical CPUs for Ray Data's write tasks. The
-driver path is cancelled after --driver-limit seconds (Spark's driver JVM has PySpark's default
-1 GB heap): a run that hits it is printed as "> limit".
+driver path runs at the first size only: at 10M rows it does not finish in PySpark's default
+1 GB driver heap. Its Spark job is cancelled after --driver-limit seconds ("> limit").
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def report(rows, size, results, rss):
         m = median(secs)
         runs = " / ".join(f"{s:.2f}" if s != float("inf") else f"> {DRIVER_LIMIT_S:.0f}" for s in secs)
         print(f"{name:10s} {runs:>30s} {m:9.2f} {rows / m:12,.0f} {m / base:11.2f}x {rss[name] / 1e6:15.0f}")
-    print(f"parquet / ftbridge = {median(results['parquet']) / base:.2f} (target >= 2); "
-          f"driver RSS + ftbridge {rss['ftbridge'] / 1e6:.0f} MB vs driver path {rss['driver'] / 1e6:.0f} MB")
+    print(f"parquet / ftbridge = {median(results['parquet']) / base:.2f} (target >= 2)"
+          + (f"; driver RSS + ftbridge {rss['ftbridge'] / 1e6:.0f} MB vs driver path {rss['driver'] / 1e6:.0f} MB"
+             if "driver" in rss else ""))
 
 
 def main() -> None:
@@ -124,7 +125,10 @@ def main() -> None:
             if not rows:
                 continue
             ds = make_ds(spark, rows, catalog)
-            results, rss = measure(ds, spark, reps, tmp, catalog)
+            # The driver path at 10M rows does not finish in PySpark's default 1 GB driver heap (and
+            # cannot be cancelled: it is not a Spark job), so the big run compares the other two.
+            paths = PATHS if rows == args.rows else {k: v for k, v in PATHS.items() if k != "driver"}
+            results, rss = measure(ds, spark, reps, tmp, catalog, paths)
             report(rows, ds.size_bytes(), results, rss)
             ftbridge.release(ds)
     finally:
