@@ -50,3 +50,38 @@ def timed(fn):
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
+
+
+def size_args(extra=None):
+    """--quick / --rows / --reps / --big, shared by the conversion benchmarks."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--big", type=int, default=10_000_000)
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.reps, args.big = 1_000_000, 1, 0
+    return args
+
+
+def bench_session():
+    """Embedded Ray (4 logical CPUs) and Spark on it (2 executors x 1 core), quiet; returns the session."""
+    import logging
+
+    import ray
+
+    import ftbridge
+
+    logging.basicConfig(level=logging.WARNING)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB",
+                                configs={"spark.sql.execution.arrow.maxRecordsPerBatch": "100000"})
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+

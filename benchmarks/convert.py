@@ -15,15 +15,13 @@ can run while executors hold theirs (ftbridge's own tasks ask for none).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import shutil
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, median, timed  # noqa: E402
+from _common import PeakRss, bench_session, median, size_args, timed  # noqa: E402
 
 import ray  # noqa: E402
 
@@ -98,20 +96,8 @@ def report(rows, results, rss, size):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--big", type=int, default=10_000_000)
-    args = parser.parse_args()
-    if args.quick:
-        args.rows, args.reps, args.big = 1_000_000, 1, 0
-    logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB",
-                                configs={"spark.sql.execution.arrow.maxRecordsPerBatch": "100000"})
-    spark.sparkContext.setLogLevel("ERROR")
+    args = size_args()
+    spark = bench_session()
     tmp = tempfile.mkdtemp(prefix="ftbridge-bench-")
     catalog = os.path.join(tmp, "catalog.duckdb")
     try:

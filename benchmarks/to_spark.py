@@ -16,8 +16,6 @@ driver path runs at the first size only: at 10M rows it does not finish in PySpa
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import shutil
 import sys
@@ -25,7 +23,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, median, timed  # noqa: E402
+from _common import PeakRss, bench_session, median, size_args, timed  # noqa: E402
 
 import ray  # noqa: E402
 
@@ -99,22 +97,9 @@ def report(rows, size, results, rss):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--big", type=int, default=10_000_000)
-    parser.add_argument("--driver-limit", type=float, default=DRIVER_LIMIT_S)
-    args = parser.parse_args()
+    args = size_args(lambda parser: parser.add_argument("--driver-limit", type=float, default=DRIVER_LIMIT_S))
     globals()["DRIVER_LIMIT_S"] = args.driver_limit
-    if args.quick:
-        args.rows, args.reps, args.big = 1_000_000, 1, 0
-    logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB",
-                                configs={"spark.sql.execution.arrow.maxRecordsPerBatch": "100000"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session()
     tmp = tempfile.mkdtemp(prefix="ftbridge-bench-")
     catalog = os.path.join(tmp, "catalog.duckdb")
     try:
