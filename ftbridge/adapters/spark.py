@@ -164,14 +164,19 @@ def collect_arrow_batches(df) -> list:
 
 def pyspark_arrow_schema(spark_schema, large_var_types: bool = False):
     """PySpark's own Spark -> Arrow schema mapping (UTC timestamps), as its `toArrow` and
-    `mapInArrow` use it; `large_var_types` where the release has them (4.x)."""
+    `mapInArrow` use it; `large_var_types` where the release has them (4.x). PySpark 4.3 asks
+    for the time zone of timestamps explicitly; earlier releases assume UTC."""
     import inspect
 
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    if large_var_types and "prefers_large_types" in inspect.signature(to_arrow_schema).parameters:
-        return to_arrow_schema(spark_schema, prefers_large_types=True)
-    return to_arrow_schema(spark_schema)
+    params = inspect.signature(to_arrow_schema).parameters
+    kwargs = {}
+    if "timezone" in params:
+        kwargs["timezone"] = "UTC"
+    if large_var_types and "prefers_large_types" in params:
+        kwargs["prefers_large_types"] = True
+    return to_arrow_schema(spark_schema, **kwargs)
 
 
 def spark_schema_of_arrow(schema):
