@@ -22,6 +22,8 @@ PREFIX = "FTBRIDGE_"
 # node the executor runs on, which names the node-local spill folder its partitions go to.
 EXECUTOR_NODE_ENV = PREFIX + "RAY_NODE_ID"
 EXECUTOR_ACTOR_ENV = PREFIX + "EXECUTOR_ACTOR"
+# The Ray namespace of ftbridge's named actors (catalog writer, rebuild service, restager).
+RAY_NAMESPACE = "ftbridge"
 
 
 def _setting(default, doc: str, shown: str | None = None, choices: tuple = (), minimum: float | None = 0):

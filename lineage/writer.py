@@ -16,7 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge_common import foreign
-from ftbridge_common.config import settings
+from ftbridge_common.config import RAY_NAMESPACE, settings
 from lineage import records
 from lineage.catalog import Catalog
 from lineage.kinds import EventKind
@@ -116,7 +116,7 @@ def get_writer(catalog: Catalog):
     if handle is not None:
         return handle
     handle = ray.remote(CatalogWriter).options(
-        name=actor_name(catalog.path), namespace="ftbridge", get_if_exists=True, num_cpus=0,
+        name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
         # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),

@@ -21,13 +21,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.convert.partition import PartitionRef, ReadContext
 from ftbridge_common import foreign
-from ftbridge_common.config import settings
+from ftbridge_common.config import RAY_NAMESPACE, settings
 from ftbridge_common.errors import PartitionLostError
 
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
-NAMESPACE = "ftbridge"
 
 
 class RebuildService:
@@ -83,7 +82,7 @@ class RebuildDispatcher:
         self.name = f"ftbridge-rebuild-{uuid.uuid4().hex[:12]}"
         # On the driver's node: it must not die with some other node, and it is useless without the driver.
         self.actor = ray.remote(RebuildService).options(
-            name=self.name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1000, max_restarts=0,
+            name=self.name, namespace=RAY_NAMESPACE, num_cpus=0, max_concurrency=1000, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         ).remote()
         ray.get(self.actor.__ray_ready__.remote(), timeout=60)
@@ -149,7 +148,7 @@ def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionR
                                  cause=f"{why}; no Spark session or recipe is registered to rebuild it")
     timeout_s = settings().rebuild_timeout_s
     try:
-        service = ray.get_actor(ctx.rebuild_service, namespace=NAMESPACE)
+        service = ray.get_actor(ctx.rebuild_service, namespace=RAY_NAMESPACE)
         meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why), timeout=timeout_s)
     except Exception as exc:  # no service (Spark stopped), timeout, its error, or it died
         raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,

@@ -16,11 +16,10 @@ from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge_common import foreign
-from ftbridge_common.config import executor_node_id, settings
+from ftbridge_common.config import RAY_NAMESPACE, executor_node_id, settings
 from ftbridge_common.errors import PartitionLostError
 
 
-NAMESPACE = "ftbridge"
 
 
 def make_reader(conversion_id: str, partitions: list[dict], target: SpillTarget, expected: pa.Schema,
@@ -60,7 +59,7 @@ def _restage(ref: PartitionRef, why: str, gcs_address: str, restager: str) -> di
     here = executor_node_id()
     timeout_s = settings().rebuild_timeout_s
     try:
-        return ray_adapter.call_named_actor(gcs_address, NAMESPACE, restager, "restage",
+        return ray_adapter.call_named_actor(gcs_address, RAY_NAMESPACE, restager, "restage",
                                             (ref.conversion_id, ref.partition_id, here, why, ref.path), timeout_s)
     except Exception as exc:  # no Restager (released, driver gone), timeout, or its error
         raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,

@@ -19,12 +19,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ftbridge.convert.partition import PartitionRef, event
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.stage import stage_block
-from ftbridge_common.config import settings
+from ftbridge_common.config import RAY_NAMESPACE, settings
 from ftbridge_common.errors import NonDeterministicRebuildError, PartitionLostError
 from lineage.kinds import EventKind, PartitionState
 from lineage.writer import call
 
-NAMESPACE = "ftbridge"
 
 
 class _Staged:
@@ -95,7 +94,7 @@ def start_restager():
     """
     name = f"ftbridge-restage-{uuid.uuid4().hex[:12]}"
     actor = ray.remote(Restager).options(
-        name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=64, max_restarts=0,
+        name=name, namespace=RAY_NAMESPACE, num_cpus=0, max_concurrency=64, max_restarts=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote()
     return actor, name
