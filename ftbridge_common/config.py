@@ -56,7 +56,11 @@ class Settings:
     recover_executors: int = _setting(1, "executors of the Spark that `ftbridge recover` starts", minimum=1)
     recover_executor_cores: int = _setting(1, "cores of each of those executors", minimum=1)
     recover_executor_memory: str = _setting("1GB", "heap of each of those executors")
-    ray_log_to_driver: bool = _setting(True, "Ray workers' output on the driver's terminal")
+    ray_log_to_driver: bool = _setting(False, "Ray workers' output on the driver's terminal (else only in "
+                                       "Ray's session logs)")
+    log_dir: str | None = _setting(None, "where the driver JVM's output (Spark's log lines) goes, one folder "
+                                   "per process", shown="`$TMPDIR/ftbridge-$UID/logs`")
+    log_keep: int = _setting(10, "how many of those per-process log folders are kept", minimum=1)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -74,6 +78,11 @@ class Settings:
     @property
     def spill_root(self) -> str:
         return self.spill_dir or os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spill")
+
+    @property
+    def log_root(self) -> str:
+        return os.path.abspath(os.path.expanduser(
+            self.log_dir or os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "logs")))
 
     @property
     def jar_cache(self) -> str:

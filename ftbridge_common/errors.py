@@ -111,6 +111,10 @@ class ConversionTimeoutError(TransientError, ConversionError):
     """A bounded wait of a conversion (spill job, reads, a rebuild) ran out; a retry may pass."""
 
 
+class SpillDiskFullError(TransientError, ConversionError):
+    """A spill file did not fit on its disk; once there is room (or another spill root) a retry passes."""
+
+
 class UnknownConversionError(TerminalError, ConversionError):
     """No conversion with that id is in the catalog."""
 

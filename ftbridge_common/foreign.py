@@ -26,6 +26,7 @@ from ftbridge_common.errors import (
     ConversionTimeoutError,
     FtbridgeError,
     PartitionLostError,
+    SpillDiskFullError,
 )
 
 
@@ -96,6 +97,9 @@ def spark_job_failed(spark_text: str, conversion_id: str) -> ConversionError:
     """
     task = _FAILED_TASK.search(spark_text)
     partition = int(task.group(1)) if task else None
+    full = _DISK_FULL.search(spark_text)
+    if full or "No space left on device" in spark_text:
+        return spill_disk_full(conversion_id, partition, *(full.groups() if full else ("unknown", "unknown")))
     causes = [f"{name.rsplit('.', 1)[-1]}: {msg.strip()[:300]}" for name, msg in _JAVA_CAUSE.findall(spark_text)
               if "Py4J" not in name and "SparkException" not in name]
     python_error = next((line.strip() for line in reversed(spark_text.splitlines())
@@ -109,6 +113,21 @@ def spark_job_failed(spark_text: str, conversion_id: str) -> ConversionError:
         conversion_id=conversion_id, partition=partition, cause=cause)
 
 
+# What the spill writers (Python and JVM) raise on ENOSPC, so the driver can name node and root.
+DISK_FULL_MARK = "SpillDiskFull[node={node},root={root}]"
+_DISK_FULL = re.compile(r"SpillDiskFull\[node=([^,\]]*),root=([^\]]*)\]")
+
+
+def spill_disk_full(conversion_id: str, partition: int | None, node_id: str, root: str) -> SpillDiskFullError:
+    where = f" partition {partition}" if partition is not None else ""
+    return SpillDiskFullError(
+        f"conversion {conversion_id}: no space left on device writing{where} on Ray node {node_id} under spill "
+        f"root {root}. Nothing was recorded and the partial files were removed. Free space there (`ftbridge gc` "
+        "deletes the files of released conversions) or pass spill_dir= / set FTBRIDGE_SPILL_DIR to a disk with "
+        "room, then convert again.",
+        conversion_id=conversion_id, partition=partition, node_id=node_id, spill_root=root)
+
+
 def spark_job_timed_out(what: str, timeout_s: float, **fields) -> ConversionTimeoutError:
     return ConversionTimeoutError(
         f"{what} did not finish within {timeout_s:.0f}s and was cancelled. Check that Spark executors are "
@@ -116,10 +135,18 @@ def spark_job_timed_out(what: str, timeout_s: float, **fields) -> ConversionTime
         **fields)
 
 
-def spark_start_failed(exc: BaseException, app_name: str) -> ClusterError:
+def spark_start_failed(exc: BaseException, app_name: str, log_path: str | None = None) -> ClusterError:
     first = next((line for line in str(exc).splitlines() if "Exception" in line), str(exc)[:300])
-    return ClusterError(f"Spark could not start its SparkContext: {first.strip()}. Check `configs=`.",
-                        app_name=app_name)
+    tail = ""
+    if log_path:
+        try:
+            with open(log_path, errors="replace") as f:
+                tail = "".join(f.readlines()[-15:])
+        except OSError:
+            pass
+    return ClusterError(f"Spark could not start its SparkContext: {first.strip()}. Check `configs=`"
+                        + (f" and the driver JVM's log {log_path}:\n{tail}" if log_path else "."),
+                        app_name=app_name, log_path=log_path)
 
 
 def spark_plan_failed(exc: BaseException) -> FtbridgeError:

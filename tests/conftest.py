@@ -14,6 +14,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import ftbridge
+from ftbridge.cluster import scratch
 from chaos.proctable import spark_daemon_jvms, wait_gone
 
 logging.getLogger("ftbridge").setLevel(logging.INFO)
@@ -43,12 +44,10 @@ def ray_cluster(private_dirs):
     cluster.shutdown()
     leftover = wait_gone(spark_daemon_jvms(), timeout_s=30)
     assert not leftover, f"Spark JVMs outlived the test session: {leftover}"
-    from ftbridge.cluster.actors import sweep_work_dirs
-
     work_root = os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _work_dirs(work_root):
-        sweep_work_dirs()  # what stop_spark does on the driver's node
+        scratch.sweep()  # what stop_spark does on the driver's node
         time.sleep(0.5)
     assert not _work_dirs(work_root), f"Spark work dirs outlived their JVMs: {_work_dirs(work_root)}"
 

@@ -32,6 +32,31 @@ def spark_home() -> str:
     return _find_spark_home()
 
 
+def launch_driver_jvm(conf: dict[str, str], log_path: str) -> int | None:
+    """Start PySpark's driver JVM now, its stdout/stderr going to `log_path`; return its pid.
+
+    PySpark starts it on the first SparkContext with the JVM's output on the user's
+    terminal (Spark's WARN lines, `Using incubator modules`). `launch_gateway` takes Popen
+    arguments for exactly this; `SparkContext._ensure_initialized` then adopts the gateway.
+    Returns None when a driver JVM is already running in this process (it is reused as is).
+    """
+    import subprocess
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None:
+        return None
+    spark_conf = SparkConf(loadDefaults=False)
+    for key, value in conf.items():
+        spark_conf.set(key, value)
+    with open(log_path, "ab") as out:
+        gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": out, "stderr": subprocess.STDOUT})
+    SparkContext._ensure_initialized(gateway=gateway)
+    proc = getattr(gateway, "proc", None)
+    return proc.pid if proc is not None else None
+
+
 def arrow_batch_rdd(df, batch_rows: int, time_zone: str, large_var_types: bool):
     """(JavaRDD of Arrow IPC record-batch messages for `df`, whether they use large var types).
 
@@ -214,6 +239,7 @@ def check() -> list[str]:
     import pyspark.rdd as rdd
     import pyspark.serializers as ser
     import pyspark.sql.types as types
+    import pyspark.java_gateway as java_gateway
     from pyspark import SparkContext
     import pyspark.sql.pandas.types as pandas_types
     from pyspark.sql.pandas.conversion import PandasConversionMixin
@@ -221,5 +247,6 @@ def check() -> list[str]:
     wanted = [(fsh, "_find_spark_home"), (ser, "NoOpSerializer"), (rdd, "RDD"),
               (types, "_parse_datatype_json_string"), (SparkContext, "_getJavaStorageLevel"),
               (PandasConversionMixin, "_collect_as_arrow"), (pandas_types, "from_arrow_schema"),
-              (pandas_types, "to_arrow_schema")]
+              (pandas_types, "to_arrow_schema"), (java_gateway, "launch_gateway"),
+              (SparkContext, "_ensure_initialized"), (SparkContext, "_gateway")]
     return [f"{getattr(obj, '__name__', obj)}.{name}" for obj, name in wanted if not hasattr(obj, name)]

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
-import time
 
 import ray
 
-from ftbridge.cluster import jvm, net
-from ftbridge.cluster.reaper import pid_alive
+from ftbridge.cluster import jvm, net, scratch
 from ftbridge_common.config import EXECUTOR_ACTOR_ENV, EXECUTOR_NODE_ENV
 
 log = logging.getLogger(__name__)
@@ -26,43 +22,9 @@ def _node_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
-def work_root() -> str:
-    return os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark")
-
-
 def _work_dir(kind: str, name: str) -> str:
-    sweep_work_dirs()
-    root = os.path.join(work_root(), kind)
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=f"{name}-", dir=root)
-    with open(os.path.join(path, ".owner"), "w") as f:
-        f.write(str(os.getpid()))
-    return path
-
-
-def sweep_work_dirs(grace_s: float = 60.0) -> list[str]:
-    """Remove this node's JVM work dirs whose owning actor is dead.
-
-    The reaper removes a dir once its JVMs are gone, but when Ray kills a whole node's
-    process tree (node removal) the reaper dies too; whoever starts or stops Spark next on
-    that node sweeps what is left.
-    """
-    removed = []
-    for kind in ("master", "worker"):
-        root = os.path.join(work_root(), kind)
-        if not os.path.isdir(root):
-            continue
-        for name in os.listdir(root):
-            path = os.path.join(root, name)
-            try:
-                with open(os.path.join(path, ".owner")) as f:
-                    owner_alive = pid_alive(int(f.read().strip() or 0))
-            except (OSError, ValueError):
-                owner_alive = time.time() - os.path.getmtime(path) < grace_s
-            if not owner_alive:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-    return removed
+    scratch.sweep()
+    return scratch.make_owned_dir(os.path.join(scratch.root(), "spark", kind), f"{name}-")
 
 
 class SparkMaster:
@@ -72,7 +34,7 @@ class SparkMaster:
         self.host = _node_ip()
         self.port = port
         self.dir = _work_dir("master", f"master-{port}")
-        env = jvm.daemon_env(java, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"})
+        env = jvm.daemon_env(java, self.dir, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"})
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
              "--webui-port", "0"],
@@ -97,7 +59,7 @@ class SparkExecutor:
         self.name = name
         self.node_id = ray.get_runtime_context().get_node_id()
         self.dir = _work_dir("worker", name)
-        env = jvm.daemon_env(java, {
+        env = jvm.daemon_env(java, self.dir, {
             EXECUTOR_NODE_ENV: self.node_id,
             EXECUTOR_ACTOR_ENV: name,
             "SPARK_WORKER_DIR": self.dir,

@@ -41,7 +41,8 @@ ADD_OPENS = [
     "java.base/jdk.internal.misc",
 ]
 JAVA_OPTS = " ".join(
-    ["-XX:+IgnoreUnrecognizedVMOptions"]
+    # No hsperfdata_<user>/<pid> files: a SIGKILLed JVM would leave its file in /tmp.
+    ["-XX:+IgnoreUnrecognizedVMOptions", "-XX:-UsePerfData"]
     + [f"--add-opens={m}=ALL-UNNAMED" for m in ADD_OPENS]
     + ["-Dio.netty.tryReflectionSetAccessible=true", "-Djava.net.preferIPv4Stack=true"]
 )
@@ -74,9 +75,19 @@ def check_java_for_spark() -> str:
     return java
 
 
-def daemon_env(java: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for Spark daemons: Java flags, the driver's Python, quiet logs."""
+def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Spark daemons: Java flags, the driver's Python, temp files in `work_dir`.
+
+    The daemon's JVM, the executor JVM a worker starts and that executor's Python workers all
+    inherit it, so their temp files (java.io.tmpdir, TMPDIR: native libraries, `spark-*`
+    folders) and the executor's local dirs (`blockmgr-*`, shuffle and persisted blocks) stay
+    in `work_dir`, which the reaper removes.
+    """
+    tmp, local = os.path.join(work_dir, "tmp"), os.path.join(work_dir, "local")
+    for path in (tmp, local):
+        os.makedirs(path, mode=0o700, exist_ok=True)
     env = dict(os.environ)
+    tool_opts = " ".join(o for o in (env.get("JAVA_TOOL_OPTIONS"), f"-Djava.io.tmpdir={tmp}") if o)
     env.update(
         {
             "JAVA_HOME": java_home(java),
@@ -86,6 +97,9 @@ def daemon_env(java: str, extra: dict[str, str] | None = None) -> dict[str, str]
             "SPARK_DAEMON_JAVA_OPTS": JAVA_OPTS,
             "SPARK_DAEMON_MEMORY": "256m",
             "SPARK_NO_DAEMONIZE": "1",
+            "SPARK_LOCAL_DIRS": local,
+            "TMPDIR": tmp,
+            "JAVA_TOOL_OPTIONS": tool_opts,
         }
     )
     env.update(extra or {})

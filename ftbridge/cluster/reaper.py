@@ -8,7 +8,10 @@ this small process, started beside it, polls the owner and kills the whole group
 SIGKILL once the owner is gone. It exits by itself once the group is empty.
 
 Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]``; WORK_DIR (the
-JVM's scratch folder) is removed once the group is gone.
+JVM's scratch folder) is removed once the group is gone. The driver JVM PySpark starts is a
+plain child of the driver (not a group of its own); ``--process OWNER_PID JVM_PID DIR``
+waits for the owner to die, gives the JVM a moment to run its shutdown hooks (it exits when
+its stdin closes), kills it if it has not, and removes DIR.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 POLL_SECONDS = 0.2
@@ -66,16 +70,56 @@ def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
             break
         time.sleep(POLL_SECONDS)
     if work_dir:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        remove_tree(work_dir)
     return 0
 
 
+def watch_process(owner_pid: int, pid: int, work_dir: str, grace_s: float = 20.0) -> int:
+    """Block until the owner dies; then end `pid` (after `grace_s`) and remove `work_dir`."""
+    while pid_alive(owner_pid) and os.getppid() == owner_pid:  # bounded by the owner's lifetime
+        time.sleep(POLL_SECONDS)
+    deadline = time.monotonic() + grace_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    if pid_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+    remove_tree(work_dir)
+    return 0
+
+
+def remove_tree(path: str) -> None:
+    """Remove `path`, then its parents while empty, up to ftbridge's per-user temp root."""
+    shutil.rmtree(path, ignore_errors=True)
+    parent = os.path.dirname(os.path.abspath(path))
+    remove_empty(parent, stop_at=os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}"))
+
+
+def remove_empty(path: str, stop_at: str) -> None:
+    """rmdir `path` and its parents up to (not including) `stop_at`, while they are empty."""
+    path, stop_at = os.path.abspath(path), os.path.abspath(stop_at)
+    while path.startswith(stop_at + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]", file=sys.stderr)
-        return 2
     # The reaper must not die with the terminal's SIGINT before it has done its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if len(argv) == 4 and argv[0] == "--process":
+        return watch_process(int(argv[1]), int(argv[2]), argv[3])
+    if len(argv) not in (2, 3):
+        print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]\n"
+              "       python -m ftbridge.cluster.reaper --process OWNER_PID PID DIR", file=sys.stderr)
+        return 2
     return watch(int(argv[0]), int(argv[1]), argv[2] if len(argv) == 3 else None)
 
 

@@ -20,9 +20,9 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from ftbridge.adapters.spark import executor_ids, spark_home
-from ftbridge.cluster import jars, jvm, net
-from ftbridge.cluster.actors import SparkExecutor, SparkMaster, sweep_work_dirs
+from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
+from ftbridge.cluster import jars, jvm, net, scratch
+from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
@@ -53,7 +53,7 @@ def ensure_ray() -> None:
     """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray."""
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=settings().ray_log_to_driver)
+                 log_to_driver=settings().ray_log_to_driver, logging_level=logging.WARNING)
 
 
 def _check_resources(cfg: ClusterConfig) -> None:
@@ -163,6 +163,7 @@ class SparkOnRay:
     def spark_conf(self) -> dict[str, str]:
         cfg = self.cfg
         host = ray.util.get_node_ip_address()
+        driver_dir = scratch.driver_dir()
         conf = {
             "spark.executor.cores": str(cfg.executor_cores),
             "spark.executor.memory": f"{cfg.memory_mb}m",
@@ -173,8 +174,11 @@ class SparkOnRay:
             "spark.pyspark.python": sys.executable,
             "spark.pyspark.driver.python": sys.executable,
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
-            "spark.driver.extraJavaOptions": jvm.JAVA_OPTS,
+            # The driver JVM's temp files in this process's folder (see scratch.py); the
+            # executors' come from their worker's environment.
+            "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} -Djava.io.tmpdir={driver_dir}/tmp",
             "spark.executor.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.local.dir": f"{driver_dir}/local",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             "spark.sql.shuffle.partitions": str(max(2, 2 * cfg.num_executors * cfg.executor_cores)),
             "spark.task.maxFailures": "8",
@@ -182,7 +186,8 @@ class SparkOnRay:
             "spark.network.timeout": "60s",
             "spark.executor.heartbeatInterval": "5s",
         }
-        conf.update(cfg.configs)
+        for key, value in cfg.configs.items():  # the user's settings win; their Java options come last
+            conf[key] = f"{conf[key]} {value}" if key.endswith("extraJavaOptions") and key in conf else value
         jar = self._spill_writer_jar()
         if jar:
             conf["spark.jars"] = ",".join(j for j in (cfg.configs.get("spark.jars"), jar) if j)
@@ -196,13 +201,19 @@ class SparkOnRay:
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ["JAVA_HOME"] = jvm.java_home(self.java)
+        conf = self.spark_conf()
         builder = SparkSession.builder.master(self.master_info["url"]).appName(self.cfg.app_name)
-        for key, value in self.spark_conf().items():
+        for key, value in conf.items():
             builder = builder.config(key, value)
+        log_path = os.path.join(scratch.log_dir(), "spark-driver.log")
         try:
+            jvm_pid = launch_driver_jvm({"spark.master": self.master_info["url"], **conf}, log_path)
+            if jvm_pid is not None:
+                scratch.watch_driver_jvm(jvm_pid)
+                log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
             return builder.getOrCreate()
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
-            raise foreign.spark_start_failed(exc, self.cfg.app_name) from exc
+            raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path) from exc
 
     def _wait_spark_executors(self) -> None:
         sc = self.spark.sparkContext
@@ -261,7 +272,7 @@ class SparkOnRay:
             except Exception:
                 pass
         self.executor_actors, self.master = [], None
-        swept = sweep_work_dirs()
+        swept = scratch.sweep()
         if swept:
             log.debug("removed stale Spark work dirs: %s", swept)
         if self.pg is not None:

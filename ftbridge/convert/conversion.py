@@ -59,7 +59,7 @@ def _record(df, conversion_id: str, name, batches: ArrowBatches, target: SpillTa
     return {
         "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
         "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(),
-        "schema_b64": schema_to_b64(batches.schema), "storage_level": str(storage_level), "spill_root": target.root,
+        "schema_b64": schema_to_b64(batches.schema), "storage_level": str(storage_level), "spill_root": target.display_root,
         "node_local": target.node_local, "app_id": sc.applicationId, "spark_version": sc.version,
         "num_partitions": batches.num_partitions, "total_rows": sum(p["num_rows"] for p in partitions),
         "total_bytes": sum(p["num_bytes"] for p in partitions), "recipe": recipe,

@@ -91,6 +91,11 @@ public final class SpillWriter implements Function2<Integer, Iterator<byte[]>, I
             Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } catch (IOException | RuntimeException e) {
             Files.deleteIfExists(tmp);
+            if (e instanceof IOException && String.valueOf(e.getMessage()).contains("No space left on device")) {
+                // The driver reads this mark to name the node and the spill root (see foreign.py).
+                throw new IOException("SpillDiskFull[node=" + nodeId + ",root=" + root
+                    + "]: no space left on device writing partition " + partition, e);
+            }
             throw e;
         }
         String json = "{\"partition_id\": " + partition + ", \"path\": " + quote(target.toString())

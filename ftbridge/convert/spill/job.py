@@ -5,7 +5,7 @@ from __future__ import annotations
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
-from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
 from ftbridge_common.errors import ConversionError, FtbridgeError
@@ -23,6 +23,7 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
                            rdd.collect, conversion_id=conversion_id)
     except Exception as exc:
         batches.unpersist()
+        delete_conversion_dirs(target, conversion_id)  # partitions already written: unrecorded, so removed
         if isinstance(exc, FtbridgeError):
             raise
         raise foreign.spark_job_failed(spark_adapter.error_text(exc), conversion_id) from exc

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -17,6 +19,28 @@ from ftbridge_common.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+
+
+# Query parameters of pyarrow.fs URIs that carry no secret; every other one is dropped
+# before a URI reaches the catalog, a log line or an error message.
+_PUBLIC_QUERY = frozenset({"region", "scheme", "endpoint_override", "allow_bucket_creation",
+                           "allow_bucket_deletion", "background_writes", "default_metadata", "replication",
+                           "buffer_size", "default_block_size", "anonymous", "force_virtual_addressing"})
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without credentials: no `user:secret@`, no query parameter that may hold a secret.
+
+    Local paths come back unchanged. A redacted object-store URI still opens: pyarrow takes
+    the credentials from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...).
+    """
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in _PUBLIC_QUERY])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def default_spill_root() -> str:
@@ -48,6 +72,11 @@ class SpillTarget:
         return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
 
     @property
+    def display_root(self) -> str:
+        """The root without credentials: what the catalog, logs and errors show."""
+        return redact_uri(self.root)
+
+    @property
     def is_local(self) -> bool:
         return "://" not in self.root
 
@@ -67,7 +96,7 @@ class SpillTarget:
     def partition_path(self, conversion_id: str, partition_id: int, node_id: str | None) -> str:
         path = f"{self.conversion_dir(conversion_id, node_id)}/part-{int(partition_id):05d}.arrow"
         if self.is_local and not os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep):
-            raise ConfigurationError(f"spill path {path} escapes the spill root {self.root}")
+            raise ConfigurationError(f"spill path {path} escapes the spill root {self.display_root}")
         return path
 
     def check_writable(self) -> None:
@@ -84,8 +113,47 @@ class SpillTarget:
             fs.delete_file(probe)
         except (OSError, pa.ArrowException) as exc:
             raise ConfigurationError(
-                f"spill dir {self.root} is not writable: {exc}. Pass spill_dir= a writable local path or "
-                "pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.", spill_dir=self.root) from exc
+                f"spill dir {self.display_root} is not writable: {_redact_text(str(exc), self.root)}. Pass "
+                "spill_dir= a writable local path or pyarrow.fs URI, or set FTBRIDGE_SPILL_DIR.",
+                spill_dir=self.display_root) from exc
+
+
+def _redact_text(text: str, uri: str) -> str:
+    """`text` with any credentials of `uri` replaced by ***."""
+    if "://" not in uri:
+        return text
+    parts = urlsplit(uri)
+    secrets = [parts.username, parts.password] + [v for k, v in parse_qsl(parts.query) if k not in _PUBLIC_QUERY]
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text.replace(uri, redact_uri(uri))
+
+
+def delete_conversion_dirs(target: SpillTarget, conversion_id: str) -> None:
+    """Remove a conversion's folders that this host can see (after a failed spill job)."""
+    _safe_id(conversion_id, "conversion id")
+    fs, base = target.filesystem()
+    if target.is_local:
+        dirs = [os.path.join(base, conversion_id)]
+        if target.node_local and os.path.isdir(base):
+            dirs = [os.path.join(base, node, conversion_id) for node in os.listdir(base)]
+        for d in dirs:
+            if os.path.isdir(d):
+                shutil.rmtree(d, ignore_errors=True)
+                if target.node_local:
+                    _rmdir_quietly(os.path.dirname(d))
+        return
+    try:
+        fs.delete_dir(f"{base.rstrip('/')}/{conversion_id}")
+    except (OSError, pa.ArrowException):
+        pass
+
+
+def _rmdir_quietly(path: str) -> None:
+    try:
+        os.rmdir(path)  # only when empty: a node folder that holds no conversion any more
+    except OSError:
+        pass
 
 
 def delete_spill_files(conv: dict, parts: list[dict]) -> int:
@@ -106,6 +174,8 @@ def delete_spill_files(conv: dict, parts: list[dict]) -> int:
         try:
             if d.rsplit("/", 1)[-1] == conv["conversion_id"]:  # never delete anything but our own folder
                 fs.delete_dir(d)
+                if target.is_local and target.node_local:
+                    _rmdir_quietly(os.path.dirname(d))
         except (OSError, pa.ArrowException):
             pass
     return freed

@@ -9,6 +9,7 @@ and yields one metadata row. Spill files hold Arrow IPC only: nothing is unpickl
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 
@@ -17,6 +18,7 @@ import pyarrow.fs as pafs
 import xxhash
 
 from ftbridge.convert.spill.target import SpillTarget
+from ftbridge_common import foreign
 from ftbridge_common.config import executor_node_id
 from ftbridge_common.errors import ConversionError
 
@@ -89,11 +91,14 @@ def write_messages(target: SpillTarget, conversion_id: str, partition_id: int, n
                     rows += num_rows
             out.write(EOS)
         fs.move(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         try:
             fs.delete_file(tmp)
         except (OSError, pa.ArrowException):
             pass
+        if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left on device" in str(exc)):
+            mark = foreign.DISK_FULL_MARK.format(node=node_id, root=target.display_root)
+            raise OSError(errno.ENOSPC, f"{mark}: no space left on device writing partition {partition_id}") from exc
         raise
     return {"partition_id": int(partition_id), "path": final, "node_id": node_id, "num_rows": rows,
             "num_bytes": out.size, "checksum": XXH64 + out.digest.hexdigest()}

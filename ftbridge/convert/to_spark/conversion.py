@@ -64,7 +64,7 @@ def _record(ds, spark, conversion_id: str, name, target: SpillTarget, partitions
     return {
         "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
         "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(), "schema_b64": schema_to_b64(schema),
-        "storage_level": "ray object store", "spill_root": target.root, "node_local": target.node_local,
+        "storage_level": "ray object store", "spill_root": target.display_root, "node_local": target.node_local,
         "app_id": sc.applicationId, "spark_version": sc.version, "num_partitions": len(partitions),
         "total_rows": sum(p["num_rows"] for p in partitions), "total_bytes": sum(p["num_bytes"] for p in partitions),
         "recipe": None, "allow_nondeterministic": False, "driver_host": socket.gethostname(),

@@ -38,7 +38,7 @@ def stage_all(block_refs: list, target: SpillTarget, conversion_id: str) -> tupl
             ray.cancel(task, force=True)
         raise ConversionTimeoutError(
             f"to_spark: {len(pending)} of {len(tasks)} blocks were not staged within {timeout_s:.0f}s under "
-            f"{target.root}. Check `ray status`, or raise FTBRIDGE_TO_SPARK_TIMEOUT_S.", conversion_id=conversion_id)
+            f"{target.display_root}. Check `ray status`, or raise FTBRIDGE_TO_SPARK_TIMEOUT_S.", conversion_id=conversion_id)
     try:
         results = ray.get(tasks)
     except Exception as exc:  # a staging task failed after its retries
