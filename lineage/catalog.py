@@ -57,6 +57,16 @@ def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, sta
             "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
 
 
+def _make_private(path: str) -> None:
+    """The catalog file (and its WAL) readable by its owner only: it names hosts, paths, plans."""
+    for name in (path, path + ".wal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:
+            pass
+
+
 class Catalog:
     """Owns access to one catalog file. Cheap to create; picklable (holds only the path)."""
 
@@ -82,6 +92,8 @@ class Catalog:
         if not read_only:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         con = self._open(read_only)
+        if not read_only:
+            _make_private(self.path)
         try:
             yield con
         finally:

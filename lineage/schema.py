@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -64,6 +64,14 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         # spark_to_ray (from_spark_recoverable) or ray_to_spark (to_spark: staged blocks).
         """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS direction VARCHAR DEFAULT 'spark_to_ray'""",
+    ],
+    4: [
+        # Spill roots are recorded without credentials since this version; scrub older rows
+        # (user:secret@ and query parameters that look like secrets).
+        r"""UPDATE conversions SET spill_root = regexp_replace(regexp_replace(spill_root,
+            '://[^/@?]*@', '://'),
+            '([?&])[A-Za-z_]*(key|secret|token|password|credential|signature|sig)[A-Za-z_]*=[^&]*', '\1', 'gi')
+            WHERE spill_root LIKE '%://%'""",
     ],
 }
 

@@ -116,7 +116,7 @@ def reopen(conversion_id: str, *, catalog=None):
             "Convert the DataFrame again.", conversion_id=conversion_id)
     cluster.ensure_ray()
     writer = start_writer(cat)
-    target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
+    target = SpillTarget.recorded(conv)
     service = None
     if conversion_id in REGISTRY.rebuilders:
         service = REGISTRY.service_name()

@@ -149,3 +149,23 @@ def test_spill_writer_jar_is_built_once_and_skipped_without_javac(tmp_path, monk
     (jre / "java").chmod(0o755)
     monkeypatch.setenv("PATH", str(jre))
     assert spill_jvm.build_jar(str(jre / "java"), spark_home()) is None
+
+
+def test_redact_uri_drops_credentials_and_secret_query_parameters():
+    from ftbridge.convert.spill.target import redact_uri
+
+    uri = ("s3://AKIA123:s3cr3t/x@bucket/spill/?endpoint_override=10.0.0.1:9000&scheme=http&region=eu-west-1"
+           "&secret_key=abc&sas_token=def&account_key=ghi")
+    assert redact_uri(uri) == "s3://bucket/spill/?endpoint_override=10.0.0.1:9000&scheme=http&region=eu-west-1"
+    assert redact_uri("/local/path") == "/local/path"
+    assert redact_uri("gs://bucket/p") == "gs://bucket/p"
+    assert redact_uri("hdfs://user:pw@namenode:8020/p?replication=2") == "hdfs://namenode:8020/p?replication=2"
+
+
+def test_recorded_target_uses_this_process_credentials_for_a_redacted_root():
+    target = SpillTarget.resolve("s3://KEY:SECRET@bucket/p?region=us-east-1")
+    assert target.display_root == "s3://bucket/p?region=us-east-1"
+    again = SpillTarget.recorded({"spill_root": target.display_root, "node_local": False})
+    assert again.root == target.root
+    other = SpillTarget.recorded({"spill_root": "s3://other/p", "node_local": False})
+    assert other.root == "s3://other/p"

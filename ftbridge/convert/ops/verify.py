@@ -57,7 +57,7 @@ def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
     """Check every file, record the results as events and states; return a report."""
     conv, parts = catalog.load(conversion_id)
     cid = conv["conversion_id"]
-    target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
+    target = SpillTarget.recorded(conv)
     results, events, updates = [], [], []
     for part in parts:
         if conv["status"] == ConversionStatus.RELEASED or part["state"] == S.RELEASED:

@@ -95,7 +95,7 @@ class RecipeRebuilder:
                     f"recipe {self.conv['recipe']} gives {n} partitions, conversion {cid} recorded "
                     f"{self.conv['num_partitions']}; partitions cannot be matched, refusing to rebuild.",
                     conversion_id=cid)
-            target = SpillTarget(self.conv["spill_root"], bool(self.conv["node_local"]))
+            target = SpillTarget.recorded(self.conv)
             self.live = SparkRebuilder(cid, batches, target, self.catalog, self.writer, self.parts,
                                        bool(self.conv["allow_nondeterministic"]),
                                        rebuilt_kind=EventKind.REBUILT_FROM_RECIPE)

@@ -8,7 +8,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -25,7 +25,17 @@ _ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 # before a URI reaches the catalog, a log line or an error message.
 _PUBLIC_QUERY = frozenset({"region", "scheme", "endpoint_override", "allow_bucket_creation",
                            "allow_bucket_deletion", "background_writes", "default_metadata", "replication",
-                           "buffer_size", "default_block_size", "anonymous", "force_virtual_addressing"})
+                           "buffer_size", "default_block_size", "anonymous", "force_virtual_addressing",
+                           "tls_ca_file_path", "tls_verify_certificates", "retry_limit_seconds",
+                           "default_bucket_location", "project_id", "enable_tls"})
+
+
+def _split(uri: str) -> tuple[str, str, str, str]:
+    """(scheme, userinfo, host-and-path, query) of a URI whose secret may hold an unescaped '/'."""
+    scheme, rest = uri.split("://", 1)
+    location, _, query = rest.partition("?")
+    userinfo, at, hostpath = location.rpartition("@")
+    return scheme, userinfo if at else "", hostpath, query
 
 
 def redact_uri(uri: str) -> str:
@@ -36,11 +46,14 @@ def redact_uri(uri: str) -> str:
     """
     if "://" not in uri:
         return uri
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in _PUBLIC_QUERY])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    scheme, _, hostpath, query = _split(uri)
+    kept = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k in _PUBLIC_QUERY],
+                     safe=":/,")
+    return f"{scheme}://{hostpath}" + (f"?{kept}" if kept else "")
+
+
+# Redacted root -> the root with credentials, for the conversions this process made.
+_CREDENTIALED: dict[str, str] = {}
 
 
 def default_spill_root() -> str:
@@ -67,9 +80,18 @@ class SpillTarget:
             return SpillTarget(os.path.abspath(default_spill_root()), node_local=True)
         spill_dir = str(spill_dir)
         if "://" in spill_dir and not spill_dir.startswith("file://"):
-            return SpillTarget(spill_dir.rstrip("/"), node_local=False)
+            root = spill_dir.rstrip("/")
+            if redact_uri(root) != root:  # credentials stay in this process's memory only
+                _CREDENTIALED[redact_uri(root)] = root
+            return SpillTarget(root, node_local=False)
         path = spill_dir[len("file://"):] if spill_dir.startswith("file://") else spill_dir
         return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
+
+    @staticmethod
+    def recorded(conv: dict) -> "SpillTarget":
+        """The target of a recorded conversion. Its root has no credentials: those given to this
+        process for that root are used again, else pyarrow takes them from the environment."""
+        return SpillTarget(_CREDENTIALED.get(conv["spill_root"], conv["spill_root"]), bool(conv["node_local"]))
 
     @property
     def display_root(self) -> str:
@@ -122,9 +144,9 @@ def _redact_text(text: str, uri: str) -> str:
     """`text` with any credentials of `uri` replaced by ***."""
     if "://" not in uri:
         return text
-    parts = urlsplit(uri)
-    secrets = [parts.username, parts.password] + [v for k, v in parse_qsl(parts.query) if k not in _PUBLIC_QUERY]
-    for secret in filter(None, secrets):
+    _, userinfo, _, query = _split(uri)
+    secrets = [userinfo, *userinfo.split(":", 1)] + [v for k, v in parse_qsl(query) if k not in _PUBLIC_QUERY]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text.replace(uri, redact_uri(uri))
 
@@ -158,7 +180,7 @@ def _rmdir_quietly(path: str) -> None:
 
 def delete_spill_files(conv: dict, parts: list[dict]) -> int:
     """Delete a conversion's spill files and its folders; return bytes freed."""
-    target = SpillTarget(conv["spill_root"], bool(conv["node_local"]))
+    target = SpillTarget.recorded(conv)
     fs, _ = target.filesystem()
     freed, dirs = 0, set()
     for p in parts:
@@ -183,7 +205,7 @@ def delete_spill_files(conv: dict, parts: list[dict]) -> int:
 
 def existing_files(conv: dict, parts: list[dict]) -> list[tuple[str, int]]:
     """(path, size) of each of the conversion's spill files still on its store."""
-    fs, _ = SpillTarget(conv["spill_root"], bool(conv["node_local"])).filesystem()
+    fs, _ = SpillTarget.recorded(conv).filesystem()
     out = []
     for p in parts:
         try:
