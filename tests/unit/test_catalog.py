@@ -58,6 +58,7 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
 
     path = tmp_path / "v1.duckdb"
     conv, parts = conv_record()
+    conv["spill_root"] = "s3://AKID:SECRET@bucket/spill?region=eu-west-1&secret_key=SECRET2"
     with duckdb.connect(str(path)) as con:  # a catalog as version 1 of ftbridge left it
         for statement in MIGRATIONS[1]:
             con.execute(statement)
@@ -69,11 +70,13 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 3
+    assert cat.schema_version() == SCHEMA_VERSION == 4
     with cat.read() as con:
         old = queries.conversion(con, conv["conversion_id"])
         assert old["spill_format"] is None and old["num_partitions"] == 3
         assert old["direction"] == "spark_to_ray"  # what every conversion before version 3 was
+        assert "SECRET" not in old["spill_root"] and "AKID" not in old["spill_root"]  # scrubbed by version 4
+        assert old["spill_root"].startswith("s3://bucket/spill?region=eu-west-1")
         assert len(queries.partitions(con, conv["conversion_id"])) == 3
 
 
