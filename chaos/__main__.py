@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -53,6 +54,9 @@ def run(scenarios, seeds, first_seed, report_path, workdir):
                           on_result=lambda r: console.print(f"{r.scenario} seed {r.seed}: {r.outcome} {r.detail[:200]}"))
     finally:
         env.close()
+        # Drop the run's Datasets, refs and handles while Ray is still up: collected after
+        # ray.shutdown(), their destructors would call into a core worker that is gone.
+        gc.collect()
         ray.shutdown()
         cluster.shutdown()
     for r in results:

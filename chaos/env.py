@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +14,12 @@ from ray.cluster_utils import Cluster
 import ftbridge
 from ftbridge.cluster import session
 from ftbridge.convert.spill.target import SpillTarget
+from ftbridge_common.errors import FtbridgeError
+from lineage import queries
+from lineage.catalog import Catalog
+from lineage.kinds import ConversionStatus
+
+log = logging.getLogger(__name__)
 
 NODE_RESOURCE = "chaos_node"
 SPARK_CONF = {
@@ -72,12 +79,27 @@ class ChaosEnv:
 
     def close(self) -> None:
         ftbridge.stop_spark(cleanup_data=True)
+        self.release_all()
         for node in list(self.nodes):
             if node in self.cluster.worker_nodes:
                 self.cluster.remove_node(node)
         self.nodes.clear()
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+    def release_all(self) -> None:
+        """Release what the run recorded and nobody released (e.g. conversions of a killed driver),
+        so a run leaves no spill files behind."""
+        if not os.path.exists(self.catalog):
+            return
+        with Catalog(self.catalog).read() as con:
+            left = [c["conversion_id"] for c in queries.conversions(con) if c["status"] != ConversionStatus.RELEASED]
+        for cid in left:
+            try:
+                ftbridge.release(cid, catalog=self.catalog)
+            except FtbridgeError as exc:
+                log.warning("could not release conversion %s: %s", cid, exc)
 
 
 def start_cluster():

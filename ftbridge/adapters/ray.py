@@ -12,9 +12,10 @@ Checked against Ray 2.50.0 and 2.60.0.
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
+import functools
 import inspect
+import os
 import threading
 import warnings
 
@@ -93,6 +94,74 @@ def preserving_order(ds):
         options.preserve_order = before
 
 
+def route_error_messages(log_path: str) -> None:
+    """Send the error messages Ray pushes to this driver ("A worker died ...", printed to stdout
+    whatever `log_to_driver` says) to the `ftbridge.ray` logger and the file `log_path`."""
+    import logging
+
+    import ray._private.worker as worker
+
+    if getattr(worker.print_to_stdstream, "ftbridge_log", None) == log_path:
+        return
+    logger = logging.getLogger("ftbridge.ray")
+    if not any(getattr(h, "baseFilename", None) == log_path for h in logger.handlers):
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # the file only: the terminal is what this is keeping them from
+
+    def to_log(data, ignore_prefix: bool = False, **_ignored) -> None:
+        for line in data.get("lines", []):
+            logger.info("(%s) %s", data.get("pid", "ray"), line)
+
+    to_log.ftbridge_log = log_path
+    worker.print_to_stdstream = to_log
+
+
+def session_log_dir() -> str | None:
+    """The log folder of the Ray session this driver is connected to (None if unknown)."""
+    import ray._private.worker as worker
+
+    node = getattr(worker, "_global_node", None)
+    try:
+        return os.path.join(node.get_session_dir_path(), "logs") if node is not None else None
+    except Exception:  # an older or newer Node without the method: the link is a convenience
+        return None
+
+
+_QUIET: dict = {"depth": 0, "level": 0}
+
+
+@contextlib.contextmanager
+def quiet_execution(ds):
+    """Execute `ds` (inside the block) without Ray Data's progress bars and INFO lines.
+
+    ftbridge's own reads are not the user's pipeline; their progress goes to ftbridge's log.
+    The Dataset's own context and the `ray.data` logger level are restored afterwards (the
+    last of concurrent quiet blocks restores the level).
+    """
+    import logging
+
+    data_logger = logging.getLogger("ray.data")
+    before_bars = ds.context.enable_progress_bars
+    with _CONTEXT_LOCK:
+        if _QUIET["depth"] == 0:
+            _QUIET["level"] = data_logger.level
+            data_logger.setLevel(max(logging.ERROR, data_logger.getEffectiveLevel()))
+        _QUIET["depth"] += 1
+        ds.context.enable_progress_bars = False
+    try:
+        yield ds
+    finally:
+        with _CONTEXT_LOCK:
+            ds.context.enable_progress_bars = before_bars
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                data_logger.setLevel(_QUIET["level"])
+
+
 def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):
     """Call a named actor's method from a process outside the Ray job (a Spark Python worker),
     joining the cluster as a driver on first use. Ray is imported only here, so such processes
@@ -132,4 +201,10 @@ def check() -> list[str]:
         options = ray.data.DataContext.get_current().execution_options
         if not hasattr(options, "preserve_order"):
             missing.append("ExecutionOptions.preserve_order")
+        if not hasattr(ray.data.DataContext.get_current(), "enable_progress_bars"):
+            missing.append("DataContext.enable_progress_bars")
+    import ray._private.worker as worker
+
+    if not callable(getattr(worker, "print_to_stdstream", None)):
+        missing.append("ray._private.worker.print_to_stdstream")
     return missing

@@ -6,6 +6,7 @@ read-only commands answer without loading either engine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,7 +20,8 @@ from rich.table import Table
 from ftbridge.cli.exit_codes import ExitCode
 from ftbridge.cli.exit_codes import table as exit_code_table
 from ftbridge.cli.output import catalog_options, console, emit_json, err_console, handle_errors, human_bytes, \
-    short_paths
+    native_stderr_to, short_paths
+from ftbridge.cluster import scratch
 from ftbridge.convert.ops.gc import collect
 from ftbridge.convert.ops.verify import Health
 from ftbridge.convert.ops.verify import verify as run_verify
@@ -27,6 +29,7 @@ from ftbridge.convert.types import schema_from_b64
 from lineage import queries
 from lineage.audit import audit as run_audit
 from lineage.catalog import Catalog
+from ftbridge_common.config import env_name
 from lineage.kinds import PartitionState
 
 _EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
@@ -35,10 +38,22 @@ _EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="ftbridge")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Fault-tolerant Spark -> Ray conversions: audit, verify and recover them."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"verbose": verbose}
+    if verbose:  # -v: Ray's and Spark's own output on the terminal too
+        os.environ[env_name("ray_log_to_driver")] = "1"
+
+
+def _engine_output(ctx: click.Context):
+    """Where Ray's and Spark's native output goes while a command runs them: the log folder,
+    unless -v asked to see it."""
+    if ctx.obj and ctx.obj.get("verbose"):
+        return contextlib.nullcontext()
+    return native_stderr_to(os.path.join(scratch.log_dir(), "native-stderr.log"))
 
 
 def _health(p: dict) -> str:
@@ -151,11 +166,12 @@ def verify(conversion, all_, catalog, as_json):
 @click.argument("conversion")
 @catalog_options()
 @handle_errors
-def recover(conversion, catalog, as_json):
+@click.pass_context
+def recover(ctx, conversion, catalog, as_json):
     """Rebuild missing or corrupt partitions through the conversion's recipe."""
     from ftbridge.convert.ops.recover import recover as run_recover  # starts Ray and Spark: see the docstring
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with _engine_output(ctx), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=as_json) as progress:
         task = progress.add_task("verifying", total=None)
         report = run_recover(
@@ -203,14 +219,17 @@ def gc(older_than, dry_run, catalog, as_json):
 @click.option("--rows", default=200_000, show_default=True, help="Rows in the demo DataFrame.")
 @catalog_options(read=False)
 @handle_errors
-def demo(rows, catalog):
+@click.pass_context
+def demo(ctx, rows, catalog):
     """The main job: Spark on an embedded Ray, a recoverable conversion, failures, recovery, audit."""
     # The demo prints its own story. Ray Data sets its loggers' level when it is first
     # imported, from this variable, so it is set before the demo module loads Ray Data.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     from ftbridge.cli.demo import run_demo  # starts Ray and Spark: see the docstring
 
-    sys.exit(int(ExitCode.HEALTHY if run_demo(rows=rows, catalog=catalog) == 0 else ExitCode.FAILED))
+    with _engine_output(ctx):
+        code = run_demo(rows=rows, catalog=catalog)
+    sys.exit(int(ExitCode.HEALTHY if code == 0 else ExitCode.FAILED))
 
 
 def main() -> None:

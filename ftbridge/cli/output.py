@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import os
 import re
 import sys
 from datetime import date, datetime
@@ -23,6 +26,32 @@ def _default(value):
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     return str(value)
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str):
+    """Send what native code writes to file descriptor 2 (Ray's C++ core worker, child JVMs) to
+    `path`; Python's `sys.stderr`, logging and Rich keep the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, errors="replace")
+    old = sys.stderr
+    moved = [h for h in logging.root.handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
+    with open(path, "ab") as sink:
+        os.dup2(sink.fileno(), 2)
+    sys.stderr = terminal
+    for handler in moved:
+        handler.setStream(terminal)
+    try:
+        yield
+    finally:
+        terminal.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old
+        for handler in moved:
+            handler.setStream(old)
+        terminal.close()
 
 
 def emit_json(doc) -> None:

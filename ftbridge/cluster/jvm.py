@@ -87,7 +87,8 @@ def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None) ->
     for path in (tmp, local):
         os.makedirs(path, mode=0o700, exist_ok=True)
     env = dict(os.environ)
-    tool_opts = " ".join(o for o in (env.get("JAVA_TOOL_OPTIONS"), f"-Djava.io.tmpdir={tmp}") if o)
+    tool_opts = " ".join(o for o in (env.get("JAVA_TOOL_OPTIONS"), f"-Djava.io.tmpdir={tmp}", "-XX:-UsePerfData")
+                         if o)
     env.update(
         {
             "JAVA_HOME": java_home(java),

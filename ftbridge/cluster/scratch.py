@@ -139,3 +139,16 @@ def sweep(grace_s: float = 60.0) -> list[str]:
     for kind in ("master", "worker"):
         remove_empty(os.path.join(base, "spark", kind), stop_at=base)
     return removed
+
+
+def link_ray_logs(ray_logs: str | None) -> None:
+    """A `ray` link in this process's log folder to the Ray session's own logs."""
+    if not ray_logs:
+        return
+    link = os.path.join(log_dir(), "ray")
+    try:
+        if os.path.islink(link):
+            os.remove(link)
+        os.symlink(ray_logs, link)
+    except OSError as exc:
+        log.debug("could not link Ray's logs into %s: %s", link, exc)

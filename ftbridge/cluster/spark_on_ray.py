@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+from ftbridge.adapters.ray import route_error_messages, session_log_dir
 from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
 from ftbridge.cluster import jars, jvm, net, scratch
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
@@ -50,10 +51,18 @@ class ExecutorInfo:
 
 
 def ensure_ray() -> None:
-    """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray."""
+    """Connect to Ray if the caller has not: RAY_ADDRESS if set, else a local embedded Ray.
+
+    When ftbridge starts Ray itself, Ray's messages to the driver go to the log folder
+    unless FTBRIDGE_RAY_LOG_TO_DRIVER is set.
+    """
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=settings().ray_log_to_driver, logging_level=logging.WARNING)
+        quiet = not settings().ray_log_to_driver
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.WARNING)
+        if quiet:
+            route_error_messages(os.path.join(scratch.log_dir(), "ray-driver.log"))
+        scratch.link_ray_logs(session_log_dir())
 
 
 def _check_resources(cfg: ClusterConfig) -> None:

@@ -47,7 +47,8 @@ def _materialize(ds, conversion_id: str, timeout_s: float):
 
     def run():
         try:
-            box["ds"] = ds.materialize()
+            with ray_adapter.quiet_execution(ds):
+                box["ds"] = ds.materialize()
         except BaseException as exc:  # handed to the caller's thread below
             box["error"] = exc
 
