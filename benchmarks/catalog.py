@@ -1,6 +1,9 @@
-"""Recording 10,000 partitions in the catalog (target: under 2 s), direct and through the writer actor.
+"""The catalog: recording 10,000 partitions (target: under 2 s), direct and through the writer
+actor; and how the file grows over 1,000 conversions and what `ftbridge gc --events-older-than`
+gives back.
 
-    ./dev bench catalog
+    ./dev bench catalog            # 10,000 partitions
+    ./dev bench catalog growth     # 1,000 conversions of 8 partitions and 12 events, then gc
 """
 
 from __future__ import annotations
@@ -53,5 +56,47 @@ def main(n: int = 10_000) -> None:
         ray.shutdown()
 
 
+def growth(n: int = 1000) -> None:
+    """Each conversion as the engine records it: one transaction for the conversion and its
+    partitions, one per batch of events (reads, a rebuild), one for the release."""
+    from datetime import timedelta
+
+    from lineage.catalog import new_event
+    from lineage.kinds import EventKind
+    from lineage.retention import file_bytes, prune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = Catalog(os.path.join(tmp, "c.duckdb"))
+        t0 = time.perf_counter()
+        for i in range(n):
+            conv, parts = conversion_rows(8)
+            cid = conv["conversion_id"]
+            with cat.write() as con:
+                records.insert_conversion(con, conv, parts)
+                records.insert_events(con, [new_event(cid, None, EventKind.CREATED, detail="8 partitions")])
+            with cat.write() as con:
+                records.insert_events(con, [new_event(cid, p, EventKind.READ, node_id="n" * 56,
+                                                      detail=f"/tmp/spill/{cid}/part-{p:05d}.arrow")
+                                            for p in range(8)]
+                                      + [new_event(cid, 3, EventKind.SPILL_MISSING, detail="does not exist"),
+                                         new_event(cid, 3, EventKind.REBUILT_FROM_SPARK, detail="rebuilt")])
+            with cat.write() as con:
+                records.set_conversion_status(con, cid, "released", "released")
+                records.insert_events(con, [new_event(cid, None, EventKind.RELEASED, detail="freed")])
+            if (i + 1) % 250 == 0:
+                print(f"  {i + 1:5d} conversions: catalog {file_bytes(cat.path) / 2**20:.2f} MiB "
+                      f"({(time.perf_counter() - t0) / (i + 1) * 1000:.0f} ms per conversion)", flush=True)
+        t1 = time.perf_counter()
+        report = prune(cat, timedelta(0))
+        took = time.perf_counter() - t1
+        print(f"{n:,} conversions (8 partitions, 12 events each), all released: "
+              f"{report['catalog_bytes_before'] / 2**20:.2f} MiB; after gc --events-older-than 0s: "
+              f"{report['catalog_bytes_after'] / 2**20:.2f} MiB ({report['partitions_removed']:,} partition rows, "
+              f"{report['events_removed']:,} events removed, {took:.2f} s; the {n:,} conversion rows stay)")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    if len(sys.argv) > 1 and sys.argv[1] == "growth":
+        growth(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)

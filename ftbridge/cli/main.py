@@ -31,6 +31,7 @@ from lineage.audit import audit as run_audit
 from lineage.catalog import Catalog
 from ftbridge_common.config import env_name
 from lineage.kinds import PartitionState
+from lineage.retention import prune
 
 _EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
 
@@ -200,19 +201,32 @@ def _parse_age(text: str) -> timedelta:
 
 @cli.command()
 @click.option("--older-than", "older_than", default=None, help="Also expire active conversions older than this (7d).")
+@click.option("--events-older-than", "events_older_than", default=None,
+              help="Drop partitions and events of conversions released longer ago than this (30d), then "
+                   "compact the catalog file.")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @catalog_options()
 @handle_errors
-def gc(older_than, dry_run, catalog, as_json):
-    """Delete spill files of released or expired conversions; say how many bytes were freed."""
+def gc(older_than, events_older_than, dry_run, catalog, as_json):
+    """Delete spill files of released or expired conversions; optionally prune old catalog history."""
     age = _parse_age(older_than) if older_than else None
-    report = collect(Catalog(catalog), age, dry_run)
+    history_age = _parse_age(events_older_than) if events_older_than else None
+    cat = Catalog(catalog)
+    report = collect(cat, age, dry_run)
+    if history_age is not None:
+        report["catalog"] = prune(cat, history_age, dry_run)
     if as_json:
         return emit_json(report)
     verb = "would free" if dry_run else "freed"
     for c in report["conversions"]:
         console.print(f"{c['id'][:12]} ({c['reason']}): {c['files']} files, {human_bytes(c['bytes'])}")
     console.print(f"[bold]{verb} {human_bytes(report['bytes_freed'])}[/] in {report['files']} files")
+    if "catalog" in report:
+        r = report["catalog"]
+        console.print(f"catalog history of {r['conversions']} conversions released before {r['cutoff']:%Y-%m-%d %H:%M}: "
+                      f"{r['partitions_removed']} partition rows, {r['events_removed']} events "
+                      f"{'would go' if dry_run else 'removed'}; file {human_bytes(r['catalog_bytes_before'])} -> "
+                      f"{human_bytes(r['catalog_bytes_after'])}")
 
 
 @cli.command()

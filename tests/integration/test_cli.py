@@ -145,6 +145,13 @@ def test_gc_frees_released_and_expired(driver):
     assert not any(os.path.exists(p) for p in paths)
     again = json.loads(cli("gc", "--json", catalog=cat, expect=0).stdout)
     assert again["bytes_freed"] == 0
+    # History of released conversions: partitions and events go, the conversion rows stay.
+    pruned = json.loads(cli("gc", "--events-older-than", "0s", "--json", catalog=cat, expect=0).stdout)["catalog"]
+    assert pruned["partitions_removed"] >= len(paths) and pruned["events_removed"] > 0
+    assert pruned["catalog_bytes_after"] <= pruned["catalog_bytes_before"]
+    assert parts(cat, driver["plain"]) == []
+    listed = {c["conversion_id"] for c in json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)["conversions"]}
+    assert driver["plain"] in listed
 
 
 def test_clear_errors_with_distinct_exit_codes(tmp_path):

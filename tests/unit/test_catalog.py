@@ -198,3 +198,42 @@ def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
     with cat.read() as con:
         got = {r[0] for r in con.execute("SELECT partition_id FROM events").fetchall()}
     assert set(range(acknowledged + 1)) <= got
+
+
+def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_path):
+    from datetime import timedelta
+
+    from lineage.catalog import new_event
+    from lineage.kinds import EventKind
+    from lineage.retention import file_bytes, prune
+
+    cat = Catalog(tmp_path / "c.duckdb")
+    ids = {"old": [], "young": [], "active": []}
+    for i in range(90):
+        conv, parts = conv_record()
+        kind = ("old", "young", "active")[i % 3]
+        with cat.write() as con:
+            records.insert_conversion(con, conv, parts)
+            records.insert_events(con, [new_event(conv["conversion_id"], p % 3, EventKind.READ, detail="x" * 80)
+                                        for p in range(20)])
+            if kind != "active":
+                records.set_conversion_status(con, conv["conversion_id"], "released", "released")
+            if kind == "old":
+                con.execute("UPDATE conversions SET released_at = released_at - INTERVAL 40 DAY "
+                            "WHERE conversion_id = ?", [conv["conversion_id"]])
+        ids[kind].append(conv["conversion_id"])
+    dry = prune(cat, timedelta(days=30), dry_run=True)
+    assert (dry["conversions"], dry["partitions_removed"], dry["events_removed"]) == (30, 90, 600)
+    before = file_bytes(cat.path)
+    done = prune(cat, timedelta(days=30))
+    assert (done["partitions_removed"], done["events_removed"]) == (90, 600)
+    assert done["catalog_bytes_after"] < before
+    with cat.read() as con:
+        for kind, expect_parts, expect_events in (("old", 0, 0), ("young", 3, 20), ("active", 3, 20)):
+            for cid in ids[kind]:
+                assert len(queries.partitions(con, cid)) == expect_parts
+                assert len(queries.events(con, cid)) == expect_events
+        assert len(queries.conversions(con)) == 90  # the conversions themselves stay for the audit
+    assert prune(cat, timedelta(days=30))["partitions_removed"] == 0
+    with cat.write() as con:  # still a working catalog after the swap
+        records.insert_conversion(con, *conv_record())

@@ -1,0 +1,94 @@
+"""Load: 4 threads of one driver and 2 other driver processes convert at once into one catalog.
+
+The other drivers run their own embedded Ray (so each has its own catalog writer and they
+really contend for the DuckDB file). Every conversion must be recorded with healthy
+partitions, every Dataset must read back row by row, and no catalog lock error may reach a
+caller.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import ftbridge
+from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow
+from lineage import queries
+from lineage.catalog import Catalog
+from tests.conftest import python_env
+
+CONVERSIONS = 3
+
+DRIVER = textwrap.dedent("""
+    import sys, ray, ftbridge
+    from ftbridge.convert.ops.rowcheck import read_all, content_checksum
+    tag = sys.argv[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    spark = ftbridge.init_spark(f"load-{tag}", num_executors=1, executor_cores=1, executor_memory="512MB")
+    for i in range(int(sys.argv[2])):
+        df = spark.range(0, 30_000, numPartitions=4).selectExpr("id", f"concat('{tag}-{i}-', cast(id as string)) as s")
+        ds = ftbridge.from_spark_recoverable(df, name=f"{tag}-{i}")
+        print("DONE", f"{tag}-{i}", ftbridge.conversion_id(ds), content_checksum(read_all(ds), "id"), flush=True)
+    ftbridge.stop_spark(cleanup_data=False)
+""")
+
+
+def _frame(spark, tag: str):
+    return spark.range(0, 30_000, numPartitions=4).selectExpr("id", f"concat('{tag}-', cast(id as string)) as s")
+
+
+def test_threads_and_driver_processes_share_one_catalog(spark, tmp_path):
+    catalog = str(tmp_path / "shared.duckdb")
+    env = {**python_env(), "FTBRIDGE_CATALOG": catalog}
+    drivers = [subprocess.Popen([sys.executable, "-c", DRIVER, f"proc{k}", str(CONVERSIONS)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    results: dict[str, tuple[str, bool, str]] = {}
+    errors: list[BaseException] = []
+
+    def convert(t: int) -> None:
+        try:
+            for i in range(CONVERSIONS):
+                tag = f"thread{t}-{i}"
+                df = _frame(spark, tag)
+                ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name=tag)
+                outcome = check(spark_to_arrow(df), read_all(ds))
+                results[tag] = (ftbridge.conversion_id(ds), outcome.ok, str(outcome))
+        except BaseException as exc:  # handed to the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=convert, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=900)
+    outputs = []
+    for proc in drivers:
+        out, err = proc.communicate(timeout=900)
+        outputs.append((proc.returncode, out, err))
+    assert not errors, f"a converting thread failed: {errors[0]!r}"
+    assert all(not th.is_alive() for th in threads)
+    for code, out, err in outputs:
+        assert code == 0, err[-3000:]
+        assert "Catalog" not in err or "Error" not in err, err[-3000:]
+    assert len(results) == 4 * CONVERSIONS and all(ok for _, ok, _ in results.values()), results
+
+    done = [line.split() for _, out, _ in outputs for line in out.splitlines() if line.startswith("DONE")]
+    assert len(done) == 2 * CONVERSIONS
+    with Catalog(catalog).read() as con:
+        recorded = {c["name"]: c for c in queries.conversions(con)}
+        for name, cid in [(t, r[0]) for t, r in results.items()] + [(d[1], d[2]) for d in done]:
+            assert recorded[name]["conversion_id"] == cid
+            states = [p["state"] for p in queries.partitions(con, cid)]
+            assert states == ["healthy"] * 4, (name, states)
+    for _, name, cid, checksum in done:  # what each driver read is what its DataFrame holds
+        tag, i = name.rsplit("-", 1)
+        expected = spark.range(0, 30_000, numPartitions=4).selectExpr(
+            "id", f"concat('{tag}-{i}-', cast(id as string)) as s")
+        assert checksum == content_checksum(spark_to_arrow(expected), "id"), name
+    for cid, _, _ in results.values():
+        ftbridge.release(cid, catalog=catalog)
