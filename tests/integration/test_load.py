@@ -8,13 +8,11 @@ caller.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import threading
 
-import pytest
 
 import ftbridge
 from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow

@@ -1,0 +1,145 @@
+"""Soak: many conversions and releases in one driver, with executors killed and nodes replaced.
+
+    ./dev bench soak [--conversions 300] [--kill-every 20] [--replace-every 100]
+
+A local multi-node Ray cluster (head + 2 worker nodes), Spark on Ray with 2 executors. Each
+round converts a 50,000-row DataFrame recoverably, reads it back (every 10th round row by row
+against Spark, the others by content checksum), and releases it. Every `--kill-every`-th round
+an executor actor is SIGKILLed first; every `--replace-every`-th round a worker node holding an
+executor is removed and a fresh one added. After each round it samples the driver's RSS and
+open file descriptors, the bytes under the temp dir and the spill root, the catalog file and
+the round's time (every `--gc-every`-th round it prunes released history, as an operator's daily
+`ftbridge gc --events-older-than` would); it prints the first and last decile's medians, which should match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import ftbridge  # noqa: E402
+from _common import rss_bytes  # noqa: E402
+from ftbridge.cluster.session import wait_for_executors  # noqa: E402
+from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow  # noqa: E402
+from ftbridge.convert.spill.target import SpillTarget  # noqa: E402
+from lineage.catalog import Catalog  # noqa: E402
+from lineage.retention import file_bytes, prune  # noqa: E402
+
+NODE = "soak_node"
+
+
+def tree_bytes(root: str, skip: tuple = ()) -> int:
+    total = 0
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if os.path.join(d, x) not in skip]
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def replace_node(cluster, nodes: list) -> None:
+    """Remove the worker node of the first executor and add a fresh one; wait for 2 executors."""
+    victim_id = ftbridge.executors()[0].node_id
+    victim = next(n for n in nodes if n.node_id == victim_id)
+    nodes.remove(victim)
+    cluster.remove_node(victim)
+    nodes.append(cluster.add_node(num_cpus=1, resources={NODE: 1}))
+    cluster.wait_for_nodes()
+    wait_for_executors(2, timeout_s=180)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversions", type=int, default=300)
+    parser.add_argument("--kill-every", type=int, default=20)
+    parser.add_argument("--replace-every", type=int, default=100)
+    parser.add_argument("--gc-every", type=int, default=50,
+                        help="prune released history as a daily `ftbridge gc --events-older-than` would")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="ftbridge-soak-")
+    catalog = os.path.join(workdir, "catalog.duckdb")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1, resources={NODE: 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    spark = ftbridge.init_spark("soak", num_executors=2, executor_cores=1, executor_memory="512MB",
+                                executor_resources={NODE: 1})
+    spark.sparkContext.setLogLevel("ERROR")
+    spill_root = SpillTarget.resolve(None).root
+    tmp = tempfile.gettempdir()
+    tmp_base = tree_bytes(tmp, skip=(os.path.join(tmp, "ray"), workdir))
+    samples, faults = [], {"executor_killed": 0, "node_replaced": 0, "row_checks": 0}
+    try:
+        for i in range(1, args.conversions + 1):
+            if i % args.replace_every == 0:
+                replace_node(cluster, nodes)
+                faults["node_replaced"] += 1
+            elif i % args.kill_every == 0:
+                os.kill(ftbridge.executors()[0].actor_pid, signal.SIGKILL)
+                faults["executor_killed"] += 1
+            df = spark.range(0, 50_000, numPartitions=4).selectExpr(
+                "id", f"concat('round-{i}-', cast(id as string)) as s", "id * 3 as x")
+            t0 = time.perf_counter()
+            ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name=f"soak-{i}")
+            got = read_all(ds)
+            took = time.perf_counter() - t0
+            if i % 10 == 0:
+                result = check(spark_to_arrow(df), got)
+                faults["row_checks"] += 1
+                assert result.ok, f"round {i}: {result}"
+            elif got.num_rows != 50_000 or content_checksum(got, "id") == "":
+                raise AssertionError(f"round {i}: read {got.num_rows} rows")
+            ftbridge.release(ds)
+            del ds, got
+            if i % args.gc_every == 0:
+                prune(Catalog(catalog), timedelta(0))
+            samples.append({"round": i, "seconds": took, "rss": rss_bytes(), "fds": open_fds(),
+                            "tmp growth": tree_bytes(tmp, skip=(os.path.join(tmp, "ray"), workdir)) - tmp_base,
+                            "spill": tree_bytes(spill_root), "catalog": file_bytes(catalog)})
+            if i % 25 == 0:
+                s = samples[-1]
+                print(f"  round {i:4d}: {took:.2f}s  rss {s['rss'] / 2**20:.0f} MiB  fds {s['fds']}  "
+                      f"tmp +{s['tmp growth'] / 2**20:.1f} MiB  spill {s['spill'] / 2**10:.0f} KiB  "
+                      f"catalog {s['catalog'] / 2**20:.2f} MiB", flush=True)
+    finally:
+        ftbridge.stop_spark()
+        ray.shutdown()
+        cluster.shutdown()
+    report(samples, faults)
+
+
+def report(samples: list[dict], faults: dict) -> None:
+    k = max(1, len(samples) // 10)
+    first, last = samples[:k], samples[-k:]
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    print(f"\n{len(samples)} conversions and releases; {faults}")
+    print(f"{'':22}{'first decile':>14}{'last decile':>14}")
+    for key, unit, scale in (("seconds", "s", 1), ("rss", "MiB", 2**20), ("fds", "", 1),
+                             ("tmp growth", "MiB", 2**20), ("spill", "KiB", 2**10), ("catalog", "MiB", 2**20)):
+        print(f"{key + (' (' + unit + ')' if unit else ''):22}{med(first, key) / scale:14.2f}"
+              f"{med(last, key) / scale:14.2f}")
+
+
+if __name__ == "__main__":
+    main()
