@@ -7,7 +7,8 @@ round converts a 50,000-row DataFrame recoverably, reads it back (every 10th rou
 against Spark, the others by content checksum), and releases it. Every `--kill-every`-th round
 an executor actor is SIGKILLed first; every `--replace-every`-th round a worker node holding an
 executor is removed and a fresh one added. After each round it samples the driver's RSS and
-open file descriptors, the bytes under the temp dir and the spill root, the catalog file and
+open file descriptors, the bytes ftbridge keeps in the temp dir (`$TMPDIR/ftbridge-$UID`
+without logs and spill), its log folders, the spill root, the catalog file and
 the round's time (every `--gc-every`-th round it prunes released history, as an operator's daily
 `ftbridge gc --events-older-than` would); it prints the first and last decile's medians, which should match.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -30,9 +32,11 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 import ftbridge  # noqa: E402
 from _common import rss_bytes  # noqa: E402
+from ftbridge.cluster import scratch  # noqa: E402
 from ftbridge.cluster.session import wait_for_executors  # noqa: E402
 from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow  # noqa: E402
 from ftbridge.convert.spill.target import SpillTarget  # noqa: E402
+from ftbridge_common.config import settings  # noqa: E402
 from lineage.catalog import Catalog  # noqa: E402
 from lineage.retention import file_bytes, prune  # noqa: E402
 
@@ -84,8 +88,8 @@ def main() -> None:
                                 executor_resources={NODE: 1})
     spark.sparkContext.setLogLevel("ERROR")
     spill_root = SpillTarget.resolve(None).root
-    tmp = tempfile.gettempdir()
-    tmp_base = tree_bytes(tmp, skip=(os.path.join(tmp, "ray"), workdir))
+    root = scratch.root()  # everything ftbridge keeps in the temp dir; its logs are counted apart
+    logs = settings().log_root
     samples, faults = [], {"executor_killed": 0, "node_replaced": 0, "row_checks": 0}
     try:
         for i in range(1, args.conversions + 1):
@@ -112,17 +116,18 @@ def main() -> None:
             if i % args.gc_every == 0:
                 prune(Catalog(catalog), timedelta(0))
             samples.append({"round": i, "seconds": took, "rss": rss_bytes(), "fds": open_fds(),
-                            "tmp growth": tree_bytes(tmp, skip=(os.path.join(tmp, "ray"), workdir)) - tmp_base,
+                            "temp": tree_bytes(root, skip=(logs, spill_root)), "logs": tree_bytes(logs),
                             "spill": tree_bytes(spill_root), "catalog": file_bytes(catalog)})
             if i % 25 == 0:
                 s = samples[-1]
                 print(f"  round {i:4d}: {took:.2f}s  rss {s['rss'] / 2**20:.0f} MiB  fds {s['fds']}  "
-                      f"tmp +{s['tmp growth'] / 2**20:.1f} MiB  spill {s['spill'] / 2**10:.0f} KiB  "
+                      f"temp {s['temp'] / 2**20:.1f} MiB  logs {s['logs'] / 2**20:.1f} MiB  spill {s['spill'] / 2**10:.0f} KiB  "
                       f"catalog {s['catalog'] / 2**20:.2f} MiB", flush=True)
     finally:
         ftbridge.stop_spark()
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
     report(samples, faults)
 
 
@@ -136,7 +141,7 @@ def report(samples: list[dict], faults: dict) -> None:
     print(f"\n{len(samples)} conversions and releases; {faults}")
     print(f"{'':22}{'first decile':>14}{'last decile':>14}")
     for key, unit, scale in (("seconds", "s", 1), ("rss", "MiB", 2**20), ("fds", "", 1),
-                             ("tmp growth", "MiB", 2**20), ("spill", "KiB", 2**10), ("catalog", "MiB", 2**20)):
+                             ("temp", "MiB", 2**20), ("logs", "MiB", 2**20), ("spill", "KiB", 2**10), ("catalog", "MiB", 2**20)):
         print(f"{key + (' (' + unit + ')' if unit else ''):22}{med(first, key) / scale:14.2f}"
               f"{med(last, key) / scale:14.2f}")
 
