@@ -48,9 +48,10 @@ def run_submit(script: str, args: list[str], *, address: str | None, num_executo
     if address:
         os.environ["RAY_ADDRESS"] = address
     started_ray = not ray.is_initialized()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         ensure_ray()
+        signal.signal(signal.SIGTERM, _on_sigterm)  # after ray.init, which installs its own
         ftbridge.init_spark(app_name or os.path.splitext(os.path.basename(path))[0], num_executors=num_executors,
                             executor_cores=executor_cores, executor_memory=executor_memory, configs=configs,
                             executor_cpus=executor_cpus)
