@@ -94,6 +94,18 @@ def preserving_order(ds):
         options.preserve_order = before
 
 
+def ray_client_in_use(address: str | None) -> bool:
+    """Whether this driver is, or would become, a Ray client (`ray://` address, live client)."""
+    if address and address.strip().startswith("ray://"):
+        return True
+    try:
+        from ray.util.client import ray as client_ray
+
+        return bool(client_ray.is_connected())
+    except Exception:  # no client support installed: then it is not in use either
+        return False
+
+
 def route_error_messages(log_path: str) -> None:
     """Send the error messages Ray pushes to this driver ("A worker died ...", printed to stdout
     whatever `log_to_driver` says) to the `ftbridge.ray` logger and the file `log_path`."""

@@ -1,6 +1,6 @@
-"""`ftbridge`: audit, show, verify, recover, gc and demo. One function per command.
+"""`ftbridge`: audit, show, verify, recover, gc, submit and demo. One function per command.
 
-`recover` and `demo` start Ray and Spark; their modules are imported when they run, so the
+`recover`, `submit` and `demo` start Ray and Spark; their modules are imported when they run, so the
 read-only commands answer without loading either engine.
 """
 
@@ -227,6 +227,44 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
                       f"{r['partitions_removed']} partition rows, {r['events_removed']} events "
                       f"{'would go' if dry_run else 'removed'}; file {human_bytes(r['catalog_bytes_before'])} -> "
                       f"{human_bytes(r['catalog_bytes_after'])}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--address", default=None, help="Ray cluster HOST:PORT ('local': a new embedded Ray); default: as "
+                                              "ray.init() - RAY_ADDRESS, a cluster started here, else a new one.")
+@click.option("--num-executors", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--executor-cores", default=1, show_default=True, type=click.IntRange(1),
+              help="Spark task slots per executor.")
+@click.option("--executor-memory", default="1GB", show_default=True)
+@click.option("--executor-cpus", default=None, type=click.FloatRange(0),
+              help="Ray CPUs each executor actor holds (fractions allowed); default: --executor-cores.")
+@click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="A Spark setting (repeatable).")
+@click.option("--name", "app_name", default=None, help="Spark application name (default: the script's name).")
+@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+@click.pass_context
+def submit(ctx, address, num_executors, executor_cores, executor_memory, executor_cpus, confs, app_name, script,
+           script_args):
+    """Run a PySpark script on Spark on Ray, like spark-submit; exit with the script's exit code.
+
+    The script's `SparkSession.builder.getOrCreate()` returns the Ray-backed session. Spark,
+    its JVMs and (if this command started it) Ray are stopped when the script ends, fails or
+    is interrupted.
+    """
+    from ftbridge.cli.submit import run_submit  # starts Ray and Spark: see the docstring
+
+    configs = {}
+    for item in confs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--conf")
+        configs[key.strip()] = value
+    with _engine_output(ctx):
+        code = run_submit(script, list(script_args), address=address, num_executors=num_executors,
+                          executor_cores=executor_cores, executor_memory=executor_memory,
+                          executor_cpus=executor_cpus, configs=configs, app_name=app_name)
+    sys.exit(code)
 
 
 @cli.command()

@@ -91,6 +91,7 @@ class SparkExecutor:
     def info(self) -> dict:
         jvm_pid, executor_id = self._executor_jvm()
         return {"actor_name": self.name, "actor_pid": os.getpid(), "worker_jvm_pid": self.proc.pid,
+                "placement_group_id": ray.get_runtime_context().get_placement_group_id(),
                 "jvm_pid": jvm_pid, "node_id": self.node_id, "executor_id": executor_id,
                 "worker_alive": self.proc.alive()}
 

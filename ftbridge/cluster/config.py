@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ftbridge.cluster.jvm import parse_memory
 from ftbridge_common.config import settings
@@ -33,6 +34,15 @@ class ClusterConfig:
     """How often Ray restarts a dead executor actor (-1: always)."""
     executor_resources: dict[str, float] = field(default_factory=dict)
     """Extra custom Ray resources each executor actor asks for, e.g. {"spark_node": 1}."""
+    executor_cpus: float | None = None
+    """Ray CPUs each executor actor holds (fractions allowed); default: executor_cores. Spark
+    still runs executor_cores task slots in it."""
+    executor_gpus: float = 0
+    """Ray GPUs each executor actor holds."""
+    placement_group: Any = None
+    """An existing Ray placement group to put the executors in (then no strategy)."""
+    placement_group_bundle_indexes: list[int] | None = None
+    """Bundle of `placement_group` for each executor (default 0, 1, 2, ...)."""
     master_port: int | None = None
     """Port of the Spark master (default: a free port)."""
 
@@ -52,6 +62,34 @@ class ClusterConfig:
                 f"got {self.placement_group_strategy!r}"
             )
         self.configs = {str(k): str(v) for k, v in (self.configs or {}).items()}
+        self.executor_cpus = float(self.executor_cores if self.executor_cpus is None else self.executor_cpus)
+        for name in ("executor_cpus", "executor_gpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        self._check_placement_group()
+
+    def _check_placement_group(self) -> None:
+        if self.placement_group is None:
+            if self.placement_group_bundle_indexes is not None:
+                raise ConfigurationError("placement_group_bundle_indexes needs placement_group=")
+            return
+        if self.placement_group_strategy is not None:
+            raise ConfigurationError("give placement_group= (an existing group) or placement_group_strategy= "
+                                     "(ftbridge makes one), not both")
+        indexes = self.placement_group_bundle_indexes
+        if indexes is None:
+            self.placement_group_bundle_indexes = list(range(self.num_executors))
+        elif len(indexes) != self.num_executors or not all(isinstance(i, int) and i >= 0 for i in indexes):
+            raise ConfigurationError(f"placement_group_bundle_indexes must be {self.num_executors} bundle indexes "
+                                     f"(one per executor, >= 0), got {indexes!r}")
+
+    def actor_demand(self) -> dict[str, float]:
+        """What one executor actor asks Ray for."""
+        demand = {"CPU": self.executor_cpus, "memory": float(self.actor_memory_bytes), **self.executor_resources}
+        if self.executor_gpus:
+            demand["GPU"] = self.executor_gpus
+        return {k: v for k, v in demand.items() if v}
 
     @property
     def memory_mb(self) -> int:

@@ -31,7 +31,10 @@ def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_
         executor_memory: Spark executor heap, e.g. "1GB"; Ray memory is reserved for it.
         configs: extra Spark configuration.
         placement_group_strategy: None, or "PACK"/"SPREAD"/"STRICT_PACK"/"STRICT_SPREAD".
-        **kwargs: start_timeout_s, max_executor_restarts (see ClusterConfig).
+        **kwargs: see ClusterConfig: executor_cpus (Ray CPUs per executor actor, fractions
+            allowed; default executor_cores), executor_gpus, executor_resources,
+            placement_group + placement_group_bundle_indexes (an existing group),
+            start_timeout_s, max_executor_restarts, master_port.
 
     Returns:
         A SparkSession whose executors run inside Ray actors.

@@ -20,15 +20,17 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from ftbridge.adapters.ray import route_error_messages, session_log_dir
+from ftbridge.adapters.ray import ray_client_in_use, route_error_messages, session_log_dir
 from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
 from ftbridge.cluster import jars, jvm, net, scratch
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
+from ftbridge.cluster.placement import check_resources
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
 from ftbridge_common.errors import (
     ClusterStartTimeoutError,
+    ConfigurationError,
     InsufficientResourcesError,
 )
 
@@ -45,6 +47,7 @@ class ExecutorInfo:
     node_id: str
     executor_id: str | None
     worker_jvm_pid: int
+    placement_group_id: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,43 +59,21 @@ def ensure_ray() -> None:
     When ftbridge starts Ray itself, Ray's messages to the driver go to the log folder
     unless FTBRIDGE_RAY_LOG_TO_DRIVER is set.
     """
+    address = os.environ.get("RAY_ADDRESS")
+    if ray_client_in_use(None if ray.is_initialized() else address):
+        how = address or "ray.init('ray://...')"
+        raise ConfigurationError(
+            f"Ray client connections ({how}) are not supported: Spark's "
+            "driver JVM and ftbridge's catalog writer and rebuild service must run inside the cluster. Run the "
+            "driver on a cluster node instead: `ray job submit --address http://HEAD:8265 -- python job.py`, "
+            "or `ftbridge submit --address HEAD:6379 job.py` on the head node.")
     if not ray.is_initialized():
         quiet = not settings().ray_log_to_driver
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=not quiet,
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
                  logging_level=logging.WARNING)
         if quiet:
             route_error_messages(os.path.join(scratch.log_dir(), "ray-driver.log"))
         scratch.link_ray_logs(session_log_dir())
-
-
-def _check_resources(cfg: ClusterConfig) -> None:
-    total = ray.cluster_resources()
-    cpus, mem = total.get("CPU", 0.0), total.get("memory", 0.0)
-    want_cpu = cfg.num_executors * cfg.executor_cores
-    want_mem = cfg.num_executors * cfg.actor_memory_bytes
-    if want_cpu > cpus:
-        raise InsufficientResourcesError(
-            f"{cfg.num_executors} executors x {cfg.executor_cores} cores need {want_cpu} CPUs but the Ray "
-            f"cluster has {cpus:g}. Ask for fewer executors or cores, or add Ray nodes.",
-            wanted_cpus=want_cpu, cluster_cpus=cpus)
-    if want_mem > mem:
-        raise InsufficientResourcesError(
-            f"{cfg.num_executors} executors x {cfg.executor_memory} (+overhead: "
-            f"{cfg.actor_memory_bytes / 2**30:.2f} GiB each) need {want_mem / 2**30:.2f} GiB of Ray memory but "
-            f"the cluster has {mem / 2**30:.2f} GiB. Lower executor_memory or add Ray nodes.",
-            wanted_memory=want_mem, cluster_memory=mem)
-    for res, amount in cfg.executor_resources.items():
-        if cfg.num_executors * amount > total.get(res, 0.0):
-            raise InsufficientResourcesError(
-                f"{cfg.num_executors} executors x {amount} {res!r} exceed the cluster's {total.get(res, 0.0):g}.",
-                resource=res)
-    if want_cpu >= cpus:
-        # ftbridge's own tasks ask for no CPU, so conversions still run; user transforms that
-        # ask for CPUs (map_batches, Train workers) will wait until executors are stopped.
-        log.warning(
-            "executors take all %g Ray CPUs: ftbridge conversions still run (their tasks ask for "
-            "no CPU), but Ray work that needs CPUs waits until stop_spark(). Leave at least one "
-            "CPU free for Ray Data transforms and training.", cpus)
 
 
 class SparkOnRay:
@@ -102,8 +83,9 @@ class SparkOnRay:
         self.cfg = cfg
         self.java = jvm.check_java_for_spark()
         ensure_ray()
-        _check_resources(cfg)
+        check_resources(cfg)
         self.pg = None
+        self.owns_pg = False
         self.master = None
         self.executor_actors: list = []
         self.spark = None
@@ -121,7 +103,10 @@ class SparkOnRay:
     def _start(self) -> None:
         cfg = self.cfg
         t0 = time.monotonic()
-        if cfg.placement_group_strategy:
+        if cfg.placement_group is not None:
+            self.pg, self.owns_pg = cfg.placement_group, False
+            self._wait_placement_group()
+        elif cfg.placement_group_strategy:
             self._make_placement_group()
         host = ray.util.get_node_ip_address()
         self.master = ray.remote(SparkMaster).options(
@@ -139,23 +124,30 @@ class SparkOnRay:
                  time.monotonic() - t0, self.master_info["url"])
 
     def _make_placement_group(self) -> None:
-        bundle = {"CPU": self.cfg.executor_cores, "memory": self.cfg.actor_memory_bytes,
-                  **self.cfg.executor_resources}
+        bundle = self.cfg.actor_demand()
         self.pg = placement_group([bundle] * self.cfg.num_executors, strategy=self.cfg.placement_group_strategy)
+        self.owns_pg = True
+        self._wait_placement_group()
+
+    def _wait_placement_group(self) -> None:
         ready, _ = ray.wait([self.pg.ready()], timeout=self.cfg.start_timeout_s)
         if not ready:
             raise InsufficientResourcesError(
-                f"placement group ({self.cfg.placement_group_strategy}, {self.cfg.num_executors} x {bundle}) "
+                f"placement group ({self.cfg.placement_group_strategy or 'given'}, bundles {self.pg.bundle_specs}) "
                 f"could not be placed within {self.cfg.start_timeout_s:.0f}s; the cluster has "
                 f"{ray.available_resources()} free. Use a looser strategy or fewer/smaller executors.")
 
     def _make_executor(self, index: int):
         cfg = self.cfg
-        opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cores,
-                    memory=cfg.actor_memory_bytes, max_restarts=cfg.max_executor_restarts,
-                    max_task_retries=-1, resources=dict(cfg.executor_resources) or None)
+        opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cpus,
+                    num_gpus=cfg.executor_gpus or None, memory=cfg.actor_memory_bytes,
+                    max_restarts=cfg.max_executor_restarts, max_task_retries=-1,
+                    resources=dict(cfg.executor_resources) or None)
         if self.pg is not None:
-            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=index)
+            bundle = cfg.placement_group_bundle_indexes[index] if cfg.placement_group is not None else index
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle)
+            if "memory" not in self.pg.bundle_specs[bundle]:
+                opts["memory"] = None
         return ray.remote(SparkExecutor).options(**opts).remote(
             opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s)
 
@@ -284,6 +276,6 @@ class SparkOnRay:
         swept = scratch.sweep()
         if swept:
             log.debug("removed stale Spark work dirs: %s", swept)
-        if self.pg is not None:
+        if self.pg is not None and self.owns_pg:  # a group the caller gave stays theirs
             remove_placement_group(self.pg)
-            self.pg = None
+        self.pg = None
