@@ -28,6 +28,7 @@ def _concurrent_tasks(spark, slots: int) -> int:
     return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 
 
+@pytest.mark.core
 def test_fractional_cpu_executor_runs_more_spark_cores_than_ray_cpus(ray_cluster):
     """RayDP's case: 3 Spark cores in an actor that asks Ray for 0.1 CPU, on a 2-CPU cluster."""
     free_before = ray.available_resources().get("CPU", 0)
@@ -44,6 +45,7 @@ def test_fractional_cpu_executor_runs_more_spark_cores_than_ray_cpus(ray_cluster
         ftbridge.stop_spark()
 
 
+@pytest.mark.core
 def test_executors_in_a_given_placement_group_at_given_bundles(ray_cluster):
     pg = placement_group([{"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.2}], strategy="PACK")
     ray.get(pg.ready(), timeout=60)

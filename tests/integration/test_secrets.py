@@ -53,6 +53,7 @@ def _everything_in(catalog: str) -> str:
         con.close()
 
 
+@pytest.mark.core
 def test_spill_uri_credentials_stay_out_of_catalog_logs_and_errors(spark, s3_endpoint, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     catalog = str(tmp_path / "private" / "catalog.duckdb")
