@@ -186,6 +186,10 @@ class SparkOnRay:
             "spark.stage.maxConsecutiveAttempts": "8",
             "spark.network.timeout": "60s",
             "spark.executor.heartbeatInterval": "5s",
+            # An executor may live for weeks: its stdout/stderr files roll instead of growing.
+            "spark.executor.logs.rolling.strategy": "size",
+            "spark.executor.logs.rolling.maxSize": str(16 << 20),
+            "spark.executor.logs.rolling.maxRetainedFiles": "3",
         }
         for key, value in cfg.configs.items():  # the user's settings win; their Java options come last
             conf[key] = f"{conf[key]} {value}" if key.endswith("extraJavaOptions") and key in conf else value

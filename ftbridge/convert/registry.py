@@ -57,11 +57,17 @@ class Registry:
                 self._dispatcher = RebuildDispatcher()
             return self._dispatcher.name
 
+    def _register(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = RebuildDispatcher()
+            self._dispatcher.register(conversion_id, handler)
+            return self._dispatcher.name
+
     def add(self, rebuilder: SparkRebuilder) -> str:
         """Serve rebuilds of a conversion made by this process; returns the service name."""
-        name = self.service_name()
         self.rebuilders[rebuilder.conversion_id] = rebuilder
-        self._dispatcher.register(rebuilder.conversion_id, rebuilder.rebuild)
+        name = self._register(rebuilder.conversion_id, rebuilder.rebuild)
         self._hook(rebuilder.spark_owner)
         return name
 
@@ -90,14 +96,17 @@ class Registry:
 
     def serve(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
         """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
-        name = self.service_name()
-        self._dispatcher.register(conversion_id, handler)
-        return name
+        return self._register(conversion_id, handler)
 
     def forget(self, conversion_id: str) -> SparkRebuilder | None:
+        """Stop serving a conversion; the dispatcher (a thread polling Ray) ends with the last one."""
         rebuilder = self.rebuilders.pop(conversion_id, None)
-        if self._dispatcher is not None:
-            self._dispatcher.unregister(conversion_id)
+        with self._lock:
+            if self._dispatcher is not None:
+                self._dispatcher.unregister(conversion_id)
+                if not self._dispatcher.handlers:
+                    self._dispatcher.stop("every conversion it served was released")
+                    self._dispatcher = None
         return rebuilder
 
     def remember(self, ds, conversion_id: str, catalog: str) -> None:

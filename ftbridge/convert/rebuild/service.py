@@ -10,9 +10,11 @@ the service fails every parked request at once, so readers never wait out a time
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import uuid
+import weakref
 from dataclasses import replace
 from typing import Callable
 
@@ -75,6 +77,12 @@ class RebuildService:
         self.futures.clear()
 
 
+def _stop_at_exit(ref) -> None:
+    dispatcher = ref()
+    if dispatcher is not None:
+        dispatcher.stop("the driver is exiting")
+
+
 class RebuildDispatcher:
     """Driver side: owns the service actor and a thread that serves its requests."""
 
@@ -90,6 +98,9 @@ class RebuildDispatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ftbridge-rebuild", daemon=True)
         self._thread.start()
+        # Registered after ray.init's own exit hook, so it runs first: the polling thread ends
+        # while Ray is still up (a Ray call after shutdown ends the whole process).
+        atexit.register(_stop_at_exit, weakref.ref(self))
 
     def register(self, conversion_id: str, handler: Callable[[int, str], dict]) -> None:
         self.handlers[conversion_id] = handler
@@ -99,6 +110,10 @@ class RebuildDispatcher:
 
     def _serve(self) -> None:
         while not self._stop.is_set():  # each poll is bounded; stop() ends the loop
+            # After ray.shutdown() any Ray call from this thread makes Ray's core worker end
+            # the whole process ("The core worker has already been shutdown"): stop first.
+            if not ray.is_initialized():
+                return
             try:
                 items = ray.get(self.actor.next.remote(POLL_S), timeout=POLL_S + 30)
             except Exception as exc:
