@@ -60,13 +60,7 @@ def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
         if not group_alive(pgid):
             break
         if not pid_alive(owner_pid) or os.getppid() != owner_pid:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + 10
-            while group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
+            _kill_and_wait(lambda: os.killpg(pgid, signal.SIGKILL), lambda: group_alive(pgid))
             break
         time.sleep(POLL_SECONDS)
     if work_dir:
@@ -82,15 +76,20 @@ def watch_process(owner_pid: int, pid: int, work_dir: str, grace_s: float = 20.0
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     if pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
+        _kill_and_wait(lambda: os.kill(pid, signal.SIGKILL), lambda: pid_alive(pid))
     remove_tree(work_dir)
     return 0
+
+
+def _kill_and_wait(kill, alive, timeout_s: float = 10.0) -> None:
+    """Send the kill, then wait (bounded) until `alive()` is false."""
+    try:
+        kill()
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
 
 
 def remove_tree(path: str) -> None:
@@ -114,11 +113,11 @@ def remove_empty(path: str, stop_at: str) -> None:
 def main(argv: list[str]) -> int:
     # The reaper must not die with the terminal's SIGINT before it has done its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if len(argv) == 4 and argv[0] == "--process":
-        return watch_process(int(argv[1]), int(argv[2]), argv[3])
+    if len(argv) in (4, 5) and argv[0] == "--process":
+        return watch_process(int(argv[1]), int(argv[2]), argv[3], *(float(a) for a in argv[4:]))
     if len(argv) not in (2, 3):
         print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]\n"
-              "       python -m ftbridge.cluster.reaper --process OWNER_PID PID DIR", file=sys.stderr)
+              "       python -m ftbridge.cluster.reaper --process OWNER_PID PID DIR [GRACE_S]", file=sys.stderr)
         return 2
     return watch(int(argv[0]), int(argv[1]), argv[2] if len(argv) == 3 else None)
 
