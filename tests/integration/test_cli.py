@@ -150,7 +150,7 @@ def test_gc_frees_released_and_expired(driver):
     assert pruned["partitions_removed"] >= len(paths) and pruned["events_removed"] > 0
     assert pruned["catalog_bytes_after"] <= pruned["catalog_bytes_before"]
     assert parts(cat, driver["plain"]) == []
-    listed = {c["conversion_id"] for c in json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)["conversions"]}
+    listed = {c["id"] for c in json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)["conversions"]}
     assert driver["plain"] in listed
 
 
