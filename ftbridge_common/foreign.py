@@ -135,15 +135,9 @@ def spark_job_timed_out(what: str, timeout_s: float, **fields) -> ConversionTime
         **fields)
 
 
-def spark_start_failed(exc: BaseException, app_name: str, log_path: str | None = None) -> ClusterError:
+def spark_start_failed(exc: BaseException, app_name: str, log_path: str | None = None,
+                       tail: str = "") -> ClusterError:
     first = next((line for line in str(exc).splitlines() if "Exception" in line), str(exc)[:300])
-    tail = ""
-    if log_path:
-        try:
-            with open(log_path, errors="replace") as f:
-                tail = "".join(f.readlines()[-15:])
-        except OSError:
-            pass
     return ClusterError(f"Spark could not start its SparkContext: {first.strip()}. Check `configs=`"
                         + (f" and the driver JVM's log {log_path}:\n{tail}" if log_path else "."),
                         app_name=app_name, log_path=log_path)

@@ -20,10 +20,10 @@ from ray.cluster_utils import Cluster
 from rich.table import Table
 
 import ftbridge
-from ftbridge.adapters.ray import route_error_messages, session_log_dir
 from ftbridge.cli.output import console, short_paths
 from ftbridge.cluster import scratch
 from ftbridge.cluster.session import wait_for_executors
+from ftbridge.cluster.spark_on_ray import route_ray_output
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge_common.config import settings
@@ -162,11 +162,8 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     nodes = [cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}) for _ in range(3)]
     cluster.wait_for_nodes()
     try:
-        quiet = not settings().ray_log_to_driver
-        ray.init(address=cluster.address, log_to_driver=not quiet, logging_level="ERROR")
-        if quiet:
-            route_error_messages(os.path.join(scratch.log_dir(), "ray-driver.log"))
-        scratch.link_ray_logs(session_log_dir())
+        ray.init(address=cluster.address, log_to_driver=settings().ray_log_to_driver, logging_level="ERROR")
+        route_ray_output()
         ray.data.DataContext.get_current().enable_progress_bars = False
         _ok(f"Ray {ray.__version__}: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU'):g} CPUs")
         console.print(f"  [dim]Spark's and Ray's own output: {scratch.log_dir()} (`ftbridge -v demo` shows it)[/]")

@@ -142,11 +142,16 @@ class JvmProcess:
             self.reaper.kill()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.log_path, lines)
+
+
+def file_tail(path: str, lines: int = 20) -> str:
+    """The last `lines` lines of a log file ("" if it cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def launch(args: list[str], env: dict[str, str], log_path: str, work_dir: str | None = None) -> JvmProcess:

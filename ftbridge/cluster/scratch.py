@@ -54,9 +54,14 @@ def make_owned_dir(parent: str, prefix: str) -> str:
             continue
     else:
         path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    _stamp_owner(path)
+    return path
+
+
+def _stamp_owner(path: str) -> None:
+    """Name this process as the folder's owner (what `sweep` checks)."""
     with open(os.path.join(path, OWNER_FILE), "w") as f:
         f.write(str(os.getpid()))
-    return path
 
 
 def driver_dir() -> str:
@@ -67,8 +72,7 @@ def driver_dir() -> str:
             path = os.path.join(root(), f"driver-{os.getpid()}")
             for sub in ("tmp", "local"):
                 os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
-            with open(os.path.join(path, OWNER_FILE), "w") as f:
-                f.write(str(os.getpid()))
+            _stamp_owner(path)
             _STATE["driver_dir"] = path
         return str(path)
 
@@ -90,7 +94,7 @@ def log_dir() -> str:
 def _prune_logs(base: str, keep: int) -> None:
     entries = sorted((e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)),
                      key=lambda e: e.stat(follow_symlinks=False).st_mtime)
-    for entry in entries[:-keep] if keep else entries:
+    for entry in entries[:-keep]:  # keep >= 1 (checked by settings)
         shutil.rmtree(entry.path, ignore_errors=True)
 
 

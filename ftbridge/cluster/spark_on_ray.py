@@ -25,7 +25,7 @@ from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
 from ftbridge.cluster import jars, jvm, net, scratch
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
-from ftbridge.cluster.placement import check_resources
+from ftbridge.cluster.placement import bundle_demand, check_resources
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
 from ftbridge_common.errors import (
@@ -68,12 +68,17 @@ def ensure_ray() -> None:
             "driver on a cluster node instead: `ray job submit --address http://HEAD:8265 -- python job.py`, "
             "or `ftbridge submit --address HEAD:6379 job.py` on the head node.")
     if not ray.is_initialized():
-        quiet = not settings().ray_log_to_driver
-        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+        ray.init(address=address, include_dashboard=False, log_to_driver=settings().ray_log_to_driver,
                  logging_level=logging.WARNING)
-        if quiet:
-            route_error_messages(os.path.join(scratch.log_dir(), "ray-driver.log"))
-        scratch.link_ray_logs(session_log_dir())
+        route_ray_output()
+
+
+def route_ray_output() -> None:
+    """After ray.init: Ray's messages to this driver go to the log folder (unless
+    FTBRIDGE_RAY_LOG_TO_DRIVER), and the log folder links Ray's session logs."""
+    if not settings().ray_log_to_driver:
+        route_error_messages(os.path.join(scratch.log_dir(), "ray-driver.log"))
+    scratch.link_ray_logs(session_log_dir())
 
 
 class SparkOnRay:
@@ -146,7 +151,7 @@ class SparkOnRay:
         if self.pg is not None:
             bundle = cfg.placement_group_bundle_indexes[index] if cfg.placement_group is not None else index
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle)
-            if "memory" not in self.pg.bundle_specs[bundle]:
+            if "memory" not in bundle_demand(cfg.actor_demand(), self.pg.bundle_specs[bundle]):
                 opts["memory"] = None
         return ray.remote(SparkExecutor).options(**opts).remote(
             opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s)
@@ -218,7 +223,7 @@ class SparkOnRay:
                 log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
             return builder.getOrCreate()
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
-            raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path) from exc
+            raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path, jvm.file_tail(log_path, 15)) from exc
 
     def _wait_spark_executors(self) -> None:
         sc = self.spark.sparkContext
