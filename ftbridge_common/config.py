@@ -37,10 +37,13 @@ class Settings:
 
     catalog: str = _setting("~/.ftbridge/catalog.duckdb", "catalog file (the `catalog=` argument wins)")
     spill_dir: str | None = _setting(None, "node-local spill root", shown="`$TMPDIR/ftbridge-$UID/spill`")
-    cache_dir: str | None = _setting(None, "where the compiled spill-writer jar is kept",
+    cache_dir: str | None = _setting(None, "where the compiled spill-writer jar and the JVMs' class-sharing "
+                                     "archive are kept",
                                      shown="`$XDG_CACHE_HOME/ftbridge` or `~/.cache/ftbridge`")
     spill_writer: str = _setting("auto", "`auto`: the JVM writer for local spill roots when its jar is built; "
                                  "`python`: always Python workers", choices=("auto", "python"))
+    cds: str = _setting("auto", "`auto`: Spark's JVMs start from a class-sharing archive built once per Java "
+                        "and Spark install; `off`: never", choices=("auto", "off"))
     start_timeout_s: float = _setting(120.0, "bound on every Spark-on-Ray start-up wait")
     spark_job_timeout_s: float = _setting(1800.0, "spill job bound (then cancelled)")
     rebuild_job_timeout_s: float = _setting(300.0, "one partition's Spark rebuild (then cancelled)")
@@ -85,10 +88,13 @@ class Settings:
             self.log_dir or os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "logs")))
 
     @property
-    def jar_cache(self) -> str:
-        base = self.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+    def cache_root(self) -> str:
+        return self.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                                               "ftbridge")
-        return os.path.join(base, "jars")
+
+    @property
+    def jar_cache(self) -> str:
+        return os.path.join(self.cache_root, "jars")
 
 
 def env_name(name: str) -> str:

@@ -30,11 +30,11 @@ def _work_dir(kind: str, name: str) -> str:
 class SparkMaster:
     """Hosts the Spark standalone master JVM. Asks Ray for no CPU: it only coordinates."""
 
-    def __init__(self, port: int, java: str, start_timeout_s: float) -> None:
+    def __init__(self, port: int, java: str, start_timeout_s: float, jvm_opts: str = "") -> None:
         self.host = _node_ip()
         self.port = port
         self.dir = _work_dir("master", f"master-{port}")
-        env = jvm.daemon_env(java, self.dir, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"})
+        env = jvm.daemon_env(java, self.dir, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}, jvm_opts)
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
              "--webui-port", "0"],
@@ -55,15 +55,20 @@ class SparkExecutor:
     """Hosts one Spark standalone Worker JVM that runs exactly one executor."""
 
     def __init__(self, name: str, master_url: str, cores: int, memory_mb: int, java: str,
-                 start_timeout_s: float) -> None:
+                 start_timeout_s: float, jvm_opts: str = "") -> None:
         self.name = name
         self.node_id = ray.get_runtime_context().get_node_id()
         self.dir = _work_dir("worker", name)
+        # Started together with the master: a worker JVM that finds no master retries only
+        # after 5-15 s, so the JVM starts once the master listens.
+        master_host, master_port = master_url.removeprefix("spark://").rsplit(":", 1)
+        jvm.wait_for(lambda: net.port_open(master_host, int(master_port)), start_timeout_s,
+                     f"Spark master {master_url} (executor actor {name} waits for it)")
         env = jvm.daemon_env(java, self.dir, {
             EXECUTOR_NODE_ENV: self.node_id,
             EXECUTOR_ACTOR_ENV: name,
             "SPARK_WORKER_DIR": self.dir,
-        })
+        }, jvm_opts)
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.worker.Worker", "--host", _node_ip(), "--cores", str(cores),
              "--memory", f"{memory_mb}m", "--work-dir", self.dir, "--webui-port", "0", master_url],

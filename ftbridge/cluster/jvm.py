@@ -75,7 +75,12 @@ def check_java_for_spark() -> str:
     return java
 
 
-def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+# Master and worker daemons only coordinate: the C1 compiler alone and a serial collector
+# start them with a third of the CPU (the executors they launch keep the defaults).
+DAEMON_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None, jvm_opts: str = "") -> dict[str, str]:
     """Environment for Spark daemons: Java flags, the driver's Python, temp files in `work_dir`.
 
     The daemon's JVM, the executor JVM a worker starts and that executor's Python workers all
@@ -95,7 +100,7 @@ def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None) ->
             "SPARK_HOME": spark_home(),
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
-            "SPARK_DAEMON_JAVA_OPTS": JAVA_OPTS,
+            "SPARK_DAEMON_JAVA_OPTS": f"{JAVA_OPTS} {DAEMON_OPTS} {jvm_opts}".rstrip(),
             "SPARK_DAEMON_MEMORY": "256m",
             "SPARK_NO_DAEMONIZE": "1",
             "SPARK_LOCAL_DIRS": local,

@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import (
 
 from ftbridge.adapters.ray import ray_client_in_use, route_error_messages, session_log_dir
 from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
-from ftbridge.cluster import jars, jvm, net, scratch
+from ftbridge.cluster import cds, jars, jvm, net, scratch
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.placement import bundle_demand, check_resources
@@ -98,6 +98,8 @@ class SparkOnRay:
         self.driver_node_id = ray.get_runtime_context().get_node_id()
         self.namespace = ray.get_runtime_context().namespace
         self._ids = f"{cfg.app_name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self.startup_phases: dict[str, float] = {}  # seconds the driver waited, per step
+        self.cds: cds.ClassShare | None = None
         try:
             self._start()
         except BaseException:
@@ -106,27 +108,56 @@ class SparkOnRay:
 
     # -- start -------------------------------------------------------------------------------
     def _start(self) -> None:
+        """Start everything that does not wait on something else at once.
+
+        The master's address is chosen here, so the executor actors (whose worker JVMs wait
+        for the master's port), the master actor and the driver JVM all start together; the
+        SparkContext registers the application as soon as the master listens, and the
+        master launches an executor on each worker as it registers.
+        """
         cfg = self.cfg
         t0 = time.monotonic()
+        self.cds = cds.ClassShare(self.java, spark_home())
+        self._phase("class-sharing archive", t0)
         if cfg.placement_group is not None:
             self.pg, self.owns_pg = cfg.placement_group, False
             self._wait_placement_group()
         elif cfg.placement_group_strategy:
             self._make_placement_group()
+        self._phase("placement group", t0)
         host = ray.util.get_node_ip_address()
+        port = cfg.master_port or net.free_port(host)
+        self.master_url = f"spark://{host}:{port}"
         self.master = ray.remote(SparkMaster).options(
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
-        ).remote(cfg.master_port or net.free_port(host), self.java, cfg.start_timeout_s)
-        self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
+        ).remote(port, self.java, cfg.start_timeout_s, self.cds.java_opts("master"))
         for i in range(cfg.num_executors):
             self.executor_actors.append(self._make_executor(i))
+        t = time.monotonic()
+        conf = self.spark_conf()
+        log_path = os.path.join(scratch.log_dir(), "spark-driver.log")
+        self._launch_driver_jvm(conf, log_path)
+        self._phase("driver JVM", t)
+        t = time.monotonic()
+        self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
+        self._phase("master up (after driver JVM)", t)
+        t = time.monotonic()
+        self.spark = self._make_session(conf, log_path)
+        self._phase("SparkContext", t)
+        t = time.monotonic()
         self._wait_executor_actors()
-        self.spark = self._make_session()
+        self._phase("executor actors (after SparkContext)", t)
+        t = time.monotonic()
         self._wait_spark_executors()
-        log.info("Spark on Ray ready: %d executors in %.1fs (master %s)", cfg.num_executors,
-                 time.monotonic() - t0, self.master_info["url"])
+        self._phase("Spark executors registered", t)
+        log.info("Spark on Ray ready: %d executors in %.1fs (master %s; %s)", cfg.num_executors,
+                 time.monotonic() - t0, self.master_url,
+                 ", ".join(f"{k} {v:.2f}s" for k, v in self.startup_phases.items()))
+
+    def _phase(self, name: str, since: float) -> None:
+        self.startup_phases[name] = time.monotonic() - since
 
     def _make_placement_group(self) -> None:
         bundle = self.cfg.actor_demand()
@@ -154,7 +185,8 @@ class SparkOnRay:
             if "memory" not in bundle_demand(cfg.actor_demand(), self.pg.bundle_specs[bundle]):
                 opts["memory"] = None
         return ray.remote(SparkExecutor).options(**opts).remote(
-            opts["name"], self.master_info["url"], cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s)
+            opts["name"], self.master_url, cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s,
+            self.cds.java_opts("worker", str(index)))
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
@@ -182,8 +214,11 @@ class SparkOnRay:
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
             # The driver JVM's temp files in this process's folder (see scratch.py); the
             # executors' come from their worker's environment.
-            "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} -Djava.io.tmpdir={driver_dir}/tmp",
-            "spark.executor.extraJavaOptions": jvm.JAVA_OPTS,
+            "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} -Djava.io.tmpdir={driver_dir}/tmp "
+                                             f"{self.cds.java_opts('driver')}".rstrip(),
+            # Spark replaces {{EXECUTOR_ID}} in these per executor.
+            "spark.executor.extraJavaOptions": f"{jvm.JAVA_OPTS} {self.cds.java_opts('executor', '{{EXECUTOR_ID}}')}"
+                                               .rstrip(),
             "spark.local.dir": f"{driver_dir}/local",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             "spark.sql.shuffle.partitions": str(max(2, 2 * cfg.num_executors * cfg.executor_cores)),
@@ -207,20 +242,24 @@ class SparkOnRay:
         """The JVM spill writer's jar (see ftbridge/cluster/jars), unless FTBRIDGE_SPILL_WRITER=python."""
         return jars.build_jar(self.java, spark_home()) if jars.enabled() else None
 
-    def _make_session(self):
+    def _launch_driver_jvm(self, conf: dict[str, str], log_path: str) -> None:
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ["JAVA_HOME"] = jvm.java_home(self.java)
-        conf = self.spark_conf()
-        builder = SparkSession.builder.master(self.master_info["url"]).appName(self.cfg.app_name)
+        try:
+            jvm_pid = launch_driver_jvm({"spark.master": self.master_url, **conf}, log_path)
+        except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
+            raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path, jvm.file_tail(log_path, 15)) from exc
+        if jvm_pid is not None:
+            self.cds.save_class_path(jvm_pid)
+            scratch.watch_driver_jvm(jvm_pid)
+            log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
+
+    def _make_session(self, conf: dict[str, str], log_path: str):
+        builder = SparkSession.builder.master(self.master_url).appName(self.cfg.app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)
-        log_path = os.path.join(scratch.log_dir(), "spark-driver.log")
         try:
-            jvm_pid = launch_driver_jvm({"spark.master": self.master_info["url"], **conf}, log_path)
-            if jvm_pid is not None:
-                scratch.watch_driver_jvm(jvm_pid)
-                log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
             return builder.getOrCreate()
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
             raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path, jvm.file_tail(log_path, 15)) from exc
@@ -288,3 +327,5 @@ class SparkOnRay:
         if self.pg is not None and self.owns_pg:  # a group the caller gave stays theirs
             remove_placement_group(self.pg)
         self.pg = None
+        if self.cds is not None:  # a session that recorded class lists builds the archive now, once
+            self.cds.finish()
