@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import ray
 
@@ -30,7 +31,10 @@ def _work_dir(kind: str, name: str) -> str:
 class SparkMaster:
     """Hosts the Spark standalone master JVM. Asks Ray for no CPU: it only coordinates."""
 
-    def __init__(self, port: int, java: str, start_timeout_s: float, jvm_opts: str = "") -> None:
+    def __init__(self, port: int, java: str, start_timeout_s: float, jvm_opts: str = "",
+                 requested_at: float | None = None) -> None:
+        self.timings = {"ray_worker_s": time.time() - requested_at if requested_at else None}
+        t0 = time.monotonic()
         self.host = _node_ip()
         self.port = port
         self.dir = _work_dir("master", f"master-{port}")
@@ -42,10 +46,12 @@ class SparkMaster:
         )
         jvm.wait_for(lambda: net.port_open(self.host, port), start_timeout_s,
                      f"Spark master on {self.host}:{port}", self.proc)
+        self.timings["jvm_s"] = time.monotonic() - t0
 
     def info(self) -> dict:
         return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(),
-                "jvm_pid": self.proc.pid, "node_id": ray.get_runtime_context().get_node_id()}
+                "jvm_pid": self.proc.pid, "node_id": ray.get_runtime_context().get_node_id(),
+                "timings": self.timings}
 
     def shutdown(self) -> None:
         self.proc.stop()
@@ -55,7 +61,9 @@ class SparkExecutor:
     """Hosts one Spark standalone Worker JVM that runs exactly one executor."""
 
     def __init__(self, name: str, master_url: str, cores: int, memory_mb: int, java: str,
-                 start_timeout_s: float, jvm_opts: str = "") -> None:
+                 start_timeout_s: float, jvm_opts: str = "", requested_at: float | None = None) -> None:
+        self.timings = {"ray_worker_s": time.time() - requested_at if requested_at else None}
+        t0 = time.monotonic()
         self.name = name
         self.node_id = ray.get_runtime_context().get_node_id()
         self.dir = _work_dir("worker", name)
@@ -64,6 +72,8 @@ class SparkExecutor:
         master_host, master_port = master_url.removeprefix("spark://").rsplit(":", 1)
         jvm.wait_for(lambda: net.port_open(master_host, int(master_port)), start_timeout_s,
                      f"Spark master {master_url} (executor actor {name} waits for it)")
+        self.timings["master_wait_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
         env = jvm.daemon_env(java, self.dir, {
             EXECUTOR_NODE_ENV: self.node_id,
             EXECUTOR_ACTOR_ENV: name,
@@ -76,6 +86,7 @@ class SparkExecutor:
         )
         jvm.wait_for(self._registered, start_timeout_s, f"Spark worker {name} registering with {master_url}",
                      self.proc)
+        self.timings["jvm_s"] = time.monotonic() - t0
         log.info("executor actor %s: worker JVM %d registered on node %s", name, self.proc.pid, self.node_id)
 
     def _registered(self) -> bool:
@@ -98,7 +109,7 @@ class SparkExecutor:
         return {"actor_name": self.name, "actor_pid": os.getpid(), "worker_jvm_pid": self.proc.pid,
                 "placement_group_id": ray.get_runtime_context().get_placement_group_id(),
                 "jvm_pid": jvm_pid, "node_id": self.node_id, "executor_id": executor_id,
-                "worker_alive": self.proc.alive()}
+                "worker_alive": self.proc.alive(), "timings": self.timings}
 
     def shutdown(self) -> None:
         self.proc.stop()

@@ -99,6 +99,7 @@ class SparkOnRay:
         self.namespace = ray.get_runtime_context().namespace
         self._ids = f"{cfg.app_name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self.startup_phases: dict[str, float] = {}  # seconds the driver waited, per step
+        self.startup_report: dict[str, float] = {}
         self.cds: cds.ClassShare | None = None
         try:
             self._start()
@@ -132,7 +133,7 @@ class SparkOnRay:
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
-        ).remote(port, self.java, cfg.start_timeout_s, self.cds.java_opts("master"))
+        ).remote(port, self.java, cfg.start_timeout_s, self.cds.java_opts("master"), time.time())
         for i in range(cfg.num_executors):
             self.executor_actors.append(self._make_executor(i))
         t = time.monotonic()
@@ -152,9 +153,38 @@ class SparkOnRay:
         t = time.monotonic()
         self._wait_spark_executors()
         self._phase("Spark executors registered", t)
+        self.startup_report = self._startup_report(time.monotonic() - t0)
         log.info("Spark on Ray ready: %d executors in %.1fs (master %s; %s)", cfg.num_executors,
-                 time.monotonic() - t0, self.master_url,
-                 ", ".join(f"{k} {v:.2f}s" for k, v in self.startup_phases.items()))
+                 self.startup_report["total_s"], self.master_url,
+                 ", ".join(f"{k} {v:.2f}s" for k, v in self.startup_report.items() if k != "total_s"))
+
+    def _startup_report(self, total_s: float) -> dict[str, float]:
+        """Where the start-up seconds went: each part's own time (they overlap) and the driver's waits."""
+        infos = []
+        for actor in self.executor_actors:
+            try:
+                infos.append(ray.get(actor.info.remote(), timeout=10)["timings"])
+            except Exception:  # the report is informational; a slow or restarted actor is left out
+                continue
+        master = self.master_info.get("timings", {})
+
+        def longest(key):
+            return max((i[key] for i in infos if i.get(key) is not None), default=0.0)
+
+        phases = self.startup_phases
+        return {
+            "total_s": total_s,
+            "Ray worker for the master actor": master.get("ray_worker_s") or 0.0,
+            "master JVM up": master.get("jvm_s", 0.0),
+            "Ray workers for executor actors (slowest)": longest("ray_worker_s"),
+            "executor actors waiting for the master (slowest)": longest("master_wait_s"),
+            "worker JVMs up and registered (slowest)": longest("jvm_s"),
+            "driver JVM": phases.get("driver JVM", 0.0),
+            "SparkContext": phases.get("SparkContext", 0.0),
+            "executor JVMs launched and registered (after SparkContext)":
+                phases.get("Spark executors registered", 0.0) + phases.get("executor actors (after SparkContext)", 0.0),
+            "class-sharing archive": phases.get("class-sharing archive", 0.0),
+        }
 
     def _phase(self, name: str, since: float) -> None:
         self.startup_phases[name] = time.monotonic() - since
@@ -186,7 +216,7 @@ class SparkOnRay:
                 opts["memory"] = None
         return ray.remote(SparkExecutor).options(**opts).remote(
             opts["name"], self.master_url, cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s,
-            self.cds.java_opts("worker", str(index)))
+            self.cds.java_opts("worker", str(index)), time.time())
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
@@ -293,6 +323,7 @@ class SparkOnRay:
             except ray.exceptions.RayError:
                 continue
             info.pop("worker_alive", None)
+            info.pop("timings", None)
             out.append(ExecutorInfo(**info))
         return sorted(out, key=lambda e: e.actor_name)
 

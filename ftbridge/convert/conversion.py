@@ -86,19 +86,23 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     partitions = spill_all(batches, target, conversion_id)
     spilled = time.time()
     del warm  # fire and forget: they only start worker processes
+    t_plan = time.time()
     record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
                      storage_level)
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{batches.num_partitions} partitions, {record['total_rows']} rows")
+    t_call = time.time()
     call(writer, "record_conversion", record, partitions, [ev])
+    t_called = time.time()
     service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
                                           allow_nondeterministic, cluster.current_or_none()))
     recorded = time.time()
     ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service)
     REGISTRY.remember(ds, conversion_id, cat.path)
-    log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs, read %.2fs",
-             conversion_id, batches.num_partitions, record["total_rows"], record["total_bytes"], spilled - started,
-             recorded - spilled, time.time() - recorded)
+    log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs (plan %.2fs, record "
+             "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record["total_rows"],
+             record["total_bytes"], spilled - started, recorded - spilled, t_call - t_plan, t_called - t_call,
+             recorded - t_called, time.time() - recorded)
     return ds
 
 

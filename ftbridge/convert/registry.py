@@ -48,6 +48,9 @@ class Registry:
         self._datasets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._dispatcher: RebuildDispatcher | None = None
         self._restager: tuple | None = None   # (actor, name): restages Ray -> Spark blocks
+        # While a Spark session that made conversions is up, the rebuild service stays up between
+        # conversions (starting it costs ~0.2 s); its stop hook ends it.
+        self._spark_live = False
         self._lock = threading.Lock()
 
     def service_name(self) -> str:
@@ -91,20 +94,23 @@ class Registry:
         return staging
 
     def _hook(self, owner) -> None:
-        if owner is not None and self._on_spark_stop not in owner.stop_hooks:
-            owner.stop_hooks.append(self._on_spark_stop)
+        if owner is not None:
+            self._spark_live = True
+            if self._on_spark_stop not in owner.stop_hooks:
+                owner.stop_hooks.append(self._on_spark_stop)
 
     def serve(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
         """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
         return self._register(conversion_id, handler)
 
     def forget(self, conversion_id: str) -> SparkRebuilder | None:
-        """Stop serving a conversion; the dispatcher (a thread polling Ray) ends with the last one."""
+        """Stop serving a conversion; the dispatcher (a thread polling Ray) ends with the last one,
+        or with the Spark session when one is up."""
         rebuilder = self.rebuilders.pop(conversion_id, None)
         with self._lock:
             if self._dispatcher is not None:
                 self._dispatcher.unregister(conversion_id)
-                if not self._dispatcher.handlers:
+                if not self._dispatcher.handlers and not self._spark_live:
                     self._dispatcher.stop("every conversion it served was released")
                     self._dispatcher = None
         return rebuilder
@@ -130,6 +136,7 @@ class Registry:
             else:
                 self.forget_staging(conversion_id)
         with self._lock:
+            self._spark_live = False
             if self._dispatcher is not None:
                 self._dispatcher.stop()
                 self._dispatcher = None
