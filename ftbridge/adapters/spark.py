@@ -169,6 +169,22 @@ def executor_ids(sc) -> list[str]:
     return [str(ids.apply(i)) for i in range(ids.size())]
 
 
+def executor_target(sc) -> int | None:
+    """Spark's dynamic-allocation executor target (default resource profile), or None.
+
+    `SparkContext.executorAllocationManager` and its per-profile target map are
+    `private[spark]` in Scala, public in bytecode (Spark 3.5-4.x).
+    """
+    try:
+        manager = sc._jsc.sc().executorAllocationManager()
+        if manager.isEmpty():
+            return None
+        value = manager.get().numExecutorsTargetPerResourceProfileId().get(0)
+        return int(value.get()) if value.isDefined() else None
+    except Exception:  # Py4J: a release without these names, or a stopped context
+        return None
+
+
 def jvm_class(sc, dotted: str):
     """A class in the driver JVM (e.g. one from `spark.jars`), or None when it is not loaded."""
     from py4j.java_gateway import JavaClass

@@ -232,7 +232,12 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--address", default=None, help="Ray cluster HOST:PORT ('local': a new embedded Ray); default: as "
                                               "ray.init() - RAY_ADDRESS, a cluster started here, else a new one.")
-@click.option("--num-executors", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--num-executors", default=2, show_default=True, type=click.IntRange(0),
+              help="Executors (with --max-executors: how many to start with).")
+@click.option("--min-executors", default=None, type=click.IntRange(0),
+              help="Dynamic allocation: the fewest executors kept (default 0).")
+@click.option("--max-executors", default=None, type=click.IntRange(1),
+              help="Dynamic allocation: executor actors come and go with Spark's demand, up to this many.")
 @click.option("--executor-cores", default=1, show_default=True, type=click.IntRange(1),
               help="Spark task slots per executor.")
 @click.option("--executor-memory", default="1GB", show_default=True)
@@ -244,8 +249,8 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 @click.pass_context
-def submit(ctx, address, num_executors, executor_cores, executor_memory, executor_cpus, confs, app_name, script,
-           script_args):
+def submit(ctx, address, num_executors, min_executors, max_executors, executor_cores, executor_memory, executor_cpus,
+           confs, app_name, script, script_args):
     """Run a PySpark script on Spark on Ray, like spark-submit; exit with the script's exit code.
 
     The script's `SparkSession.builder.getOrCreate()` returns the Ray-backed session. Spark,
@@ -263,7 +268,8 @@ def submit(ctx, address, num_executors, executor_cores, executor_memory, executo
     with _engine_output(ctx):
         code = run_submit(script, list(script_args), address=address, num_executors=num_executors,
                           executor_cores=executor_cores, executor_memory=executor_memory,
-                          executor_cpus=executor_cpus, configs=configs, app_name=app_name)
+                          executor_cpus=executor_cpus, configs=configs, app_name=app_name,
+                          min_executors=min_executors, max_executors=max_executors)
     sys.exit(code)
 
 

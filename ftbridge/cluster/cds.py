@@ -40,6 +40,7 @@ from ftbridge_common.config import settings
 log = logging.getLogger(__name__)
 
 DUMP_TIMEOUT_S = 300
+KEEP_OTHER_ARCHIVES = 2  # ~150 MB each: archives of other Java/Spark installs beyond these go
 ROLES = ("driver", "executor", "master", "worker")
 
 
@@ -80,10 +81,18 @@ class ClassShare:
         self.mode = "off"
         if not enabled() or self.failed.exists():
             return
-        if not self.archive.is_file() and self._lists_complete():
-            self.build()
+        try:
+            if not self.archive.is_file() and self._lists_complete():
+                self.build()
+        except OSError as exc:  # an unwritable cache: start without sharing
+            log.warning("class data sharing off: cannot build in %s (%s)", self.dir, exc)
+            return
         if self.archive.is_file():
             self.mode = "use"
+            try:
+                os.utime(self.archive)  # its mtime says when it was last used (see _prune_others)
+            except OSError:
+                pass
         elif self._take_recording_lock():
             self.mode = "record"
 
@@ -187,4 +196,19 @@ class ClassShare:
             shutil.rmtree(self.lists, ignore_errors=True)
             merged.unlink(missing_ok=True)
             log.info("built the class-sharing archive %s in %.1fs", self.archive, time.monotonic() - t0)
-            return True
+        self._prune_others()
+        return True
+
+    def _prune_others(self) -> None:
+        """Drop the archives of Java/Spark installs not used lately (a Spark upgrade leaves one)."""
+        def last_used(d: Path) -> float:
+            try:
+                return (d / "spark.jsa").stat().st_mtime
+            except OSError:
+                return d.stat().st_mtime
+
+        others = sorted((d for d in self.dir.parent.iterdir() if d.is_dir() and d != self.dir),
+                        key=last_used, reverse=True)
+        for old in others[KEEP_OTHER_ARCHIVES:]:
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("removed the class-sharing archive of another Java/Spark install: %s", old)

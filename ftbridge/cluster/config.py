@@ -12,6 +12,13 @@ from ftbridge_common.errors import ConfigurationError
 PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"spark.dynamicAllocation.{what} must be an integer, got {text!r}") from None
+
+
 @dataclass
 class ClusterConfig:
     """What `init_spark` was asked for, checked once."""
@@ -45,14 +52,23 @@ class ClusterConfig:
     """Bundle of `placement_group` for each executor (default 0, 1, 2, ...)."""
     master_port: int | None = None
     """Port of the Spark master (default: a free port)."""
+    min_executors: int | None = None
+    """Dynamic allocation: the fewest executor actors Spark keeps (default 0)."""
+    max_executors: int | None = None
+    """Dynamic allocation: the most executor actors Spark may ask for. Giving it (or
+    spark.dynamicAllocation.enabled=true in configs) turns dynamic allocation on;
+    num_executors is then the initial count."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not isinstance(self.app_name, str):
             raise ConfigurationError("app_name must be a non-empty string")
+        self.configs = {str(k): str(v) for k, v in (self.configs or {}).items()}
+        self._check_dynamic()
         for name in ("num_executors", "executor_cores"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+            low = 0 if name == "num_executors" and self.dynamic else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
         self.memory_bytes = parse_memory(self.executor_memory)
         if self.memory_bytes < 256 << 20:
             raise ConfigurationError(f"executor_memory must be at least 256MB, got {self.executor_memory!r}")
@@ -61,13 +77,40 @@ class ClusterConfig:
                 f"placement_group_strategy must be one of {PG_STRATEGIES} or None, "
                 f"got {self.placement_group_strategy!r}"
             )
-        self.configs = {str(k): str(v) for k, v in (self.configs or {}).items()}
         self.executor_cpus = float(self.executor_cores if self.executor_cpus is None else self.executor_cpus)
         for name in ("executor_cpus", "executor_gpus"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
         self._check_placement_group()
+
+    @property
+    def dynamic(self) -> bool:
+        return self.max_executors is not None
+
+    def _check_dynamic(self) -> None:
+        """min/max_executors from the arguments or from spark.dynamicAllocation.* in configs."""
+        enabled = self.configs.get("spark.dynamicAllocation.enabled", "").lower() == "true"
+        if not enabled and self.min_executors is None and self.max_executors is None:
+            return
+        if self.max_executors is None and "spark.dynamicAllocation.maxExecutors" in self.configs:
+            self.max_executors = _int(self.configs["spark.dynamicAllocation.maxExecutors"], "maxExecutors")
+        if self.min_executors is None:
+            self.min_executors = _int(self.configs.get("spark.dynamicAllocation.minExecutors", "0"), "minExecutors")
+        if self.max_executors is None:
+            raise ConfigurationError("dynamic allocation needs max_executors= (or spark.dynamicAllocation."
+                                     "maxExecutors): each executor is a Ray actor holding resources")
+        for name in ("min_executors", "max_executors"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
+        if not self.min_executors <= self.num_executors <= self.max_executors or self.max_executors < 1:
+            raise ConfigurationError(
+                f"dynamic allocation needs min_executors <= num_executors <= max_executors and max_executors >= 1, "
+                f"got {self.min_executors} <= {self.num_executors} <= {self.max_executors}")
+        if self.placement_group is not None or self.placement_group_strategy is not None:
+            raise ConfigurationError("dynamic allocation cannot be combined with a placement group: its bundles "
+                                     "are fixed. Drop placement_group(_strategy)= or min/max_executors=.")
 
     def _check_placement_group(self) -> None:
         if self.placement_group is None:

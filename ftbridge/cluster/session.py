@@ -34,7 +34,9 @@ def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_
         **kwargs: see ClusterConfig: executor_cpus (Ray CPUs per executor actor, fractions
             allowed; default executor_cores), executor_gpus, executor_resources,
             placement_group + placement_group_bundle_indexes (an existing group),
-            start_timeout_s, max_executor_restarts, master_port.
+            start_timeout_s, max_executor_restarts, master_port; min_executors/max_executors
+            (dynamic allocation: executor actors follow Spark's demand between them,
+            num_executors is the initial count and may be 0).
 
     Returns:
         A SparkSession whose executors run inside Ray actors.

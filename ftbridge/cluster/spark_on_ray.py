@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -21,7 +22,7 @@ from ray.util.scheduling_strategies import (
 )
 
 from ftbridge.adapters.ray import ray_client_in_use, route_error_messages, session_log_dir
-from ftbridge.adapters.spark import executor_ids, launch_driver_jvm, spark_home
+from ftbridge.adapters.spark import executor_ids, executor_target, launch_driver_jvm, spark_home
 from ftbridge.cluster import cds, jars, jvm, net, scratch
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
@@ -93,6 +94,8 @@ class SparkOnRay:
         self.owns_pg = False
         self.master = None
         self.executor_actors: list = []
+        self._actors_lock = threading.RLock()
+        self._allocator: ExecutorAllocator | None = None
         self.spark = None
         self.stop_hooks: list[Callable[[bool], None]] = []
         self.driver_node_id = ray.get_runtime_context().get_node_id()
@@ -134,8 +137,8 @@ class SparkOnRay:
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
         ).remote(port, self.java, cfg.start_timeout_s, self.cds.java_opts("master"), time.time())
-        for i in range(cfg.num_executors):
-            self.executor_actors.append(self._make_executor(i))
+        for _ in range(cfg.num_executors):
+            self.add_executor()
         t = time.monotonic()
         conf = self.spark_conf()
         log_path = os.path.join(scratch.log_dir(), "spark-driver.log")
@@ -154,6 +157,8 @@ class SparkOnRay:
         self._wait_spark_executors()
         self._phase("Spark executors registered", t)
         self.startup_report = self._startup_report(time.monotonic() - t0)
+        if cfg.dynamic:
+            self._allocator = ExecutorAllocator(self)
         log.info("Spark on Ray ready: %d executors in %.1fs (master %s; %s)", cfg.num_executors,
                  self.startup_report["total_s"], self.master_url,
                  ", ".join(f"{k} {v:.2f}s" for k, v in self.startup_report.items() if k != "total_s"))
@@ -203,6 +208,29 @@ class SparkOnRay:
                 f"could not be placed within {self.cfg.start_timeout_s:.0f}s; the cluster has "
                 f"{ray.available_resources()} free. Use a looser strategy or fewer/smaller executors.")
 
+    def add_executor(self):
+        """Start one more executor actor (its worker registers; the master gives it an executor)."""
+        with self._actors_lock:
+            index = self._next_index = getattr(self, "_next_index", -1) + 1
+            actor = self._make_executor(index)
+            self.executor_actors.append(actor)
+            return actor
+
+    def remove_executor(self, actor) -> None:
+        """Stop an executor actor (whose worker runs no executor) and give its resources back to Ray."""
+        with self._actors_lock:
+            if actor not in self.executor_actors:
+                return
+            self.executor_actors.remove(actor)
+        try:
+            ray.get(actor.shutdown.remote(), timeout=30)
+        except Exception:  # dead or stuck: the kill below and its reaper finish the job
+            pass
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:
+            pass
+
     def _make_executor(self, index: int):
         cfg = self.cfg
         opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cpus,
@@ -220,6 +248,8 @@ class SparkOnRay:
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
+        if not refs:  # dynamic allocation may start with none
+            return
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.cfg.start_timeout_s)
         ray.get(ready)  # surfaces actor start errors
         if pending:
@@ -231,11 +261,12 @@ class SparkOnRay:
     def spark_conf(self) -> dict[str, str]:
         cfg = self.cfg
         host = ray.util.get_node_ip_address()
+        slots = (cfg.max_executors if cfg.dynamic else cfg.num_executors) * cfg.executor_cores
         driver_dir = scratch.driver_dir()
         conf = {
             "spark.executor.cores": str(cfg.executor_cores),
             "spark.executor.memory": f"{cfg.memory_mb}m",
-            "spark.cores.max": str(cfg.num_executors * cfg.executor_cores),
+            "spark.cores.max": str(slots),
             "spark.driver.host": host,
             "spark.driver.bindAddress": host,
             "spark.ui.enabled": "false",
@@ -251,7 +282,7 @@ class SparkOnRay:
                                                .rstrip(),
             "spark.local.dir": f"{driver_dir}/local",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
-            "spark.sql.shuffle.partitions": str(max(2, 2 * cfg.num_executors * cfg.executor_cores)),
+            "spark.sql.shuffle.partitions": str(max(2, 2 * slots)),
             "spark.task.maxFailures": "8",
             "spark.stage.maxConsecutiveAttempts": "8",
             "spark.network.timeout": "60s",
@@ -261,6 +292,15 @@ class SparkOnRay:
             "spark.executor.logs.rolling.maxSize": str(16 << 20),
             "spark.executor.logs.rolling.maxRetainedFiles": "3",
         }
+        if cfg.dynamic:  # Spark decides the count; ExecutorAllocator makes Ray follow it
+            conf.update({
+                "spark.dynamicAllocation.enabled": "true",
+                # No external shuffle service on Ray: executors with shuffle data stay until it is unused.
+                "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+                "spark.dynamicAllocation.minExecutors": str(cfg.min_executors),
+                "spark.dynamicAllocation.maxExecutors": str(cfg.max_executors),
+                "spark.dynamicAllocation.initialExecutors": str(cfg.num_executors),
+            })
         for key, value in cfg.configs.items():  # the user's settings win; their Java options come last
             conf[key] = f"{conf[key]} {value}" if key.endswith("extraJavaOptions") and key in conf else value
         jar = self._spill_writer_jar()
@@ -314,7 +354,10 @@ class SparkOnRay:
 
     # -- inspect -----------------------------------------------------------------------------
     def executors(self, timeout_s: float = 30.0) -> list[ExecutorInfo]:
-        refs = [a.info.remote() for a in self.executor_actors]
+        with self._actors_lock:
+            refs = [a.info.remote() for a in self.executor_actors]
+        if not refs:
+            return []
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         out = []
         for ref in ready:
@@ -329,6 +372,8 @@ class SparkOnRay:
 
     # -- stop --------------------------------------------------------------------------------
     def stop(self, cleanup_data: bool = True) -> None:
+        if self._allocator is not None:
+            self._allocator.stop()
         for hook in list(self.stop_hooks):
             try:
                 hook(cleanup_data)
@@ -343,7 +388,10 @@ class SparkOnRay:
             except Exception:
                 log.exception("SparkSession.stop failed")
             self.spark = None
-        actors = [a for a in [*self.executor_actors, self.master] if a is not None]
+        if self._allocator is not None:
+            self._allocator.stop()
+        with self._actors_lock:
+            actors = [a for a in [*self.executor_actors, self.master] if a is not None]
         refs = [a.shutdown.remote() for a in actors]
         ray.wait(refs, num_returns=len(refs), timeout=30)
         for actor in actors:
@@ -360,3 +408,92 @@ class SparkOnRay:
         self.pg = None
         if self.cds is not None:  # a session that recorded class lists builds the archive now, once
             self.cds.finish()
+
+
+class ExecutorAllocator:
+    """Dynamic allocation on Ray: executor actors follow Spark's own executor target.
+
+    Spark's ExecutorAllocationManager (spark.dynamicAllocation.*, shuffle tracking on) decides
+    how many executors the application wants: more while tasks are pending, fewer once an
+    executor has been idle for `executorIdleTimeout` and holds no shuffle data or cached
+    blocks. The standalone master can only launch executors on registered workers, and each
+    worker lives in an executor actor holding Ray resources. So a thread on the driver polls
+    Spark's target: below it, it starts executor actors (an actor Ray cannot place yet is
+    pending demand the Ray autoscaler sees); above it, it stops actors whose worker has had no
+    executor for `IDLE_GRACE_S` (Spark removed it), so their CPUs go back to Ray.
+    """
+
+    POLL_S = 1.0
+    IDLE_GRACE_S = 5.0
+
+    def __init__(self, session: SparkOnRay) -> None:
+        self.session = session
+        self.cfg = session.cfg
+        self._idle_since: dict = {}
+        self._warned = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ftbridge-allocator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            if not ray.is_initialized():  # a Ray call after ray.shutdown() ends the process
+                return
+            try:
+                self.step()
+            except Exception as exc:  # one bad poll must not end allocation
+                if not self._stop.is_set():
+                    log.warning("executor allocation: %s", exc)
+
+    def step(self) -> None:
+        spark = self.session.spark
+        if spark is None:
+            return
+        target = executor_target(spark.sparkContext)
+        if target is None:
+            if not self._warned:
+                log.warning("dynamic allocation: cannot read Spark's executor target; executor actors stay as they are")
+                self._warned = True
+            return
+        want = max(self.cfg.min_executors, min(target, self.cfg.max_executors))
+        with self.session._actors_lock:
+            actors = list(self.session.executor_actors)
+        if want > len(actors):
+            for _ in range(want - len(actors)):
+                self.session.add_executor()
+            log.info("dynamic allocation: Spark wants %d executors, started %d actors", want, want - len(actors))
+            return
+        if len(actors) <= want:
+            self._idle_since.clear()
+            return
+        # Which workers run no executor? An actor still starting (or restarting) does not answer yet.
+        refs = {a.info.remote(): a for a in actors}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=5)
+        now = time.monotonic()
+        idle = set()
+        for ref in ready:
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue
+            actor = refs[ref]
+            if info.get("jvm_pid") is None:
+                idle.add(actor)
+                self._idle_since.setdefault(actor, now)
+        for actor in list(self._idle_since):
+            if actor not in idle:
+                del self._idle_since[actor]
+        surplus = len(actors) - want
+        for actor, since in sorted(self._idle_since.items(), key=lambda kv: kv[1]):
+            if surplus <= 0:
+                break
+            if now - since >= self.IDLE_GRACE_S:
+                del self._idle_since[actor]
+                self.session.remove_executor(actor)
+                surplus -= 1
+                log.info("dynamic allocation: Spark wants %d executors, stopped an idle executor actor", want)

@@ -3,6 +3,7 @@ mapped by every JVM of the next; a broken archive or a failed build only turns s
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,17 @@ def test_sharing_off_by_setting(tmp_path, monkeypatch):
     share = cds.ClassShare(find_java(), spark_home())
     assert share.mode == "off" and share.java_opts("executor", "1") == ""
     assert not (tmp_path / "cache").exists()
+
+
+def test_archives_of_other_installs_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTBRIDGE_CDS", "off")  # only the folder layout is needed here
+    share = cds.ClassShare(find_java(), spark_home())
+    share.dir.mkdir(parents=True)
+    for age, name in enumerate(["newest", "second", "third", "oldest"]):
+        other = share.dir.parent / name
+        other.mkdir()
+        (other / "spark.jsa").write_bytes(b"x")
+        os.utime(other / "spark.jsa", (1_000_000 - age, 1_000_000 - age))
+    share._prune_others()
+    assert sorted(p.name for p in share.dir.parent.iterdir()) == sorted([share.dir.name, "newest", "second"])
