@@ -72,3 +72,13 @@ def python_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), env.get("PYTHONPATH", "")])
     env["PYSPARK_PYTHON"] = sys.executable
     return env
+
+
+def free_cpus_settle_at(value: float, timeout_s: float = 60.0) -> bool:
+    """Ray's view of free CPUs lags behind actors that start and end: wait until it reads `value`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if abs(ray.available_resources().get("CPU", 0) - value) < 1e-6:
+            return True
+        time.sleep(0.5)
+    return False

@@ -17,17 +17,10 @@ from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.errors import ConfigurationError
 from lineage import queries
 from lineage.catalog import Catalog
+from tests.conftest import free_cpus_settle_at
 
 FAST = {"spark.dynamicAllocation.executorIdleTimeout": "3s", "spark.dynamicAllocation.schedulerBacklogTimeout": "1s"}
 
-
-def _free_cpus_settle_at(value: float, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if abs(ray.available_resources().get("CPU", 0) - value) < 1e-6:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def _wait_executors(n: int, timeout_s: float = 90.0) -> list:
@@ -53,7 +46,7 @@ def test_bad_dynamic_settings_are_refused(ray_cluster):
 @pytest.mark.core
 def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(ray_cluster):
     total = ray.cluster_resources()["CPU"]
-    assert _free_cpus_settle_at(total), "CPUs of earlier tests were not given back"
+    assert free_cpus_settle_at(total), "CPUs of earlier tests were not given back"
     spark = ftbridge.init_spark("dyn", num_executors=0, executor_cores=1, executor_memory="512MB",
                                 min_executors=0, max_executors=2, configs=FAST)
     try:
@@ -73,7 +66,7 @@ def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(ray_cl
         assert result == [sum(range(8))]
         assert max(peak) == 2, peak  # the maximum, not more
         _wait_executors(0)            # back to the minimum once idle
-        assert _free_cpus_settle_at(total), ray.available_resources()
+        assert free_cpus_settle_at(total), ray.available_resources()
 
         @ray.remote(num_cpus=total)
         def needs_every_cpu():
@@ -84,7 +77,7 @@ def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(ray_cl
         assert spark.range(0, 1000, numPartitions=2).count() == 1000
     finally:
         ftbridge.stop_spark()
-    assert _free_cpus_settle_at(total)
+    assert free_cpus_settle_at(total)
 
 
 def test_conversion_survives_scale_down_and_rebuild_scales_up(ray_cluster, tmp_path):

@@ -13,7 +13,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.errors import ConfigurationError, InsufficientResourcesError
-from tests.conftest import python_env
+from tests.conftest import free_cpus_settle_at, python_env
 
 
 def _concurrent_tasks(spark, slots: int) -> int:
@@ -28,15 +28,6 @@ def _concurrent_tasks(spark, slots: int) -> int:
     return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 
 
-def _free_cpus_settle_at(value: float, timeout_s: float = 60.0) -> bool:
-    """Ray's view of free CPUs lags behind actors that start and end: wait until it reads `value`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if abs(ray.available_resources().get("CPU", 0) - value) < 1e-6:
-            return True
-        time.sleep(0.5)
-    return False
-
 
 @pytest.mark.core
 def test_fractional_cpu_executor_runs_more_spark_cores_than_ray_cpus(ray_cluster):
@@ -46,13 +37,13 @@ def test_fractional_cpu_executor_runs_more_spark_cores_than_ray_cpus(ray_cluster
     with pytest.raises(InsufficientResourcesError, match="CPUs"):  # what ftbridge refused before
         ftbridge.init_spark("whole", num_executors=1, executor_cores=cores, executor_memory="512MB")
     total = ray.cluster_resources()["CPU"]
-    assert _free_cpus_settle_at(total), "CPUs of earlier tests were not given back"
+    assert free_cpus_settle_at(total), "CPUs of earlier tests were not given back"
     spark = ftbridge.init_spark("fraction", num_executors=1, executor_cores=cores, executor_memory="512MB",
                                 executor_cpus=0.1)
     try:
         assert spark.sparkContext.defaultParallelism == cores
         assert _concurrent_tasks(spark, cores) == cores
-        assert _free_cpus_settle_at(total - 0.1), ray.available_resources()
+        assert free_cpus_settle_at(total - 0.1), ray.available_resources()
     finally:
         ftbridge.stop_spark()
 
