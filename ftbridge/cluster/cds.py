@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 DUMP_TIMEOUT_S = 300
 KEEP_OTHER_ARCHIVES = 2  # ~150 MB each: archives of other Java/Spark installs beyond these go
 ROLES = ("driver", "executor", "master", "worker")
+# A driver JVM started before the recording session (an earlier session of the same process)
+# records nothing; the others must have.
+REQUIRED_ROLES = ("executor", "master", "worker")
 
 
 def enabled() -> bool:
@@ -127,7 +130,7 @@ class ClassShare:
         if not (self.lists / "classpath.txt").is_file():
             return False
         names = [p.name for p in self.lists.glob("*.lst") if p.stat().st_size > 0]
-        return all(any(n.startswith(role) for n in names) for role in ROLES)
+        return all(any(n.startswith(role) for n in names) for role in REQUIRED_ROLES)
 
     def finish(self) -> None:
         """After the session's JVMs are gone: build the archive from what they recorded."""
@@ -146,7 +149,8 @@ class ClassShare:
 
     # -- building ----------------------------------------------------------------------------
     def save_class_path(self, jvm_pid: int) -> None:
-        """Keep the recording driver JVM's class path: the archive must be dumped with exactly it."""
+        """Keep the class path of a JVM ftbridge started (the master's): the archive must be dumped
+        with exactly the class path its users start with (the launcher's order of `jars/*`)."""
         if self.mode != "record":
             return
         args = jvm_cmdline(jvm_pid)

@@ -146,6 +146,7 @@ class SparkOnRay:
         self._phase("driver JVM", t)
         t = time.monotonic()
         self.master_info = self._get(self.master.info.remote(), "the Spark master actor")
+        self.cds.save_class_path(self.master_info["jvm_pid"])  # the master runs on this node
         self._phase("master up (after driver JVM)", t)
         t = time.monotonic()
         self.spark = self._make_session(conf, log_path)
@@ -321,7 +322,6 @@ class SparkOnRay:
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
             raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path, jvm.file_tail(log_path, 15)) from exc
         if jvm_pid is not None:
-            self.cds.save_class_path(jvm_pid)
             scratch.watch_driver_jvm(jvm_pid)
             log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
 
