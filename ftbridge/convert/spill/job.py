@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
@@ -9,6 +11,8 @@ from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
 from ftbridge_common.errors import ConversionError, FtbridgeError
+
+STRAGGLER_SWEEPS_S = (2.0, 10.0, 30.0)
 
 
 def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) -> list[dict]:
@@ -24,6 +28,12 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
     except Exception as exc:
         batches.unpersist()
         delete_conversion_dirs(target, conversion_id)  # partitions already written: unrecorded, so removed
+        # A Python writer whose task Spark already cancelled can still finish and rename its file:
+        # sweep the unrecorded folders again once such stragglers are done.
+        for delay_s in STRAGGLER_SWEEPS_S:
+            sweep = threading.Timer(delay_s, delete_conversion_dirs, (target, conversion_id))
+            sweep.daemon = True
+            sweep.start()
         if isinstance(exc, FtbridgeError):
             raise
         raise foreign.spark_job_failed(spark_adapter.error_text(exc), conversion_id) from exc
