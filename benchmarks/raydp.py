@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,17 @@ def run_child(python: str, engine: str, spec: dict, log_path: str) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO, JAVA_HOME=os.environ.get("JAVA_HOME", ""))
     if not env["JAVA_HOME"]:
         env.pop("JAVA_HOME")
+    # RayDP's JVMs (driver, app master, Ray Java workers) put spark-*, blockmgr-* and native
+    # libraries in java.io.tmpdir: give every JVM of the child a folder removed after it.
+    java_tmp = tempfile.mkdtemp(prefix=f"java-{engine}-", dir=spec["tmp"])
+    env["JAVA_TOOL_OPTIONS"] = " ".join(o for o in (env.get("JAVA_TOOL_OPTIONS"), f"-Djava.io.tmpdir={java_tmp}") if o)
+    try:
+        return _run_child(python, engine, spec, log_path, env)
+    finally:
+        shutil.rmtree(java_tmp, ignore_errors=True)
+
+
+def _run_child(python: str, engine: str, spec: dict, log_path: str, env: dict) -> dict:
     with open(log_path, "a") as log:
         log.write(f"\n===== {engine} {time.strftime('%H:%M:%S')}\n")
         log.flush()

@@ -95,6 +95,7 @@ class SparkOnRay:
         self.master = None
         self.executor_actors: list = []
         self._actors_lock = threading.RLock()
+        self._next_index = 0  # names and (static) bundle of the next executor actor
         self._allocator: ExecutorAllocator | None = None
         self.spark = None
         self.stop_hooks: list[Callable[[bool], None]] = []
@@ -212,7 +213,7 @@ class SparkOnRay:
     def add_executor(self):
         """Start one more executor actor (its worker registers; the master gives it an executor)."""
         with self._actors_lock:
-            index = self._next_index = getattr(self, "_next_index", -1) + 1
+            index, self._next_index = self._next_index, self._next_index + 1
             actor = self._make_executor(index)
             self.executor_actors.append(actor)
             return actor
