@@ -12,8 +12,8 @@ from ftbridge.errors import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-_API = ("ExecutorInfo", "conversion_id", "executors", "from_spark", "from_spark_recoverable", "init_spark",
-        "open_recoverable", "release", "spark_session", "stop_spark", "to_spark")
+_API = ("ExecutorInfo", "FitResult", "conversion_id", "executors", "fit_on_spark", "from_spark",
+        "from_spark_recoverable", "init_spark", "open_recoverable", "release", "spark_session", "stop_spark", "to_spark")
 
 __all__ = [*_API, "__version__"]
 

@@ -6,13 +6,17 @@ from ftbridge.cluster.session import ExecutorInfo, executors, init_spark, spark_
 from ftbridge.cluster.session import current_or_none
 from ftbridge.convert import conversion
 from ftbridge.convert.to_spark import conversion as ray_to_spark
+from ftbridge.train import fit as train_fit
+from ftbridge.train.fit import FitResult
 
-__all__ = ["ExecutorInfo", "conversion_id", "executors", "from_spark", "from_spark_recoverable", "init_spark",
-           "open_recoverable", "release", "spark_session", "stop_spark", "to_spark"]
+__all__ = ["ExecutorInfo", "FitResult", "conversion_id", "executors", "fit_on_spark", "from_spark",
+           "from_spark_recoverable", "init_spark", "open_recoverable", "release", "spark_session", "stop_spark",
+           "to_spark"]
 
 
 def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
-                           allow_nondeterministic: bool = False, recipe: str | None = None):
+                           allow_nondeterministic: bool = False, recipe: str | None = None,
+                           materialize: bool = True):
     """Convert a Spark DataFrame to a ray.data.Dataset that survives lost blocks, files and nodes.
 
     Args:
@@ -24,12 +28,17 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
         name: a name for the audit.
         allow_nondeterministic: accept rebuilt partitions whose content differs.
         recipe: "package.module:function" that rebuilds `df` in a fresh Spark session.
+        materialize: True (default): every partition is read into Ray's object store before this
+            returns; the blocks stay there while the Dataset lives (fast repeated passes, a lost
+            block comes back through Ray's lineage). False: a lazy, streaming Dataset; every pass
+            (epoch) streams the spill files again and the object store holds only the blocks in
+            flight - for data larger than the object store and long training jobs.
 
     Returns:
         A ray.data.Dataset; `ftbridge.conversion_id(ds)` gives its conversion id.
     """
     return conversion.create(df, storage_level, spill_dir=spill_dir, catalog=catalog, name=name,
-                             allow_nondeterministic=allow_nondeterministic, recipe=recipe)
+                             allow_nondeterministic=allow_nondeterministic, recipe=recipe, materialize=materialize)
 
 
 def from_spark(df, **kwargs):
@@ -37,13 +46,49 @@ def from_spark(df, **kwargs):
     return from_spark_recoverable(df, **kwargs)
 
 
-def open_recoverable(conversion_id: str, *, catalog=None):
+def open_recoverable(conversion_id: str, *, catalog=None, materialize: bool = True):
     """Rebuild the Dataset of a recorded conversion (e.g. in a new driver after a crash).
 
     Partitions whose spill files survive are read; missing ones are rebuilt by this
-    process's Spark (if it made the conversion) or the conversion's recipe.
+    process's Spark (if it made the conversion) or the conversion's recipe. `materialize`
+    as in `from_spark_recoverable` (False: a streaming Dataset).
     """
-    return conversion.reopen(conversion_id, catalog=catalog)
+    return conversion.reopen(conversion_id, catalog=catalog, materialize=materialize)
+
+
+def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets=None, name=None, streaming: bool = True,
+                 spill_dir=None, catalog=None, max_failures: int = 3, storage_path=None, keep_data: bool = False,
+                 **trainer_kwargs) -> FitResult:
+    """Train a Ray Train (v2) trainer on Spark DataFrames, recoverably, with the run in the catalog.
+
+    Each DataFrame becomes a recoverable conversion and one of the trainer's datasets:
+    `train_df` is "train", `evaluate_df` is "evaluation", `datasets` adds more by name (Spark
+    DataFrames or ray.data.Datasets). Inside the training function, read them with
+    `ray.train.get_dataset_shard(name)`.
+
+    Args:
+        trainer_cls: a Ray Train trainer class (XGBoostTrainer, TorchTrainer, DataParallelTrainer, ...).
+        streaming: True (default): each epoch streams the spill files (bounded object-store use);
+            False: the datasets are materialized in Ray's object store for the whole run.
+        name: the run's name (default: the run_config's, else "ftbridge-<trainer>-<id>").
+        max_failures: Ray Train restarts of the worker group (from the last checkpoint) before
+            the run fails; used unless `run_config` sets its own FailureConfig.
+        storage_path: where Ray Train keeps checkpoints (default ~/ray_results; on a multi-node
+            cluster a path every node sees).
+        keep_data: keep the conversions after a successful run (default: release them).
+        **trainer_kwargs: the trainer's own arguments (train_loop_per_worker, scaling_config,
+            run_config, ...). The run recorder is added to run_config's callbacks.
+
+    Returns:
+        FitResult: `.result` (Ray Train's Result), `.checkpoint`, `.metrics`, `.run_id`
+        (`ftbridge show RUN_ID` gives its timeline), `.conversions`.
+
+    Raises:
+        TrainingFailedError: the run failed after its restarts (recorded as failed).
+    """
+    return train_fit.fit_on_spark(trainer_cls, train_df, evaluate_df, datasets=datasets, name=name,
+                                  streaming=streaming, spill_dir=spill_dir, catalog=catalog, max_failures=max_failures,
+                                  storage_path=storage_path, keep_data=keep_data, **trainer_kwargs)
 
 
 def to_spark(ds, spark, *, staging_dir=None, catalog=None, name=None):

@@ -19,6 +19,7 @@ boundaries. Recoverability is marked by mixins, as in dlt::
     │   ├── ConversionReleasedError (TerminalError)
     │   ├── PartitionLostError (TerminalError)    nothing could rebuild a partition
     │   └── NonDeterministicRebuildError (TerminalError)
+    ├── TrainingFailedError (TerminalError)      a fit_on_spark trainer failed after its restarts
     └── CatalogError
         ├── CatalogMissingError (TerminalError)   no catalog file at the path given
         ├── CatalogCorruptError (TerminalError)
@@ -139,6 +140,10 @@ class PartitionLostError(TerminalError, ConversionError):
 
 class NonDeterministicRebuildError(TerminalError, ConversionError):
     """A rebuilt partition differs from the original (non-deterministic plan)."""
+
+
+class TrainingFailedError(TerminalError, FtbridgeError):
+    """A training run failed after Ray Train's restarts (`run_id`, `cause`); the run is in the catalog."""
 
 
 class CatalogError(FtbridgeError):

@@ -27,6 +27,7 @@ from ftbridge_common.errors import (
     FtbridgeError,
     PartitionLostError,
     SpillDiskFullError,
+    TrainingFailedError,
 )
 
 
@@ -209,6 +210,19 @@ def rebuild_wait_failed(exc: BaseException, conversion_id: str, partition: int, 
         cause = f"rebuild failed: {first_line(exc)}"
     return PartitionLostError(conversion_id=conversion_id, partition=partition, node_id=node_id,
                               cause=f"{why}; {cause}")
+
+
+def training_failed(exc: BaseException, run_id: str, run_name: str, storage: str) -> FtbridgeError:
+    """Ray Train's TrainingFailedError (or anything else `fit()` raised) as ftbridge's, naming the run."""
+    workers = getattr(exc, "worker_failures", None)  # Ray Train's WorkerGroupError: rank -> exception
+    if isinstance(workers, dict) and workers:
+        exc = workers[min(workers)]
+    found = ftbridge_error_in(exc)
+    cause = root_cause(exc)
+    text = f"{type(found).__name__}: {found}" if found is not None else f"{type(cause).__name__}: {first_line(cause)}"
+    return TrainingFailedError(
+        f"training run {run_name} ({run_id[:12]}) failed: {text}. Its timeline: `ftbridge show {run_id[:12]}`; "
+        f"its checkpoints and worker logs are under {storage}.", run_id=run_id, cause=text)
 
 
 def writer_call_failed(exc: BaseException, method: str, timeout_s: float) -> FtbridgeError:

@@ -6,7 +6,8 @@ import statistics
 
 from lineage import queries
 from lineage.kinds import EventKind as K
-from lineage.kinds import PartitionState
+from lineage.kinds import PartitionState, RunStatus
+from lineage.kinds import RunEventKind as RK
 
 DETECTIONS = (K.SPILL_MISSING, K.CHECKSUM_MISMATCH, K.VERIFY_FAILED)
 REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE, K.REBUILT_FROM_RAY)
@@ -71,3 +72,73 @@ def audit(con) -> list[dict]:
         cid = conv["conversion_id"]
         out.append(summarize(conv, queries.partitions(con, cid), queries.events(con, cid)))
     return out
+
+
+def _epoch_seconds(run_events: list[dict]) -> tuple[list[float], list[float]]:
+    """Lengths of the intervals between progress points (start, reports): (clean ones, ones with a failure)."""
+    clean, disrupted = [], []
+    last, failed = None, False
+    for ev in run_events:
+        if ev["kind"] == RK.WORKER_FAILED:
+            failed = True
+        elif ev["kind"] in (RK.STARTED, RK.REPORT):
+            if last is not None:
+                (disrupted if failed else clean).append((ev["happened_at"] - last).total_seconds())
+            last, failed = ev["happened_at"], False
+        elif ev["kind"] in (RK.FINISHED, RK.FAILED) and failed and last is not None:
+            disrupted.append((ev["happened_at"] - last).total_seconds())
+    return clean, disrupted
+
+
+def time_lost(run_events: list[dict]) -> float:
+    """Seconds the failures cost: each interval between progress points that held a failure, minus
+    the median clean interval (work redone since the last report + restart + the interval's own work)."""
+    clean, disrupted = _epoch_seconds(run_events)
+    typical = statistics.median(clean) if clean else 0.0
+    return round(sum(max(0.0, d - typical) for d in disrupted), 3)
+
+
+def summarize_run(run: dict, inputs: dict[str, str], run_events: list[dict], input_events: list[dict]) -> dict:
+    reports = [e for e in run_events if e["kind"] == RK.REPORT]
+    epochs = {e["epoch"] for e in reports if e["epoch"] is not None}
+    failures = sum(1 for e in run_events if e["kind"] == RK.WORKER_FAILED)
+    restarts = failures - (1 if failures and run["status"] == RunStatus.FAILED else 0)
+    end = run["finished_at"]
+    return {
+        "id": run["run_id"], "name": run["name"], "ray_run_id": run["ray_run_id"], "trainer": run["trainer"],
+        "status": run["status"], "started": run["started_at"].isoformat(),
+        "finished": end.isoformat() if end else None,
+        "seconds": round((end - run["started_at"]).total_seconds(), 3) if end else None,
+        "inputs": inputs,
+        "epochs_completed": len(epochs) if epochs else len(reports),
+        "reports": len(reports),
+        "checkpoints": sum(1 for e in reports if e["checkpoint"]),
+        "worker_failures": failures, "restarts": restarts, "attempts": 1 + restarts,
+        "recovery_events": sum(1 for e in input_events if e["kind"] in RECOVERY_KINDS),
+        "rebuilt": sum(1 for e in input_events if e["kind"] in REBUILDS),
+        "reconstructed": sum(1 for e in input_events if e["kind"] == K.OBJECT_RECONSTRUCTED),
+        "time_lost_s": time_lost(run_events),
+        "error": run["error"],
+    }
+
+
+def run_timeline(run_events: list[dict], input_events: list[dict]) -> list[dict]:
+    """The run's own events and its inputs' recovery events, in time order."""
+    rows = [{"at": e["happened_at"], "what": e["kind"], "epoch": e["epoch"], "conversion": None, "partition": None,
+             "detail": e["checkpoint"] or e["detail"] or ""} for e in run_events]
+    rows += [{"at": e["started_at"], "what": e["kind"], "epoch": None, "conversion": e["conversion_id"],
+              "partition": e["partition_id"], "detail": e["detail"] or ""}
+             for e in input_events if e["kind"] in RECOVERY_KINDS]
+    return sorted(rows, key=lambda r: r["at"])
+
+
+def run_record(con, run: dict) -> tuple[dict, list[dict]]:
+    """(summary, timeline) of one training run."""
+    inputs = queries.run_inputs(con, run["run_id"])
+    events = queries.run_events(con, run["run_id"])
+    data = queries.events_between(con, sorted(set(inputs.values())), run["started_at"], run["finished_at"])
+    return summarize_run(run, inputs, events, data), run_timeline(events, data)
+
+
+def runs_audit(con) -> list[dict]:
+    return [run_record(con, r)[0] for r in queries.runs(con)]

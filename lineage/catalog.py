@@ -57,6 +57,15 @@ def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, sta
             "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
 
 
+def new_run_event(run_id: str, kind: str, at: float | None = None, epoch: int | None = None,
+                  checkpoint: str | None = None, detail: str = "") -> dict:
+    """A run_events-table row; `at` is a time.time() value (default: now)."""
+    at = time.time() if at is None else at
+    return {"event_id": new_event_id(), "run_id": run_id, "kind": kind,
+            "happened_at": datetime.fromtimestamp(at, timezone.utc), "epoch": epoch, "checkpoint": checkpoint,
+            "detail": detail}
+
+
 def _make_private(path: str) -> None:
     """The catalog file (and its WAL) readable by its owner only: it names hosts, paths, plans."""
     for name in (path, path + ".wal"):

@@ -48,3 +48,21 @@ class Direction(StrEnum):
 class ConversionStatus(StrEnum):
     ACTIVE = "active"
     RELEASED = "released"
+
+
+class RunStatus(StrEnum):
+    """A training run as the catalog last knew it."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class RunEventKind(StrEnum):
+    """What happened to a training run (its timeline; recovery events of its inputs are in `events`)."""
+
+    STARTED = "started"              # the driver started the trainer
+    REPORT = "report"                # every worker reported (ray.train.report): an epoch or step done
+    WORKER_FAILED = "worker_failed"  # one or more Train workers raised or died; Ray Train restarts the group
+    FINISHED = "finished"
+    FAILED = "failed"

@@ -46,3 +46,45 @@ def partition_states(con) -> dict[str, dict[str, int]]:
             "SELECT conversion_id, state, count(*) FROM partitions GROUP BY ALL").fetchall():
         out.setdefault(conv, {})[state] = n
     return out
+
+
+def _has_runs(con) -> bool:
+    """False for a catalog of schema < 5 opened read-only (migrated by the next writer)."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+
+
+def runs(con) -> list[dict]:
+    return _dicts(con.execute("SELECT * FROM runs ORDER BY started_at")) if _has_runs(con) else []
+
+
+def run(con, key: str) -> dict | None:
+    """A training run by id, unique id prefix, name or Ray Train run id; None if nothing matches."""
+    if not _has_runs(con):
+        return None
+    rows = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ? OR ray_run_id = ?", [key, key]))
+    if not rows:
+        rows = _dicts(con.execute("SELECT * FROM runs WHERE run_id LIKE ? OR name = ? ORDER BY started_at DESC",
+                                  [f"{key}%", key]))
+    return rows[0] if rows else None
+
+
+def run_inputs(con, run_id: str) -> dict[str, str]:
+    return dict(con.execute("SELECT dataset, conversion_id FROM run_inputs WHERE run_id = ? ORDER BY dataset",
+                            [run_id]).fetchall())
+
+
+def run_events(con, run_id: str) -> list[dict]:
+    return _dicts(con.execute("SELECT * FROM run_events WHERE run_id = ? ORDER BY happened_at, kind", [run_id]))
+
+
+def events_between(con, conversion_ids: list[str], start, end) -> list[dict]:
+    """Events of `conversion_ids` that started in [start, end] (end None: until now)."""
+    if not conversion_ids:
+        return []
+    marks = ", ".join("?" * len(conversion_ids))
+    sql = f"SELECT * FROM events WHERE conversion_id IN ({marks}) AND started_at >= ?"
+    args = [*conversion_ids, start]
+    if end is not None:
+        sql += " AND started_at <= ?"
+        args.append(end)
+    return _dicts(con.execute(sql + " ORDER BY started_at", args))

@@ -60,3 +60,36 @@ def set_conversion_status(con, conversion_id: str, status: str, partition_state:
     if partition_state:
         con.execute("UPDATE partitions SET state = ?, updated_at = ? WHERE conversion_id = ?",
                     [partition_state, now(), conversion_id])
+
+
+RUN_EVENT_COLUMNS = ("event_id", "run_id", "kind", "happened_at", "epoch", "checkpoint", "detail")
+
+
+def insert_run(con, run: dict, inputs: dict[str, str], events: list[dict]) -> None:
+    """A training run, the conversions it reads ({dataset name: conversion id}) and its first events."""
+    con.execute("DELETE FROM run_inputs WHERE run_id = ?", [run["run_id"]])
+    con.execute("DELETE FROM runs WHERE run_id = ?", [run["run_id"]])
+    cols = list(run)
+    con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [run[c] for c in cols])
+    for dataset, conversion_id in inputs.items():
+        con.execute("INSERT INTO run_inputs VALUES (?, ?, ?)", [run["run_id"], dataset, conversion_id])
+    insert_run_events(con, events)
+
+
+def insert_run_events(con, events: list[dict]) -> None:
+    for ev in events:
+        con.execute(f"INSERT INTO run_events ({', '.join(RUN_EVENT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(RUN_EVENT_COLUMNS))}) ON CONFLICT DO NOTHING",
+                    [ev.get(c) for c in RUN_EVENT_COLUMNS])
+
+
+def update_run(con, run_id: str, fields: dict) -> None:
+    """Set columns of a run; `ray_run_id` is only filled once (the first report names it)."""
+    fields = dict(fields)
+    if "ray_run_id" in fields:
+        con.execute("UPDATE runs SET ray_run_id = ? WHERE run_id = ? AND ray_run_id IS NULL",
+                    [fields.pop("ray_run_id"), run_id])
+    if fields:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -73,6 +73,38 @@ MIGRATIONS: dict[int, list[str]] = {
             '([?&])[A-Za-z_]*(key|secret|token|password|credential|signature|sig)[A-Za-z_]*=[^&]*', '\1', 'gi')
             WHERE spill_root LIKE '%://%'""",
     ],
+    5: [
+        # Training runs that read conversions (fit_on_spark or a RunRecorder callback).
+        """CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR PRIMARY KEY,         -- ftbridge's id (the driver makes it)
+            name VARCHAR,                       -- Ray Train's run (experiment) name
+            ray_run_id VARCHAR,                 -- Ray Train's own run id, once its controller reports
+            trainer VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ,
+            status VARCHAR NOT NULL,            -- running | finished | failed
+            storage_path VARCHAR,
+            error VARCHAR,
+            driver_host VARCHAR,
+            driver_pid INTEGER
+        )""",
+        """CREATE TABLE IF NOT EXISTS run_inputs (
+            run_id VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,           -- the trainer's dataset name ("train", ...)
+            conversion_id VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, dataset)
+        )""",
+        """CREATE TABLE IF NOT EXISTS run_events (
+            event_id VARCHAR PRIMARY KEY,       -- made by the caller: retried writes are idempotent
+            run_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,              -- started | report | worker_failed | finished | failed
+            happened_at TIMESTAMPTZ NOT NULL,
+            epoch INTEGER,                      -- the reported metrics' "epoch", if any
+            checkpoint VARCHAR,                 -- the checkpoint's path, if the report carried one
+            detail VARCHAR
+        )""",
+        """CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events (run_id, happened_at)""",
+    ],
 }
 
-REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events")
+REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events", "runs", "run_inputs", "run_events")

@@ -74,9 +74,12 @@ class CatalogWriter:
             records.insert_events(con, events)
 
     def record_read(self, token: str, events: list[dict]) -> None:
-        """A read event; a second read of the same block of the same Dataset is a reconstruction."""
+        """A read event; a second read of the same block of the same materialized Dataset is a
+        reconstruction. A streaming Dataset (token "") reads every partition once per pass."""
         with self._buf_lock:
             for ev in events:
+                if not token:
+                    continue
                 key = (token, ev["conversion_id"], ev["partition_id"])
                 if key in self._reads:
                     ev["kind"] = EventKind.OBJECT_RECONSTRUCTED
@@ -96,6 +99,16 @@ class CatalogWriter:
         with self._lock, self.catalog.write() as con:
             records.set_conversion_status(con, conversion_id, status, partition_state)
             records.insert_events(con, events)
+
+    def record_run(self, run: dict, inputs: dict, events: list[dict]) -> None:
+        with self._lock, self.catalog.write() as con:
+            records.insert_run(con, run, inputs, events)
+
+    def record_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
+        """Events of a training run, and columns of its row to set (status, finished_at, ray_run_id)."""
+        with self._lock, self.catalog.write() as con:
+            records.update_run(con, run_id, fields)
+            records.insert_run_events(con, events)
 
 
 def actor_name(path: str) -> str:

@@ -200,6 +200,36 @@ def read_datasource(source, num_tasks: int, max_retries: int):
                                         num_cpus=0, ray_remote_args={"max_retries": max_retries})
 
 
+def train_v2_enabled() -> bool:
+    """Ray Train v2 (the default since Ray 2.51; on 2.50 only with RAY_TRAIN_V2_ENABLED=1)."""
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    return bool(is_v2_enabled())
+
+
+def train_configs() -> tuple[type, type, type]:
+    """Ray Train v2's (RunConfig, FailureConfig, CheckpointConfig); loaded on first use (~1 s)."""
+    from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig, FailureConfig, CheckpointConfig
+
+
+@functools.lru_cache(maxsize=None)
+def train_callback_class(mixin: type) -> type:
+    """`mixin` combined with Ray Train v2's `UserCallback` (called in the Train controller).
+
+    Made here, not at import, because `ray.train.UserCallback` exists only when v2 is on.
+    """
+    from ray.train.v2.api.callback import UserCallback
+
+    return type(mixin.__name__.removesuffix("Mixin"), (mixin, UserCallback), {"__module__": mixin.__module__})
+
+
+def train_run_id(run_context) -> str | None:
+    """Ray Train's own id of a run, from the `TrainRunContext` its callbacks receive."""
+    return getattr(run_context, "run_id", None)
+
+
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data
@@ -219,4 +249,11 @@ def check() -> list[str]:
 
     if not callable(getattr(worker, "print_to_stdstream", None)):
         missing.append("ray._private.worker.print_to_stdstream")
+    try:
+        from ray.train.v2.api.callback import UserCallback
+        from ray.train.v2._internal.constants import is_v2_enabled  # noqa: F401
+
+        missing += [f"UserCallback.{m}" for m in ("after_report", "after_exception") if not hasattr(UserCallback, m)]
+    except ImportError:
+        missing.append("ray.train.v2 (UserCallback, is_v2_enabled)")
     return missing

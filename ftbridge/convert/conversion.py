@@ -69,7 +69,7 @@ def _record(df, conversion_id: str, name, batches: ArrowBatches, target: SpillTa
 
 
 def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
-           allow_nondeterministic: bool = False, recipe: str | None = None):
+           allow_nondeterministic: bool = False, recipe: str | None = None, materialize: bool = True):
     """`ftbridge.from_spark_recoverable` (see `ftbridge.api` for the arguments)."""
     storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
     check_supported(dataframe_schema(df))               # unsupported types fail before any work
@@ -97,7 +97,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
                                           allow_nondeterministic, cluster.current_or_none()))
     recorded = time.time()
-    ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service)
+    ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
     REGISTRY.remember(ds, conversion_id, cat.path)
     log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs (plan %.2fs, record "
              "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record["total_rows"],
@@ -106,7 +106,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     return ds
 
 
-def reopen(conversion_id: str, *, catalog=None):
+def reopen(conversion_id: str, *, catalog=None, materialize: bool = True):
     """`ftbridge.open_recoverable` (see `ftbridge.api`)."""
     cat = Catalog(catalog)
     conv, parts = cat.load(conversion_id)
@@ -126,7 +126,8 @@ def reopen(conversion_id: str, *, catalog=None):
         service = REGISTRY.service_name()
     elif conv.get("recipe"):
         service = REGISTRY.serve(conversion_id, RecipeRebuilder(conv, parts, cat, writer).rebuild)
-    ds = open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer, service)
+    ds = open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer, service,
+                      materialize)
     REGISTRY.remember(ds, conversion_id, cat.path)
     return ds
 

@@ -35,7 +35,8 @@ class PartitionRef:
 class ReadContext:
     """Shared by all read tasks of one Dataset build."""
 
-    token: str                      # unique per Dataset build: tells a re-read from a first read
+    token: str                      # unique per materialized Dataset: tells a re-read from a first read;
+                                    # "" for a streaming Dataset (each pass reads every partition)
     writer: object                  # CatalogWriter actor handle
     rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
     schema: pa.Schema | None = None  # the Dataset's schema; files in Spark's own labels are cast to it

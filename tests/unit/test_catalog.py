@@ -67,10 +67,13 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
     cat = Catalog(path)
     with cat.read() as con:  # readers never migrate
         assert queries.conversion(con, conv["conversion_id"]).get("spill_format") is None
+        assert queries.runs(con) == [] and queries.run(con, "anything") is None  # no runs tables yet
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 4
+    assert cat.schema_version() == SCHEMA_VERSION == 5
+    with cat.read() as con:
+        assert queries.runs(con) == []  # version 5: the training-run tables exist, empty
     with cat.read() as con:
         old = queries.conversion(con, conv["conversion_id"])
         assert old["spill_format"] is None and old["num_partitions"] == 3
@@ -237,3 +240,54 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
     assert prune(cat, timedelta(days=30))["partitions_removed"] == 0
     with cat.write() as con:  # still a working catalog after the swap
         records.insert_conversion(con, *conv_record())
+
+
+def test_training_run_summary_and_timeline(tmp_path):
+    """A run's counters and time lost come from its recorded events; recovery events of its input
+    inside the run's window join its timeline, those outside do not."""
+    from datetime import timedelta
+
+    from lineage.audit import run_record, runs_audit
+    from lineage.catalog import new_event, new_run_event
+    from lineage.kinds import RunEventKind as RK
+
+    cat = Catalog(tmp_path / "c.duckdb")
+    conv, parts = conv_record()
+    cid, rid = conv["conversion_id"], uuid.uuid4().hex
+    t0 = time.time() - 1000
+    run = {"run_id": rid, "name": "nightly", "trainer": "XGBoostTrainer",
+           "started_at": now() - timedelta(seconds=1000), "status": "running"}
+    # progress every 10 s; a worker fails in the third interval, which then takes 25 s (15 s lost)
+    evs = [new_run_event(rid, RK.STARTED, t0), new_run_event(rid, RK.REPORT, t0 + 10, epoch=0, checkpoint="/c/0"),
+           new_run_event(rid, RK.REPORT, t0 + 20, epoch=1, checkpoint="/c/1"),
+           new_run_event(rid, RK.WORKER_FAILED, t0 + 24, detail="rank 1: node died"),
+           new_run_event(rid, RK.REPORT, t0 + 45, epoch=2, checkpoint="/c/2"),
+           new_run_event(rid, RK.REPORT, t0 + 55, epoch=3)]
+    with cat.write() as con:
+        records.insert_conversion(con, conv, parts)
+        records.insert_run(con, run, {"train": cid}, evs[:1])
+        records.insert_run(con, run, {"train": cid}, evs[:1])  # replayed: same rows
+        records.insert_run_events(con, evs[1:])
+        records.insert_run_events(con, evs[1:])  # replayed: same rows
+        records.update_run(con, rid, {"ray_run_id": "ray-1"})
+        records.update_run(con, rid, {"ray_run_id": "ray-2"})  # only the first report names it
+        records.insert_events(con, [new_event(cid, 1, "spill_missing", t0 + 30), new_event(cid, 1, "rebuilt_from_spark",
+                                                                                          t0 + 31)])
+        records.insert_events(con, [new_event(cid, 2, "rebuilt_from_spark", t0 - 100)])  # before the run
+        records.update_run(con, rid, {"status": "finished", "finished_at": now() - timedelta(seconds=900)})
+        records.insert_run_events(con, [new_run_event(rid, RK.FINISHED, t0 + 100)])
+    with cat.read() as con:
+        assert queries.run(con, rid[:10])["run_id"] == rid
+        assert queries.run(con, "nightly")["run_id"] == rid
+        assert queries.run(con, "ray-1")["run_id"] == rid
+        assert queries.run(con, "no-such-run") is None
+        summary, timeline = run_record(con, queries.run(con, rid))
+        assert runs_audit(con) == [summary]
+    assert summary["inputs"] == {"train": cid} and summary["ray_run_id"] == "ray-1"
+    assert (summary["epochs_completed"], summary["checkpoints"], summary["worker_failures"]) == (4, 3, 1)
+    assert (summary["restarts"], summary["attempts"], summary["status"]) == (1, 2, "finished")
+    assert summary["recovery_events"] == 2 and summary["rebuilt"] == 1
+    assert summary["time_lost_s"] == pytest.approx(15.0, abs=0.01)
+    kinds = [r["what"] for r in timeline]
+    assert kinds == ["started", "report", "report", "worker_failed", "spill_missing", "rebuilt_from_spark", "report",
+                     "report", "finished"]

@@ -20,13 +20,17 @@ from lineage.writer import call
 
 def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget, schema: pa.Schema, writer,
                  service_name: str | None, materialize: bool = True):
-    """The Dataset over `partitions`, read (materialize=True) before it returns.
+    """The Dataset over `partitions`.
 
     Args:
         service_name: the rebuild service that read tasks ask when a file is missing or bad.
+        materialize: True: read every partition into Ray's object store before returning (blocks
+            stay pinned while the Dataset lives; a lost block is rebuilt by Ray's lineage). False:
+            a lazy, streaming Dataset; each pass (epoch) reads the spill files again, and the
+            object store holds only the blocks in flight.
     """
     refs = [PartitionRef.of(conversion_id, p, target) for p in partitions]
-    ctx = ReadContext(uuid.uuid4().hex, writer, service_name, schema)
+    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer, service_name, schema)
     if not refs:  # no partitions at all: an empty Dataset that still knows its schema
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()
