@@ -22,6 +22,7 @@ from lineage.kinds import ConversionStatus
 log = logging.getLogger(__name__)
 
 NODE_RESOURCE = "chaos_node"
+TRAIN_RESOURCE = "train_slot"  # one Ray Train worker per node (no CPU: the node's CPU is its executor's)
 SPARK_CONF = {
     # Short enough that a paused executor is declared lost within a scenario's bound.
     "spark.network.timeout": "12s",
@@ -49,7 +50,8 @@ class ChaosEnv:
         return SpillTarget.resolve(None).root
 
     def add_node(self):
-        node = self.cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}, object_store_memory=300 << 20)
+        node = self.cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1, TRAIN_RESOURCE: 1},
+                                     object_store_memory=300 << 20)
         self.nodes.append(node)
         return node
 
