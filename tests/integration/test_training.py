@@ -26,7 +26,8 @@ import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
 from chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-from ftbridge.errors import ConfigurationError, TrainingFailedError
+from ftbridge.convert import conversion
+from ftbridge.errors import ConfigurationError, PartitionLostError, TrainingFailedError
 from lineage import queries
 from lineage.audit import run_record
 from lineage.catalog import Catalog
@@ -88,6 +89,22 @@ def test_streaming_dataset_reads_every_pass_and_rebuilds_a_lost_file(train_clust
     assert kinds.count("read") == 2 * len(parts) and "object_reconstructed" not in kinds
     assert kinds.count("spill_missing") == 1 and kinds.count("rebuilt_from_spark") == 1
     ftbridge.release(ds)
+
+
+def test_a_streaming_partition_nothing_can_rebuild_fails_naming_it(train_cluster, tmp_path):
+    """As in a new driver without the Spark session that made it and without a recipe."""
+    catalog = str(tmp_path / "c.duckdb")
+    made = ftbridge.from_spark_recoverable(frame(train_cluster, 4_000, 2), catalog=catalog)
+    cid = ftbridge.conversion_id(made)
+    conversion.REGISTRY.forget(cid).batches.unpersist()
+    with Catalog(catalog).read() as con:
+        lost = queries.partitions(con, cid)[1]
+    os.remove(lost["path"])
+    ds = ftbridge.open_recoverable(cid, catalog=catalog, materialize=False)  # lazy: no error yet
+    with pytest.raises(PartitionLostError) as info:
+        read_all(ds)
+    assert (info.value.conversion_id, info.value.partition) == (cid, 1)
+    ftbridge.release(cid, catalog=catalog)
 
 
 def _delete_between_epochs(out: str, catalog: str, name: str, box: dict) -> None:
