@@ -186,8 +186,9 @@ def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, a
     return ray.get(getattr(actor, method).remote(*args), timeout=timeout_s)
 
 
-def read_datasource(source, num_tasks: int, max_retries: int):
-    """`ray.data.read_datasource` with read tasks that ask for no CPU and retry `max_retries` times.
+def read_datasource(source, num_tasks: int, max_retries: int, concurrency: int | None = None):
+    """`ray.data.read_datasource` with read tasks that ask for no CPU and retry `max_retries` times,
+    at most `concurrency` (default: all) at once.
 
     `max_retries` has no named parameter; Ray 2.60 deprecates `ray_remote_args` (for removal in
     2.64, outside the tested range) but it is the only way to set it, so its warning is muted here.
@@ -196,7 +197,7 @@ def read_datasource(source, num_tasks: int, max_retries: int):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        return ray.data.read_datasource(source, override_num_blocks=num_tasks, concurrency=num_tasks,
+        return ray.data.read_datasource(source, override_num_blocks=num_tasks, concurrency=concurrency or num_tasks,
                                         num_cpus=0, ray_remote_args={"max_retries": max_retries})
 
 

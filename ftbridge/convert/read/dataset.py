@@ -35,10 +35,15 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()
     alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
-    source = SpillDatasource(refs, ctx, num_tasks=cfg.read_tasks_per_node * max(1, alive))
+    # Materialized: a few tasks per node (a cold read worker costs more than a read). Streaming:
+    # one task per partition, the same few at a time, so Ray Data's backpressure can hold the
+    # blocks in flight to a window (a task's blocks are made whether or not anyone waits).
+    per_pass = cfg.read_tasks_per_node * max(1, alive)
+    source = SpillDatasource(refs, ctx, num_tasks=per_pass if materialize else len(refs))
     with ray_adapter.data_context(preserve_order=True):
         # No CPU (see datasource.py); retries re-run a read whose worker or node died.
-        ds = ray_adapter.read_datasource(source, source.num_tasks(), cfg.read_max_retries)
+        ds = ray_adapter.read_datasource(source, source.num_tasks(), cfg.read_max_retries,
+                                         concurrency=min(per_pass, source.num_tasks()))
     if materialize:
         ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
         call(writer, "flush")  # the read events of this build are durable when we return
