@@ -4,6 +4,7 @@ gives back.
 
     ./dev bench catalog            # 10,000 partitions
     ./dev bench catalog growth     # 1,000 conversions of 8 partitions and 12 events, then gc
+    ./dev bench catalog reports    # what recording a training report costs Ray Train's controller
 """
 
 from __future__ import annotations
@@ -95,8 +96,54 @@ def growth(n: int = 1000) -> None:
               f"{report['events_removed']:,} events removed, {took:.2f} s; the {n:,} conversion rows stay)")
 
 
+class RunContext:
+    """The one field of Ray Train's TrainRunContext the recorder reads."""
+
+    run_id = "bench-ray-run"
+
+
+def reports(n: int = 300) -> None:
+    """`RunRecorder.after_report` in a Ray actor (where Ray Train calls it: its controller), n times:
+    the time each report holds the controller, median and worst."""
+    import statistics
+
+    import ray
+
+    from ftbridge.train.recorder import record_start, recorder
+    from lineage.writer import call, start_writer
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = Catalog(os.path.join(tmp, "c.duckdb"))
+        writer = start_writer(cat)
+        run_id = uuid.uuid4().hex
+        record_start(writer, run_id, "bench", "DataParallelTrainer", None, {})
+
+        @ray.remote(num_cpus=0)
+        class Controller:
+            def __init__(self, callback):
+                self.callback = callback
+
+            def report(self, epoch: int) -> float:
+                t0 = time.perf_counter()
+                self.callback.after_report(RunContext(), [{"epoch": epoch, "loss": 0.5}], None)
+                return time.perf_counter() - t0
+
+        controller = Controller.remote(recorder(run_id, cat.path))
+        ray.get(controller.report.remote(-1))  # warm-up: the writer handle, first transaction
+        took = [ray.get(controller.report.remote(i)) for i in range(n)]
+        call(writer, "flush")
+        with cat.read() as con:
+            recorded = con.execute("SELECT count(*) FROM run_events WHERE kind = 'report'").fetchone()[0]
+        ray.shutdown()
+        print(f"{n} reports recorded ({recorded} in the catalog): median {statistics.median(took) * 1000:.1f} ms, "
+              f"worst {max(took) * 1000:.1f} ms per report in the controller (the workers do not wait for it)")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "growth":
+    if len(sys.argv) > 1 and sys.argv[1] == "reports":
+        reports()
+    elif len(sys.argv) > 1 and sys.argv[1] == "growth":
         growth(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)

@@ -1,6 +1,6 @@
 """Materialized vs streaming recoverable Datasets on a conversion larger than Ray's object store.
 
-    ./dev bench streaming [--rounds 3] [--rows 12000000] [--store-mb 200] [--epochs 4]
+    ./dev bench streaming [--rounds 3] [--rows 13000000] [--store-mb 200] [--epochs 4]
 
 Each round runs both modes, one fresh Python process each (their order alternates between
 rounds), with its own embedded Ray whose object store is `--store-mb`, Spark on it (2
@@ -120,6 +120,7 @@ def child(mode: str, rows: int, store_mb: int, epochs: int) -> None:
                 n += batch.num_rows
             epoch_s.append(time.perf_counter() - t0)
             seen.append(n)
+
     spilled = spills.stop()
     store = _plasma_bytes(raylet) if raylet else -1
     from lineage.catalog import Catalog  # the conversion's recorded size
@@ -152,7 +153,7 @@ def run_child(mode: str, args, tmp: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=12_000_000)
+    parser.add_argument("--rows", type=int, default=13_000_000)
     parser.add_argument("--store-mb", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="1 round, 3M rows, 100 MB store, 3 epochs")

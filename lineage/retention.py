@@ -2,7 +2,8 @@
 
 A released conversion keeps its one conversions row (id, name, plan hash, sizes, when it was
 created and released) for the audit; its partition rows and events go once it has been
-released for longer than the retention age. DuckDB reuses freed blocks but does not give
+released for longer than the retention age. A training run that ended before then keeps its
+runs and run_inputs rows; its timeline (run_events) goes. DuckDB reuses freed blocks but does not give
 them back to the file system, so `compact` rewrites the catalog into a fresh file and swaps
 it in, holding the file's write lock throughout (writers wait and retry, readers too).
 """
@@ -22,6 +23,7 @@ from lineage.kinds import ConversionStatus
 log = logging.getLogger(__name__)
 
 _EXPIRED = "SELECT conversion_id FROM conversions WHERE status = ? AND released_at < ?"
+_ENDED_RUNS = "SELECT run_id FROM runs WHERE finished_at < ?"
 
 
 def prune(catalog: Catalog, older_than: timedelta, dry_run: bool = False) -> dict:
@@ -36,13 +38,17 @@ def prune(catalog: Catalog, older_than: timedelta, dry_run: bool = False) -> dic
         counts = {table: con.execute(f"SELECT count(*) FROM {table} WHERE conversion_id IN ({_EXPIRED})",
                                      args).fetchone()[0] for table in ("partitions", "events")}
         conversions = con.execute(f"SELECT count(*) FROM ({_EXPIRED})", args).fetchone()[0]
+        counts["run_events"] = con.execute(f"SELECT count(*) FROM run_events WHERE run_id IN ({_ENDED_RUNS})",
+                                           [cutoff]).fetchone()[0]
         if not dry_run:
             for table in ("events", "partitions"):
                 con.execute(f"DELETE FROM {table} WHERE conversion_id IN ({_EXPIRED})", args)
-    if not dry_run and (counts["partitions"] or counts["events"]):
+            con.execute(f"DELETE FROM run_events WHERE run_id IN ({_ENDED_RUNS})", [cutoff])
+    if not dry_run and any(counts.values()):
         compact(catalog)
     return {"conversions": conversions, "partitions_removed": counts["partitions"],
-            "events_removed": counts["events"], "catalog_bytes_before": before,
+            "events_removed": counts["events"], "run_events_removed": counts["run_events"],
+            "catalog_bytes_before": before,
             "catalog_bytes_after": file_bytes(catalog.path), "cutoff": cutoff, "dry_run": dry_run}
 
 

@@ -34,6 +34,7 @@ class CatalogWriter:
         self.catalog = Catalog(path)
         self._reads: set = set()
         self._buffer: list[dict] = []
+        self._run_buffer: list[tuple[str, dict, list[dict]]] = []
         self._buf_lock = threading.Lock()   # guards the buffer only: read events never wait for DuckDB
         self._lock = threading.Lock()       # one DuckDB transaction at a time
         with self.catalog.write():
@@ -50,20 +51,25 @@ class CatalogWriter:
                 log.warning("catalog flush failed: %s", exc)
 
     def flush(self) -> int:
-        """Write buffered read events now; returns how many."""
+        """Write buffered read events and training-run events now; returns how many."""
         with self._lock:
             with self._buf_lock:
                 pending, self._buffer = self._buffer, []
-            if not pending:
+                runs, self._run_buffer = self._run_buffer, []
+            if not pending and not runs:
                 return 0
             try:
                 with self.catalog.write() as con:
                     records.insert_events(con, pending)
+                    for run_id, fields, events in runs:
+                        records.update_run(con, run_id, fields)
+                        records.insert_run_events(con, events)
             except BaseException:
                 with self._buf_lock:
                     self._buffer = pending + self._buffer
+                    self._run_buffer = runs + self._run_buffer
                 raise
-            return len(pending)
+            return len(pending) + sum(len(e) for _, _, e in runs)
 
     def pid(self) -> int:
         return os.getpid()
@@ -103,6 +109,12 @@ class CatalogWriter:
     def record_run(self, run: dict, inputs: dict, events: list[dict]) -> None:
         with self._lock, self.catalog.write() as con:
             records.insert_run(con, run, inputs, events)
+
+    def buffer_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
+        """`record_run_events`, written by the next flush (within FLUSH_INTERVAL_S): what Ray Train's
+        controller sends per report, so a report costs it one round trip, not a transaction."""
+        with self._buf_lock:
+            self._run_buffer.append((run_id, fields, events))
 
     def record_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
         """Events of a training run, and columns of its row to set (status, finished_at, ray_run_id)."""

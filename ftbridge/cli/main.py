@@ -269,7 +269,8 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
     if "catalog" in report:
         r = report["catalog"]
         console.print(f"catalog history of {r['conversions']} conversions released before {r['cutoff']:%Y-%m-%d %H:%M}: "
-                      f"{r['partitions_removed']} partition rows, {r['events_removed']} events "
+                      f"{r['partitions_removed']} partition rows, {r['events_removed']} events, "
+                      f"{r['run_events_removed']} training-run events (runs ended before then) "
                       f"{'would go' if dry_run else 'removed'}; file {human_bytes(r['catalog_bytes_before'])} -> "
                       f"{human_bytes(r['catalog_bytes_after'])}")
 

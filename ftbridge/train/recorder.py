@@ -54,14 +54,19 @@ class RunRecorderMixin:
         self.run_id = run_id
         self.catalog_path = catalog_path
         self._named = False
+        self._writer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_writer": None}  # an actor handle is looked up where it is used
 
     def _send(self, fields: dict, events: list[dict]) -> None:
-        try:
-            writer = ray.get_actor(actor_name(self.catalog_path), namespace=RAY_NAMESPACE)
-        except ValueError as exc:  # the writer is gone (its driver exited): keep training
-            log.warning("run %s: catalog writer not found, event not recorded: %s", self.run_id, exc)
-            return
-        emit(writer, "record_run_events", self.run_id, fields, events)
+        if self._writer is None:
+            try:
+                self._writer = ray.get_actor(actor_name(self.catalog_path), namespace=RAY_NAMESPACE)
+            except ValueError as exc:  # the writer is gone (its driver exited): keep training
+                log.warning("run %s: catalog writer not found, event not recorded: %s", self.run_id, exc)
+                return
+        emit(self._writer, "buffer_run_events", self.run_id, fields, events)
 
     def _ids(self, run_context) -> dict:
         if self._named:
@@ -104,6 +109,7 @@ def record_end(writer, run_id: str, error: str | None = None) -> None:
     at = time.time()
     fields = {"status": status, "finished_at": now(), "error": error}
     try:
+        call(writer, "flush")  # the controller's last reports first
         call(writer, "record_run_events", run_id, fields, [new_run_event(run_id, kind, at, detail=error or "")])
     except Exception as exc:  # the training result matters more than its record
         log.warning("run %s: could not record its end in the catalog: %s", run_id, exc)

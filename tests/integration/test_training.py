@@ -69,6 +69,7 @@ def cli(*args) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.core
 def test_streaming_dataset_reads_every_pass_and_rebuilds_a_lost_file(train_cluster, tmp_path):
     catalog = str(tmp_path / "c.duckdb")
     df = frame(train_cluster)
@@ -121,6 +122,7 @@ def _delete_between_epochs(out: str, catalog: str, name: str, box: dict) -> None
         time.sleep(0.05)
 
 
+@pytest.mark.core
 def test_fit_on_spark_every_epoch_row_by_row_through_a_failure_and_a_lost_file(train_cluster, tmp_path):
     """A DataParallelTrainer streams 3 epochs; a worker fails once mid-epoch 1 (restart from the epoch-0
     checkpoint) and a spill file is deleted after epoch 0. Every completed epoch attempt saw every row once."""

@@ -225,8 +225,19 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
                 con.execute("UPDATE conversions SET released_at = released_at - INTERVAL 40 DAY "
                             "WHERE conversion_id = ?", [conv["conversion_id"]])
         ids[kind].append(conv["conversion_id"])
+    from lineage.catalog import new_run_event
+
+    runs = {}
+    for kind, ended in (("old", now() - timedelta(days=40)), ("young", now() - timedelta(days=1)), ("active", None)):
+        rid = uuid.uuid4().hex
+        run = {"run_id": rid, "name": kind, "started_at": now() - timedelta(days=41), "status": "finished",
+               "finished_at": ended}
+        with cat.write() as con:
+            records.insert_run(con, run, {"train": ids[kind][0]}, [new_run_event(rid, "report") for _ in range(5)])
+        runs[kind] = rid
     dry = prune(cat, timedelta(days=30), dry_run=True)
     assert (dry["conversions"], dry["partitions_removed"], dry["events_removed"]) == (30, 90, 600)
+    assert dry["run_events_removed"] == 5  # only the run that ended 40 days ago
     before = file_bytes(cat.path)
     done = prune(cat, timedelta(days=30))
     assert (done["partitions_removed"], done["events_removed"]) == (90, 600)
@@ -237,6 +248,8 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
                 assert len(queries.partitions(con, cid)) == expect_parts
                 assert len(queries.events(con, cid)) == expect_events
         assert len(queries.conversions(con)) == 90  # the conversions themselves stay for the audit
+        assert {k: len(queries.run_events(con, rid)) for k, rid in runs.items()} == {"old": 0, "young": 5, "active": 5}
+        assert len(queries.runs(con)) == 3 and queries.run_inputs(con, runs["old"]) == {"train": ids["old"][0]}
     assert prune(cat, timedelta(days=30))["partitions_removed"] == 0
     with cat.write() as con:  # still a working catalog after the swap
         records.insert_conversion(con, *conv_record())

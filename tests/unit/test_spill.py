@@ -169,3 +169,16 @@ def test_recorded_target_uses_this_process_credentials_for_a_redacted_root():
     assert again.root == target.root
     other = SpillTarget.recorded({"spill_root": "s3://other/p", "node_local": False})
     assert other.root == "s3://other/p"
+
+
+def test_streaming_reads_yield_whole_record_batches_in_order_up_to_a_size():
+    from ftbridge.convert.read.task import stream_blocks
+
+    table = pa.Table.from_batches([pa.record_batch({"id": pa.array(range(i * 1000, (i + 1) * 1000), pa.int64())})
+                                   for i in range(10)])  # 10 batches of 8,000 bytes
+    blocks = list(stream_blocks(table, max_bytes=20_000))
+    assert [b.num_rows for b in blocks] == [2000] * 5  # two batches fit, a third would not
+    assert pa.concat_tables(blocks).equals(table)
+    assert [b.num_rows for b in stream_blocks(table, max_bytes=1)] == [1000] * 10  # never splits a batch
+    empty = table.schema.empty_table()
+    assert [b.num_rows for b in stream_blocks(empty)] == [0] and list(stream_blocks(empty))[0].schema == table.schema

@@ -88,8 +88,27 @@ def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:
                                       schema) from exc
 
 
+STREAM_BLOCK_BYTES = 16 << 20
+
+
+def stream_blocks(table: pa.Table, max_bytes: int = STREAM_BLOCK_BYTES):
+    """`table` as blocks of whole record batches of about `max_bytes` each, in order (no copy:
+    the batches are views of the checked file). A streaming read yields these, so Ray Data's
+    backpressure can pause a task between blocks instead of receiving a whole partition."""
+    group: list = []
+    size = 0
+    for batch in table.to_batches():
+        if group and size + batch.nbytes > max_bytes:
+            yield pa.Table.from_batches(group, schema=table.schema)
+            group, size = [], 0
+        group.append(batch)
+        size += batch.nbytes
+    if group or table.num_rows == 0:
+        yield pa.Table.from_batches(group, schema=table.schema)
+
+
 def read_group(refs: tuple, ctx: ReadContext):
-    """Body of one read task: yields each partition's table, in order.
+    """Body of one read task: yields each partition's table (streaming: in blocks), in order.
 
     The read events of the whole group go to the catalog writer in one message at the end.
     """
@@ -102,7 +121,10 @@ def read_group(refs: tuple, ctx: ReadContext):
             raise
         except Exception as exc:  # an Arrow, OS or Ray error: name the partition, keep the cause
             raise foreign.partition_read_failed(exc, ref.conversion_id, ref.partition_id, here) from exc
-        yield table
+        if ctx.token:  # materialized: one block per partition
+            yield table
+        else:
+            yield from stream_blocks(table)
     emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
 
 
