@@ -82,3 +82,13 @@ def free_cpus_settle_at(value: float, timeout_s: float = 60.0) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def stop_spark_and_remove(cluster, nodes) -> None:
+    """A test's teardown: stop Spark, remove the worker nodes it added (those still there), and
+    check that no Spark JVM outlived it."""
+    ftbridge.stop_spark()
+    for node in nodes:
+        if node in cluster.worker_nodes:
+            cluster.remove_node(node)
+    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)

@@ -10,6 +10,7 @@ import ray
 
 import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
+from tests.conftest import stop_spark_and_remove
 from ftbridge.errors import InsufficientResourcesError
 
 
@@ -83,8 +84,4 @@ def test_node_removed_mid_job(ray_cluster):
             time.sleep(0.5)
         assert len(live) == 2 and victim.node_id not in {i.node_id for i in live}
     finally:
-        ftbridge.stop_spark()
-        for node in nodes:
-            if node in ray_cluster.worker_nodes:
-                ray_cluster.remove_node(node)
-    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+        stop_spark_and_remove(ray_cluster, nodes)

@@ -8,7 +8,7 @@ import pytest
 
 import ftbridge
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-from chaos.proctable import spark_daemon_jvms, wait_gone
+from tests.conftest import stop_spark_and_remove
 from ftbridge.convert.spill.target import SpillTarget
 from lineage import queries
 from lineage.catalog import Catalog
@@ -21,11 +21,7 @@ def worker_nodes(ray_cluster):
              for _ in range(3)]
     ray_cluster.wait_for_nodes()
     yield nodes
-    ftbridge.stop_spark()
-    for node in nodes:
-        if node in ray_cluster.worker_nodes:
-            ray_cluster.remove_node(node)
-    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+    stop_spark_and_remove(ray_cluster, nodes)
 
 
 @pytest.mark.parametrize("lose_disk", [False, True], ids=["blocks-lost", "blocks-and-spill-lost"])

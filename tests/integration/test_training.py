@@ -23,7 +23,6 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
 import ftbridge
-from chaos.proctable import spark_daemon_jvms, wait_gone
 from chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert import conversion
@@ -32,7 +31,7 @@ from lineage import queries
 from lineage.audit import run_record
 from lineage.catalog import Catalog
 from lineage.writer import flush
-from tests.conftest import python_env
+from tests.conftest import python_env, stop_spark_and_remove
 
 NODE = "train_node"
 
@@ -46,11 +45,7 @@ def train_cluster(ray_cluster):
     spark = ftbridge.init_spark("training", num_executors=2, executor_cores=1, executor_memory="768MB",
                                 executor_resources={NODE: 1})
     yield spark
-    ftbridge.stop_spark()
-    for node in nodes:
-        if node in ray_cluster.worker_nodes:
-            ray_cluster.remove_node(node)
-    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+    stop_spark_and_remove(ray_cluster, nodes)
 
 
 def frame(spark, rows=40_000, partitions=8):
