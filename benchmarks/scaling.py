@@ -1,0 +1,129 @@
+"""How conversion cost grows with rows and partitions: recoverable vs driver collect vs Parquet hand-off.
+
+    ./dev bench scaling                        # 1M / 10M / 50M rows x 8 / 200 / 10,000 partitions
+    ./dev bench scaling --rows 1000000 --partitions 8,200
+
+One process, Spark's default settings (Arrow batch size 10,000 rows, `spark.driver.memory`
+1g, `spark.driver.maxResultSize` 1g), 2 executors x 1 core with 3 GB each, Ray with 4 logical
+CPUs. Each cell runs the three paths once, in an order that rotates from cell to cell, after
+a warm-up cell that is not reported. Every path ends with the data materialized in Ray's
+object store:
+
+  recoverable  ftbridge.from_spark_recoverable(df)  (+ ds.count(), then release)
+  collect      df.toArrow() on the driver -> ray.data.from_arrow
+  parquet      df.write.parquet -> ray.data.read_parquet(...).materialize()
+
+Per path: seconds, peak driver RSS growth, bytes in Ray's object store (the materialized
+Dataset), or the error that stopped it (e.g. the driver's result size limit for collect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import PeakRss  # noqa: E402
+
+import ray  # noqa: E402
+
+import ftbridge  # noqa: E402
+
+PATHS = ("recoverable", "collect", "parquet")
+
+
+def make_df(spark, rows: int, partitions: int):
+    return spark.range(0, rows, numPartitions=partitions).selectExpr(
+        "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+
+
+def run(path: str, spark, rows: int, partitions: int, tmp: str) -> int:
+    df = make_df(spark, rows, partitions)
+    if path == "recoverable":
+        ds = ftbridge.from_spark_recoverable(df, catalog=os.path.join(tmp, "catalog.duckdb"))
+        assert ds.count() == rows
+        size = ds.size_bytes()
+        ftbridge.release(ds)
+        return size
+    if path == "collect":
+        ds = ray.data.from_arrow(df.toArrow())
+        assert ds.count() == rows
+        return ds.size_bytes()
+    out = os.path.join(tmp, "parquet")
+    df.write.mode("overwrite").parquet(out)
+    ds = ray.data.read_parquet(out).materialize()
+    assert ds.count() == rows
+    size = ds.size_bytes()
+    del ds
+    shutil.rmtree(out, ignore_errors=True)
+    return size
+
+
+def measure(path: str, spark, rows: int, partitions: int, tmp: str) -> dict:
+    t0 = time.perf_counter()
+    try:
+        with PeakRss() as rss:
+            size = run(path, spark, rows, partitions, tmp)
+    except Exception as exc:  # a path that cannot do this size is a result, not a crash
+        text = str(exc).strip().splitlines()
+        reason = next((line for line in text if "maxResultSize" in line or "OutOfMemory" in line or
+                       "Java heap" in line), text[0] if text else type(exc).__name__)
+        return {"s": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {reason[:160]}"}
+    return {"s": time.perf_counter() - t0, "rss_mb": rss.delta / 2**20, "store_mb": size / 2**20}
+
+
+def cell_text(r: dict) -> str:
+    if "error" in r:
+        return f"failed after {r['s']:.1f} s"
+    return f"{r['s']:.2f} s, RSS +{r['rss_mb']:.0f} MB, {r['store_mb']:.0f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", default="1000000,10000000,50000000")
+    parser.add_argument("--partitions", default="8,200,10000")
+    args = parser.parse_args()
+    rows_list = [int(x) for x in args.rows.split(",")]
+    parts_list = [int(x) for x in args.partitions.split(",")]
+    logging.basicConfig(level=logging.WARNING)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    spark = ftbridge.init_spark("scaling", num_executors=2, executor_cores=1, executor_memory="3GB")
+    spark.sparkContext.setLogLevel("ERROR")
+    tmp = tempfile.mkdtemp(prefix="ftbridge-bench-scaling-")
+    results = {}
+    try:
+        for path in PATHS:  # warm-up, not reported
+            measure(path, spark, 200_000, 8, tmp)
+        turn = 0
+        for rows in rows_list:
+            for parts in parts_list:
+                order = PATHS[turn % 3:] + PATHS[:turn % 3]
+                turn += 1
+                for path in order:
+                    r = measure(path, spark, rows, parts, tmp)
+                    results[(rows, parts, path)] = r
+                    print(f"{rows:>11,} rows {parts:>6,} partitions {path:<12} {cell_text(r)}"
+                          + (f"  [{r['error']}]" if "error" in r else ""), flush=True)
+    finally:
+        ftbridge.stop_spark()
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n| rows | partitions | " + " | ".join(PATHS) + " | recoverable / collect | parquet / recoverable |")
+    print("| --- | --- | " + " | ".join("---" for _ in PATHS) + " | --- | --- |")
+    for rows in rows_list:
+        for parts in parts_list:
+            rs = [results[(rows, parts, p)] for p in PATHS]
+            rec, col, pq = rs
+            ratio1 = f"{rec['s'] / col['s']:.2f}" if "error" not in rec and "error" not in col else "-"
+            ratio2 = f"{pq['s'] / rec['s']:.2f}" if "error" not in rec and "error" not in pq else "-"
+            print(f"| {rows:,} | {parts:,} | " + " | ".join(cell_text(r) for r in rs) + f" | {ratio1} | {ratio2} |")
+
+
+if __name__ == "__main__":
+    main()
