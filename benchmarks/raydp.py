@@ -161,6 +161,9 @@ def report(results: dict[str, list[dict]], args) -> None:
     ft_rec, rd_rec = values["recoverable (warm)"]
     print(f"\nrecoverable / its Spark floor: ftbridge {ft_rec / ft_floor:.2f}x, RayDP {rd_rec / rd_floor:.2f}x")
     print(f"RayDP recoverable / ftbridge recoverable: {rd_rec / ft_rec:.2f}x")
+    print(f"target: ftbridge recoverable <= 1.2x its floor: {'met' if ft_rec / ft_floor <= 1.2 else 'NOT met'} "
+          f"({ft_rec / ft_floor:.2f}x); >= 3x faster than RayDP's: {'met' if rd_rec / ft_rec >= 3 else 'NOT met'} "
+          f"({rd_rec / ft_rec:.2f}x)")
     ft_start = values["init_spark + first job"]
     print(f"start-up to a first result, ftbridge/RayDP: {ft_start[0] / ft_start[1]:.2f}")
 

@@ -14,7 +14,9 @@ object store:
   parquet      df.write.parquet -> ray.data.read_parquet(...).materialize()
 
 Per path: seconds, peak driver RSS growth, bytes in Ray's object store (the materialized
-Dataset), or the error that stopped it (e.g. the driver's result size limit for collect).
+Dataset), or the error that stopped it (e.g. the driver's result size limit for collect). A
+path that took more than `--budget-s` in a cell is not run in the cells with more rows or
+more partitions (it is marked "skipped"), so one slow path does not hold up the grid.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def measure(path: str, spark, rows: int, partitions: int, tmp: str) -> dict:
 
 
 def cell_text(r: dict) -> str:
+    if "skipped" in r:
+        return r["skipped"]
     if "error" in r:
         return f"failed after {r['s']:.1f} s"
     return f"{r['s']:.2f} s, RSS +{r['rss_mb']:.0f} MB, {r['store_mb']:.0f} MB"
@@ -87,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="1000000,10000000,50000000")
     parser.add_argument("--partitions", default="8,200,10000")
+    parser.add_argument("--budget-s", type=float, default=90.0)
     args = parser.parse_args()
     rows_list = [int(x) for x in args.rows.split(",")]
     parts_list = [int(x) for x in args.partitions.split(",")]
@@ -106,10 +111,16 @@ def main() -> None:
                 order = PATHS[turn % 3:] + PATHS[:turn % 3]
                 turn += 1
                 for path in order:
-                    r = measure(path, spark, rows, parts, tmp)
+                    slow = [(r_, p_) for (r_, p_, path_), v in results.items()
+                            if path_ == path and v.get("s", 0) > args.budget_s and r_ <= rows and p_ <= parts]
+                    if slow:
+                        r = {"skipped": f"skipped (> {args.budget_s:.0f} s at {slow[0][0]:,} x {slow[0][1]:,})",
+                             "error": "skipped", "s": float("nan")}
+                    else:
+                        r = measure(path, spark, rows, parts, tmp)
                     results[(rows, parts, path)] = r
                     print(f"{rows:>11,} rows {parts:>6,} partitions {path:<12} {cell_text(r)}"
-                          + (f"  [{r['error']}]" if "error" in r else ""), flush=True)
+                          + (f"  [{r['error']}]" if "error" in r and "skipped" not in r else ""), flush=True)
     finally:
         ftbridge.stop_spark()
         ray.shutdown()

@@ -31,6 +31,7 @@ from lineage.audit import audit as run_audit
 from lineage.audit import run_record, runs_audit
 from lineage.catalog import Catalog
 from ftbridge_common.config import env_name
+from ftbridge_common.errors import UnknownConversionError
 from lineage.kinds import PartitionState
 from lineage.retention import prune
 
@@ -142,7 +143,11 @@ def show(conversion, catalog, as_json):
         run = queries.run(con, conversion)
         if run is not None:
             return _show_run(run, con, as_json)
-    conv, parts = cat.load(conversion)
+    try:
+        conv, parts = cat.load(conversion)
+    except UnknownConversionError as exc:
+        raise UnknownConversionError(f"{exc} Training runs are listed there too; no run is named or numbered "
+                                     f"{conversion!r} either.", conversion_id=conversion) from None
     with cat.read() as con:
         events = queries.events(con, conv["conversion_id"])
     schema = schema_from_b64(conv.pop("schema_b64"))
