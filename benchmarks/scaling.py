@@ -15,8 +15,9 @@ object store:
 
 Per path: seconds, peak driver RSS growth, bytes in Ray's object store (the materialized
 Dataset), or the error that stopped it (e.g. the driver's result size limit for collect). A
-path that took more than `--budget-s` in a cell is not run in the cells with more rows or
-more partitions (it is marked "skipped"), so one slow path does not hold up the grid.
+path whose time, scaled from the cell with fewer partitions (or rows) in proportion, would
+exceed `--budget-s` is not run (marked "skipped" with the projection), so one slow path does
+not hold up the grid.
 """
 
 from __future__ import annotations
@@ -79,6 +80,21 @@ def measure(path: str, spark, rows: int, partitions: int, tmp: str) -> dict:
     return {"s": time.perf_counter() - t0, "rss_mb": rss.delta / 2**20, "store_mb": size / 2**20}
 
 
+def projected(results: dict, path: str, rows: int, parts: int) -> float:
+    """Seconds `path` would take here, scaled in proportion from the nearest measured cell with the
+    same rows and fewer partitions, and from the one with the same partitions and fewer rows
+    (the larger of the two; 0 when neither was measured)."""
+    measured = {(r, p): v["s"] for (r, p, name), v in results.items() if name == path and "error" not in v}
+    fewer_parts = [p for (r, p) in measured if r == rows and p < parts]
+    fewer_rows = [r for (r, p) in measured if p == parts and r < rows]
+    guesses = [0.0]
+    if fewer_parts:
+        guesses.append(measured[(rows, max(fewer_parts))] * parts / max(fewer_parts))
+    if fewer_rows:
+        guesses.append(measured[(max(fewer_rows), parts)] * rows / max(fewer_rows))
+    return max(guesses)
+
+
 def cell_text(r: dict) -> str:
     if "skipped" in r:
         return r["skipped"]
@@ -91,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="1000000,10000000,50000000")
     parser.add_argument("--partitions", default="8,200,10000")
-    parser.add_argument("--budget-s", type=float, default=90.0)
+    parser.add_argument("--budget-s", type=float, default=300.0)
     args = parser.parse_args()
     rows_list = [int(x) for x in args.rows.split(",")]
     parts_list = [int(x) for x in args.partitions.split(",")]
@@ -111,11 +127,9 @@ def main() -> None:
                 order = PATHS[turn % 3:] + PATHS[:turn % 3]
                 turn += 1
                 for path in order:
-                    slow = [(r_, p_) for (r_, p_, path_), v in results.items()
-                            if path_ == path and v.get("s", 0) > args.budget_s and r_ <= rows and p_ <= parts]
-                    if slow:
-                        r = {"skipped": f"skipped (> {args.budget_s:.0f} s at {slow[0][0]:,} x {slow[0][1]:,})",
-                             "error": "skipped", "s": float("nan")}
+                    guess = projected(results, path, rows, parts)
+                    if guess > args.budget_s:
+                        r = {"skipped": f"skipped (≈ {guess:.0f} s projected)", "error": "skipped", "s": float("nan")}
                     else:
                         r = measure(path, spark, rows, parts, tmp)
                     results[(rows, parts, path)] = r

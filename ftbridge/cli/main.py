@@ -21,6 +21,7 @@ from ftbridge.cli.exit_codes import ExitCode
 from ftbridge.cli.exit_codes import table as exit_code_table
 from ftbridge.cli.output import catalog_options, console, emit_json, err_console, handle_errors, human_bytes, \
     native_stderr_to, short_paths
+from ftbridge.cli.runs import runs_table, show_run
 from ftbridge.cluster import scratch
 from ftbridge.convert.ops.gc import collect
 from ftbridge.convert.ops.verify import Health
@@ -28,7 +29,7 @@ from ftbridge.convert.ops.verify import verify as run_verify
 from ftbridge.convert.types import schema_from_b64
 from lineage import queries
 from lineage.audit import audit as run_audit
-from lineage.audit import run_record, runs_audit
+from lineage.audit import runs_audit
 from lineage.catalog import Catalog
 from ftbridge_common.config import env_name
 from ftbridge_common.errors import UnknownConversionError
@@ -92,44 +93,7 @@ def audit(catalog, as_json):
                       f"{ttr['worst']:.2f}s" if ttr["worst"] is not None else "-")
     console.print(table)
     if runs:
-        console.print(_runs_table(runs))
-
-
-def _runs_table(runs: list[dict]) -> Table:
-    table = Table(title="training runs")
-    for col in ("run", "name", "trainer", "started", "status", "inputs", "epochs", "checkpoints", "worker failures",
-                "restarts", "recovery events", "time lost"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
-        color = {"finished": "green", "failed": "red"}.get(r["status"], "yellow")
-        table.add_row(r["id"][:12], r["name"] or "", r["trainer"] or "", r["started"][:19], f"[{color}]{r['status']}[/]",
-                      ", ".join(f"{k}={v[:8]}" for k, v in r["inputs"].items()), str(r["epochs_completed"]),
-                      str(r["checkpoints"]), str(r["worker_failures"]), str(r["restarts"]), str(r["recovery_events"]),
-                      f"{r['time_lost_s']:.1f}s")
-    return table
-
-
-def _show_run(run: dict, con, as_json: bool):
-    summary, timeline = run_record(con, run)
-    if as_json:
-        return emit_json({"run": summary, "timeline": timeline})
-    console.print(f"[bold]training run[/] {summary['id']}  name={summary['name']}  trainer={summary['trainer']}  "
-                  f"status={summary['status']}")
-    console.print(f"Ray Train run {summary['ray_run_id'] or '-'}  started {summary['started'][:19]}  "
-                  f"took {summary['seconds'] if summary['seconds'] is not None else '-'}s  "
-                  f"epochs {summary['epochs_completed']}  attempts {summary['attempts']}  "
-                  f"time lost {summary['time_lost_s']:.1f}s")
-    console.print("inputs: " + ", ".join(f"{k} = conversion {v}" for k, v in summary["inputs"].items()))
-    if summary["error"]:
-        console.print(f"[red]error[/] {summary['error']}")
-    tt = Table(title="timeline")
-    for col in ("time", "what", "epoch", "conversion", "partition", "detail"):
-        tt.add_column(col, overflow="fold")
-    for row in timeline:
-        tt.add_row(str(row["at"])[:23], row["what"], "" if row["epoch"] is None else str(row["epoch"]),
-                   (row["conversion"] or "")[:12], "" if row["partition"] is None else str(row["partition"]),
-                   short_paths(row["detail"])[:120])
-    console.print(tt)
+        console.print(runs_table(runs))
 
 
 @cli.command()
@@ -142,7 +106,7 @@ def show(conversion, catalog, as_json):
     with cat.read() as con:
         run = queries.run(con, conversion)
         if run is not None:
-            return _show_run(run, con, as_json)
+            return show_run(run, con, as_json)
     try:
         conv, parts = cat.load(conversion)
     except UnknownConversionError as exc:
