@@ -15,8 +15,8 @@ object store:
 
 Per path: seconds, peak driver RSS growth, bytes in Ray's object store (the materialized
 Dataset), or the error that stopped it (e.g. the driver's result size limit for collect). A
-path whose time, scaled from the cell with fewer partitions (or rows) in proportion, would
-exceed `--budget-s` is not run (marked "skipped" with the projection), so one slow path does
+path whose time, scaled in proportion from the cells with fewer partitions or fewer rows (the
+smaller projection), would exceed `--budget-s` is not run (marked "skipped" with the projection), so one slow path does
 not hold up the grid.
 """
 
@@ -83,16 +83,17 @@ def measure(path: str, spark, rows: int, partitions: int, tmp: str) -> dict:
 def projected(results: dict, path: str, rows: int, parts: int) -> float:
     """Seconds `path` would take here, scaled in proportion from the nearest measured cell with the
     same rows and fewer partitions, and from the one with the same partitions and fewer rows
-    (the larger of the two; 0 when neither was measured)."""
+    (the smaller of the two - each alone overstates: fixed costs do not grow with rows, data
+    does not grow with partitions; 0 when neither was measured)."""
     measured = {(r, p): v["s"] for (r, p, name), v in results.items() if name == path and "error" not in v}
     fewer_parts = [p for (r, p) in measured if r == rows and p < parts]
     fewer_rows = [r for (r, p) in measured if p == parts and r < rows]
-    guesses = [0.0]
+    guesses = []
     if fewer_parts:
         guesses.append(measured[(rows, max(fewer_parts))] * parts / max(fewer_parts))
     if fewer_rows:
         guesses.append(measured[(max(fewer_rows), parts)] * rows / max(fewer_rows))
-    return max(guesses)
+    return min(guesses, default=0.0)
 
 
 def cell_text(r: dict) -> str:
@@ -108,7 +109,9 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000,10000000,50000000")
     parser.add_argument("--partitions", default="8,200,10000")
     parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--paths", default=",".join(PATHS), help="a subset of " + ",".join(PATHS))
     args = parser.parse_args()
+    paths = tuple(p for p in PATHS if p in args.paths.split(","))
     rows_list = [int(x) for x in args.rows.split(",")]
     parts_list = [int(x) for x in args.partitions.split(",")]
     logging.basicConfig(level=logging.WARNING)
@@ -119,12 +122,12 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="ftbridge-bench-scaling-")
     results = {}
     try:
-        for path in PATHS:  # warm-up, not reported
+        for path in paths:  # warm-up, not reported
             measure(path, spark, 200_000, 8, tmp)
         turn = 0
         for rows in rows_list:
             for parts in parts_list:
-                order = PATHS[turn % 3:] + PATHS[:turn % 3]
+                order = paths[turn % len(paths):] + paths[:turn % len(paths)]
                 turn += 1
                 for path in order:
                     guess = projected(results, path, rows, parts)
@@ -141,9 +144,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n| rows | partitions | " + " | ".join(PATHS) + " | recoverable / collect | parquet / recoverable |")
     print("| --- | --- | " + " | ".join("---" for _ in PATHS) + " | --- | --- |")
+    not_run = {"skipped": "not run", "error": "not run", "s": float("nan")}
     for rows in rows_list:
         for parts in parts_list:
-            rs = [results[(rows, parts, p)] for p in PATHS]
+            rs = [results.get((rows, parts, p), not_run) for p in PATHS]
             rec, col, pq = rs
             ratio1 = f"{rec['s'] / col['s']:.2f}" if "error" not in rec and "error" not in col else "-"
             ratio2 = f"{pq['s'] / rec['s']:.2f}" if "error" not in rec and "error" not in pq else "-"

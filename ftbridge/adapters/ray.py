@@ -195,6 +195,9 @@ def read_datasource(source, num_tasks: int, max_retries: int, concurrency: int |
     """
     import ray.data
 
+    # A read task serving thousands of partitions carries their references (a few hundred bytes
+    # each); Ray Data's "large read function" warning about it would only alarm the user.
+    warnings.filterwarnings("ignore", message=r"The serialized size of your read function named 'read_group'")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return ray.data.read_datasource(source, override_num_blocks=num_tasks, concurrency=concurrency or num_tasks,

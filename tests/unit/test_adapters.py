@@ -90,3 +90,19 @@ def test_java_check_refuses_a_version_out_of_range(tmp_path):
     java.chmod(0o755)
     with pytest.raises(JavaRuntimeError, match="Java 17-21.*Java 11"):
         java_runtime.check(str(java), spark_adapter.spark_home(), (4, 1))
+
+
+def test_read_tasks_of_many_partitions_have_a_named_read_function():
+    """Ray Data names a large read function by __name__ (10,000 partitions in 2 tasks made a bare
+    functools.partial crash the read)."""
+    from ftbridge.convert.partition import PartitionRef, ReadContext
+    from ftbridge.convert.read.datasource import SpillDatasource
+    from ftbridge.convert.spill.target import SpillTarget
+
+    target = SpillTarget.resolve(None)
+    refs = [PartitionRef("c" * 32, i, f"/spill/{i}.arrow", "n" * 56, 100, 4096, "x" * 32, target)
+            for i in range(10_000)]
+    source = SpillDatasource(refs, ReadContext("t", None, None, pa.schema([("id", pa.int64())])), num_tasks=2)
+    tasks = source.get_read_tasks(2)
+    assert len(tasks) == 2 and [t.read_fn.__name__ for t in tasks] == ["read_group", "read_group"]
+    assert sum(t.metadata.num_rows for t in tasks) == 1_000_000

@@ -50,8 +50,11 @@ class SpillDatasource(Datasource):
         # (a few per node), because a cold read worker costs more than a read.
         tasks = []
         for group in self._groups:
+            # Ray Data names a read function by its __name__ (e.g. when it is large: thousands of
+            # partitions in one task); a bare partial has none.
+            read_fn = functools.update_wrapper(functools.partial(read_group, group, self._ctx), read_group)
             tasks.append(ray_adapter.read_task(
-                functools.partial(read_group, group, self._ctx),
+                read_fn,
                 num_rows=sum(r.num_rows for r in group), size_bytes=sum(r.num_bytes for r in group),
                 schema=self._ctx.schema, per_task_row_limit=per_task_row_limit))
         return tasks
