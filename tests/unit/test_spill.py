@@ -171,14 +171,21 @@ def test_recorded_target_uses_this_process_credentials_for_a_redacted_root():
     assert other.root == "s3://other/p"
 
 
-def test_streaming_reads_yield_whole_record_batches_in_order_up_to_a_size():
-    from ftbridge.convert.read.task import stream_blocks
+def test_read_tasks_yield_whole_record_batches_in_order_in_blocks_of_a_size():
+    from ftbridge.convert.read.task import blocks_of
 
-    table = pa.Table.from_batches([pa.record_batch({"id": pa.array(range(i * 1000, (i + 1) * 1000), pa.int64())})
-                                   for i in range(10)])  # 10 batches of 8,000 bytes
-    blocks = list(stream_blocks(table, max_bytes=20_000))
-    assert [b.num_rows for b in blocks] == [2000] * 5  # two batches fit, a third would not
-    assert pa.concat_tables(blocks).equals(table)
-    assert [b.num_rows for b in stream_blocks(table, max_bytes=1)] == [1000] * 10  # never splits a batch
-    empty = table.schema.empty_table()
-    assert [b.num_rows for b in stream_blocks(empty)] == [0] and list(stream_blocks(empty))[0].schema == table.schema
+    def batch(i, n=1000):
+        return pa.record_batch({"id": pa.array(range(i * n, (i + 1) * n), pa.int64())})  # 8 bytes a row
+
+    big = pa.Table.from_batches([batch(i) for i in range(10)])  # one partition: 10 batches of 8,000 bytes
+    blocks = list(blocks_of([big], max_bytes=20_000))
+    assert [b.num_rows for b in blocks] == [2000] * 5  # split: two batches fit, a third would not
+    assert pa.concat_tables(blocks).equals(big)
+    assert [b.num_rows for b in blocks_of([big], max_bytes=1)] == [1000] * 10  # never splits a batch
+    tiny = [pa.Table.from_batches([batch(i, 10)]) for i in range(100)]  # 100 partitions of 80 bytes
+    joined = list(blocks_of(tiny, max_bytes=4_000))
+    assert [b.num_rows for b in joined] == [500, 500]  # joined, in order
+    assert pa.concat_tables(joined).equals(pa.concat_tables(tiny))
+    empty = big.schema.empty_table()
+    assert [b.num_rows for b in blocks_of([empty, empty])] == [0] and list(blocks_of([empty]))[0].schema == big.schema
+    assert [b.num_rows for b in blocks_of([empty, tiny[0], empty])] == [10]

@@ -88,43 +88,51 @@ def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:
                                       schema) from exc
 
 
-STREAM_BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 16 << 20
 
 
-def stream_blocks(table: pa.Table, max_bytes: int = STREAM_BLOCK_BYTES):
-    """`table` as blocks of whole record batches of about `max_bytes` each, in order (no copy:
-    the batches are views of the checked file). A streaming read yields these, so Ray Data's
-    backpressure can pause a task between blocks instead of receiving a whole partition."""
+def blocks_of(tables, max_bytes: int = BLOCK_BYTES):
+    """`tables` (in order) as blocks of whole record batches of about `max_bytes`: small
+    partitions are joined (a block costs Ray Data a few milliseconds, so 10,000 tiny partitions
+    must not become 10,000 blocks) and large ones split (so Ray Data's backpressure can pause a
+    streaming read between blocks). No copy: the batches stay views of the checked files."""
     group: list = []
-    size = 0
-    for batch in table.to_batches():
-        if group and size + batch.nbytes > max_bytes:
-            yield pa.Table.from_batches(group, schema=table.schema)
-            group, size = [], 0
-        group.append(batch)
-        size += batch.nbytes
-    if group or table.num_rows == 0:
-        yield pa.Table.from_batches(group, schema=table.schema)
+    size, schema = 0, None
+    for table in tables:
+        for batch in table.to_batches():
+            if group and (size + batch.nbytes > max_bytes or not batch.schema.equals(schema)):
+                yield pa.Table.from_batches(group, schema=schema)
+                group, size = [], 0
+            if not group:
+                schema = batch.schema
+            group.append(batch)
+            size += batch.nbytes
+        if schema is None:
+            schema = table.schema
+    if group:
+        yield pa.Table.from_batches(group, schema=schema)
+    elif schema is not None:  # every partition of this task is empty: one empty block keeps the schema
+        yield schema.empty_table()
+
+
+def _served(refs: tuple, ctx: ReadContext, here: str, reads: list):
+    for ref in refs:
+        try:
+            yield _serve(ref, ctx, here, reads)
+        except FtbridgeError:
+            raise
+        except Exception as exc:  # an Arrow, OS or Ray error: name the partition, keep the cause
+            raise foreign.partition_read_failed(exc, ref.conversion_id, ref.partition_id, here) from exc
 
 
 def read_group(refs: tuple, ctx: ReadContext):
-    """Body of one read task: yields each partition's table (streaming: in blocks), in order.
+    """Body of one read task: its partitions' rows, in order, as blocks of about BLOCK_BYTES.
 
     The read events of the whole group go to the catalog writer in one message at the end.
     """
     here = ray.get_runtime_context().get_node_id()
     reads: list = []
-    for ref in refs:
-        try:
-            table = _serve(ref, ctx, here, reads)
-        except FtbridgeError:
-            raise
-        except Exception as exc:  # an Arrow, OS or Ray error: name the partition, keep the cause
-            raise foreign.partition_read_failed(exc, ref.conversion_id, ref.partition_id, here) from exc
-        if ctx.token:  # materialized: one block per partition
-            yield table
-        else:
-            yield from stream_blocks(table)
+    yield from blocks_of(_served(refs, ctx, here, reads))
     emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
 
 
