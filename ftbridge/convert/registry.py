@@ -60,7 +60,7 @@ class Registry:
                 self._dispatcher = RebuildDispatcher()
             return self._dispatcher.name
 
-    def _register(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
+    def _register(self, conversion_id: str, handler: Callable[[int, str, str], dict]) -> str:
         with self._lock:
             if self._dispatcher is None:
                 self._dispatcher = RebuildDispatcher()
@@ -99,7 +99,7 @@ class Registry:
             if self._on_spark_stop not in owner.stop_hooks:
                 owner.stop_hooks.append(self._on_spark_stop)
 
-    def serve(self, conversion_id: str, handler: Callable[[int, str], dict]) -> str:
+    def serve(self, conversion_id: str, handler: Callable[[int, str, str], dict]) -> str:
         """Serve rebuilds of a conversion this process did not make (e.g. by its recipe)."""
         return self._register(conversion_id, handler)
 

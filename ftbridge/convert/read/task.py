@@ -59,25 +59,39 @@ def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Ta
     """
     started = time.time()
     table, problem, why = _load(ref, here)
-    if problem is not None:
-        log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
-        emit(ctx.writer, "record_events", [event(ref, problem, started, why, node_id=here)])
-        try:
-            ref = request_rebuild(ref, ctx, why)
-        except FtbridgeError as exc:
-            emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": PartitionState.LOST},
-                 [event(ref, EventKind.UNRECOVERABLE, started, str(exc), node_id=here)])
-            raise
+    for _ in range(2):  # a file rebuilt earlier (streaming passes read the original paths) may be lost too
+        if problem is None:
+            break
+        ref, reused = _rebuild(ref, ctx, here, started, problem, why)
         table, problem, why = _load(ref, here)
-        if problem is not None:
-            raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
-                                     node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
+        if problem is not None and not reused:
+            break
+    if problem is not None:
+        raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
+                                 node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
     reads.append(event(ref, EventKind.READ, started, ref.path, node_id=here))
     if ctx.schema is not None and not table.schema.equals(ctx.schema):
         # Spark labels timestamps with the session time zone and names list items `element`;
         # the Dataset's schema says UTC and `item`. Same buffers, so the cast is cheap.
         table = _cast(table, ctx.schema, ref)
     return table
+
+
+def _rebuild(ref: PartitionRef, ctx: ReadContext, here: str, started: float, problem: EventKind,
+             why: str) -> tuple[PartitionRef, bool]:
+    """Ask for `ref` to be rebuilt; record the loss unless the answer is a file rebuilt earlier."""
+    detected = event(ref, problem, started, why, node_id=here)
+    try:
+        new_ref, reused = request_rebuild(ref, ctx, why)
+    except FtbridgeError as exc:
+        emit(ctx.writer, "record_events", [detected])
+        emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": PartitionState.LOST},
+             [event(ref, EventKind.UNRECOVERABLE, started, str(exc), node_id=here)])
+        raise
+    if not reused:
+        log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
+        emit(ctx.writer, "record_events", [detected])
+    return new_ref, reused
 
 
 def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:

@@ -101,5 +101,5 @@ class RecipeRebuilder:
                                        rebuilt_kind=EventKind.REBUILT_FROM_RECIPE)
             return self.live
 
-    def rebuild(self, partition_id: int, why: str) -> dict:
-        return self._ensure().rebuild(partition_id, why)
+    def rebuild(self, partition_id: int, why: str, failed_path: str = "") -> dict:
+        return self._ensure().rebuild(partition_id, why, failed_path)

@@ -39,7 +39,7 @@ class RebuildService:
         self.futures: dict[tuple[str, int], asyncio.Future] = {}
         self.closed_why: str | None = None
 
-    async def request(self, conversion_id: str, partition_id: int, why: str) -> dict:
+    async def request(self, conversion_id: str, partition_id: int, why: str, failed_path: str = "") -> dict:
         if self.closed_why:
             raise PartitionLostError(conversion_id=conversion_id, partition=partition_id, node_id=None,
                                      cause=f"{why}; {self.closed_why}")
@@ -48,7 +48,7 @@ class RebuildService:
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self.futures[key] = fut
-            await self.queue.put((key, why))
+            await self.queue.put((key, why, failed_path))
         return await asyncio.shield(fut)
 
     async def next(self, timeout_s: float) -> list:
@@ -102,7 +102,7 @@ class RebuildDispatcher:
         # while Ray is still up (a Ray call after shutdown ends the whole process).
         atexit.register(_stop_at_exit, weakref.ref(self))
 
-    def register(self, conversion_id: str, handler: Callable[[int, str], dict]) -> None:
+    def register(self, conversion_id: str, handler: Callable[[int, str, str], dict]) -> None:
         self.handlers[conversion_id] = handler
 
     def unregister(self, conversion_id: str) -> None:
@@ -121,10 +121,10 @@ class RebuildDispatcher:
                     log.warning("rebuild service poll failed: %s", exc)
                     self._stop.wait(1.0)
                 continue
-            for (conv, pid), why in items:
-                self._handle(conv, pid, why)
+            for (conv, pid), why, failed_path in items:
+                self._handle(conv, pid, why, failed_path)
 
-    def _handle(self, conv: str, pid: int, why: str) -> None:
+    def _handle(self, conv: str, pid: int, why: str, failed_path: str = "") -> None:
         handler = self.handlers.get(conv)
         result, error = None, None
         if handler is None:
@@ -132,7 +132,7 @@ class RebuildDispatcher:
                                        cause=f"{why}; its Spark DataFrame is no longer registered (released?)")
         else:
             try:
-                result = handler(pid, why)
+                result = handler(pid, why, failed_path)
             except Exception as exc:  # Py4J and Spark errors become one clear error for the reader
                 error = foreign.rebuild_failed(exc, conv, pid, why)
                 if error is not exc:
@@ -155,8 +155,9 @@ class RebuildDispatcher:
             pass
 
 
-def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionRef:
-    """From a read task: ask the driver to rebuild `ref`, wait (bounded), return the new file's ref."""
+def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> tuple[PartitionRef, bool]:
+    """From a read task: ask the driver to rebuild `ref`, wait (bounded); return the new file's ref
+    and whether it is a file rebuilt earlier (no new rebuild: `ref` was an older path)."""
     here = ray.get_runtime_context().get_node_id()
     if ctx.rebuild_service is None:
         raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id, node_id=ref.node_id,
@@ -164,11 +165,12 @@ def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> PartitionR
     timeout_s = settings().rebuild_timeout_s
     try:
         service = ray.get_actor(ctx.rebuild_service, namespace=RAY_NAMESPACE)
-        meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why), timeout=timeout_s)
+        meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why, ref.path), timeout=timeout_s)
     except Exception as exc:  # no service (Spark stopped), timeout, its error, or it died
         raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,
                                           timeout_s) from exc
-    log.info("partition %d of %s rebuilt on node %s (asked from %s)", ref.partition_id, ref.conversion_id,
-             meta.get("node_id"), here)
+    reused = bool(meta.get("reused"))
+    log.info("partition %d of %s %s on node %s (asked from %s)", ref.partition_id, ref.conversion_id,
+             "served from its rebuilt file" if reused else "rebuilt", meta.get("node_id"), here)
     return replace(ref, path=meta["path"], node_id=meta.get("node_id"), num_bytes=meta["num_bytes"],
-                   checksum=meta["checksum"], num_rows=meta["num_rows"])
+                   checksum=meta["checksum"], num_rows=meta["num_rows"]), reused

@@ -33,11 +33,20 @@ class SparkRebuilder:
         self.spark_owner = spark_owner      # the SparkOnRay session whose stop must release this conversion
         self.rebuilt_kind = rebuilt_kind
         self.lock = threading.Lock()
+        self.rebuilt: dict[int, dict] = {}  # partition -> the file this rebuilder made for it last
 
-    def rebuild(self, partition_id: int, why: str) -> dict:
-        """Run exactly this partition through Spark again; record it; return the new file's metadata."""
+    def rebuild(self, partition_id: int, why: str, failed_path: str = "") -> dict:
+        """Run exactly this partition through Spark again; record it; return the new file's metadata.
+
+        A reader that failed on an older file than the one this rebuilder made since (a streaming
+        Dataset reads its original paths on every pass) gets that file instead of a new rebuild;
+        if that one fails too, its path is the failed one and the partition is rebuilt again.
+        """
         started = time.time()
         with self.lock:
+            last = self.rebuilt.get(partition_id)
+            if last is not None and failed_path and failed_path != last["path"]:
+                return {**last, "reused": True}
             meta = spill_one(self.batches, self.target, self.conversion_id, partition_id)
         orig = self.original[partition_id]
         ref = PartitionRef.of(self.conversion_id, meta, self.target)
@@ -51,6 +60,8 @@ class SparkRebuilder:
             orig.update(checksum=meta["checksum"], num_bytes=meta["num_bytes"], num_rows=meta["num_rows"])
         call(self.writer, "update_partition", self.conversion_id, partition_id, fields,
              [event(ref, self.rebuilt_kind, started, f"{why} -> {meta['path']}", source="spark")])
+        with self.lock:
+            self.rebuilt[partition_id] = meta
         return meta
 
     def _refuse(self, ref: PartitionRef, meta: dict, orig: dict, started: float) -> None:
