@@ -81,7 +81,8 @@ def epoch_loop(config: dict) -> None:
         seen = pa.concat_tables(tables) if tables else None
         if seen is not None:
             _write_atomic(os.path.join(out, attempt, f"e{epoch}-r{rank}.arrow"), seen)
-        with tempfile.TemporaryDirectory() as folder:
+        # Under `out`, not the system temp dir: a worker killed mid-report leaves it where the run cleans up.
+        with tempfile.TemporaryDirectory(dir=out) as folder:
             checkpoint = None
             if rank == 0:
                 with open(os.path.join(folder, "state.json"), "w") as f:
