@@ -85,14 +85,18 @@ class BackgroundConversion:
         return self.box["ds"]
 
 
-def record_check(out: Outcome, reference, table, started: float) -> None:
-    """Check what was read against the reference, row by row, and add it to the outcome."""
-    result = check(reference, table)
+def add_check(out: Outcome, result) -> None:
+    """Add one row-by-row check result to the outcome's checks and row counts."""
     out.checks.append(result)
     out.rows_lost += len(result.lost)
     out.rows_duplicated += len(result.duplicated)
     out.rows_unexpected += len(result.unexpected)
     out.rows_changed += len(result.changed)
+
+
+def record_check(out: Outcome, reference, table, started: float) -> None:
+    """Check what was read against the reference, row by row, and add it to the outcome."""
+    add_check(out, check(reference, table))
     out.recover_seconds = round(out.recover_seconds + time.monotonic() - started, 3)
 
 

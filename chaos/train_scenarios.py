@@ -19,7 +19,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 import ftbridge
 from chaos import faults
 from chaos.env import TRAIN_RESOURCE
-from chaos.scenarios import Outcome, frame, partitions_and_events
+from chaos.scenarios import Outcome, add_check, frame, partitions_and_events
 from chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import spark_to_arrow
@@ -97,12 +97,8 @@ def finish(env, job: BackgroundFit, out: Outcome, started: float, want_failures:
     """Join training, check every completed epoch attempt row by row, and check the run's record."""
     fit = job.result()
     checks, facts = check_epochs(job.out, job.reference, WORKERS, EPOCHS)
-    out.checks.extend(checks)
     for c in checks:
-        out.rows_lost += len(c.lost)
-        out.rows_duplicated += len(c.duplicated)
-        out.rows_unexpected += len(c.unexpected)
-        out.rows_changed += len(c.changed)
+        add_check(out, c)
     out.recover_seconds = round(time.monotonic() - started, 3)
     with Catalog(env.catalog).read() as con:
         summary, timeline = run_record(con, queries.run(con, fit.run_id))
