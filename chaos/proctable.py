@@ -34,3 +34,34 @@ def wait_gone(pids, timeout_s: float = 30.0) -> set[int]:
         if alive:
             time.sleep(0.2)
     return alive
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every live process below `pid` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            parent = _ppid(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child not in found:
+            found[child] = " ".join(cmdline(child))
+            todo.extend(children.get(child, []))
+    return found
+
+
+def ray_processes(procs: dict[int, str]) -> set[int]:
+    """The Ray processes among `procs` (raylet, GCS, Ray's helpers and `ray::` workers)."""
+    return {pid for pid, args in procs.items()
+            if "ray" in args and "java" not in args and "ftbridge.cluster.reaper" not in args}

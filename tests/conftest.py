@@ -15,7 +15,8 @@ from ray.cluster_utils import Cluster
 
 import ftbridge
 from ftbridge.cluster import scratch
-from chaos.proctable import spark_daemon_jvms, wait_gone
+from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
+from ftbridge.cluster.jvm import cmdline
 
 logging.getLogger("ftbridge").setLevel(logging.INFO)
 
@@ -40,10 +41,13 @@ def ray_cluster(private_dirs):
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     ftbridge.stop_spark()
+    ray_procs = ray_processes(descendants(os.getpid()))  # raylets, GCS, every worker of the cluster
     ray.shutdown()
     cluster.shutdown()
     leftover = wait_gone(spark_daemon_jvms(), timeout_s=30)
     assert not leftover, f"Spark JVMs outlived the test session: {leftover}"
+    leftover = wait_gone(ray_procs, timeout_s=60)
+    assert not leftover, f"Ray processes outlived the test cluster: {[(p, cmdline(p)) for p in leftover]}"
     work_root = os.path.join(tempfile.gettempdir(), f"ftbridge-{os.getuid()}", "spark")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _work_dirs(work_root):

@@ -9,9 +9,13 @@ SIGKILL once the owner is gone. It exits by itself once the group is empty.
 
 Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]``; WORK_DIR (the
 JVM's scratch folder) is removed once the group is gone. The driver JVM PySpark starts is a
-plain child of the driver (not a group of its own); ``--process OWNER_PID JVM_PID DIR``
-waits for the owner to die, gives the JVM a moment to run its shutdown hooks (it exits when
-its stdin closes), kills it if it has not, and removes DIR.
+plain child of the driver (not a group of its own), and the driver can die before PySpark
+hands back its pid (a SIGKILL or SIGTERM while the JVM starts leaves one that never exits:
+its gateway thread runs, the connection file it wanted to write is gone). So
+``--driver OWNER_PID DIR`` is started *before* that JVM: it waits for the owner to die, finds
+the processes started with ``-Djava.io.tmpdir=DIR/tmp`` (the driver JVM, and Spark's launcher
+if it was still running), gives them a moment to run their shutdown hooks (the driver JVM
+exits when its stdin closes), kills what is left and removes DIR.
 """
 
 from __future__ import annotations
@@ -68,15 +72,42 @@ def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
     return 0
 
 
-def watch_process(owner_pid: int, pid: int, work_dir: str, grace_s: float = 20.0) -> int:
-    """Block until the owner dies; then end `pid` (after `grace_s`) and remove `work_dir`."""
+def driver_marker(work_dir: str) -> str:
+    """The option every process of a driver folder is started with (see `spark_on_ray.spark_conf`)."""
+    return f"-Djava.io.tmpdir={os.path.join(work_dir, 'tmp')}"
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes (other than this one) whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in args and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def end_processes(pids: list[int], grace_s: float) -> None:
+    """Wait up to `grace_s` for `pids` to exit by themselves, then SIGKILL the rest (bounded)."""
+    deadline = time.monotonic() + grace_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    for pid in pids:
+        if pid_alive(pid):
+            _kill_and_wait(lambda pid=pid: os.kill(pid, signal.SIGKILL), lambda pid=pid: pid_alive(pid))
+
+
+def watch_driver(owner_pid: int, work_dir: str, grace_s: float = 20.0) -> int:
+    """Block until the owner dies; then end its driver JVM (after `grace_s`) and remove `work_dir`."""
     while pid_alive(owner_pid) and os.getppid() == owner_pid:  # bounded by the owner's lifetime
         time.sleep(POLL_SECONDS)
-    deadline = time.monotonic() + grace_s
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(POLL_SECONDS)
-    if pid_alive(pid):
-        _kill_and_wait(lambda: os.kill(pid, signal.SIGKILL), lambda: pid_alive(pid))
+    end_processes(processes_with(driver_marker(work_dir)), grace_s)
     remove_tree(work_dir)
     return 0
 
@@ -113,11 +144,11 @@ def remove_empty(path: str, stop_at: str) -> None:
 def main(argv: list[str]) -> int:
     # The reaper must not die with the terminal's SIGINT before it has done its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if len(argv) in (4, 5) and argv[0] == "--process":
-        return watch_process(int(argv[1]), int(argv[2]), argv[3], *(float(a) for a in argv[4:]))
+    if len(argv) in (3, 4) and argv[0] == "--driver":
+        return watch_driver(int(argv[1]), argv[2], *(float(a) for a in argv[3:]))
     if len(argv) not in (2, 3):
         print("usage: python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]\n"
-              "       python -m ftbridge.cluster.reaper --process OWNER_PID PID DIR [GRACE_S]", file=sys.stderr)
+              "       python -m ftbridge.cluster.reaper --driver OWNER_PID DIR [GRACE_S]", file=sys.stderr)
         return 2
     return watch(int(argv[0]), int(argv[1]), argv[2] if len(argv) == 3 else None)
 

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from ftbridge.cluster.reaper import pid_alive, remove_empty
+from ftbridge.cluster.reaper import driver_marker, end_processes, pid_alive, processes_with, remove_empty
 from ftbridge_common.config import settings
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,27 @@ def _prune_logs(base: str, keep: int) -> None:
         shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def watch_driver_jvm(jvm_pid: int) -> None:
-    """Start the reaper that removes this process's driver folder once it and its JVM are gone."""
+def watch_driver_jvm() -> None:
+    """Start the reaper that ends this process's driver JVM and removes its folder once the process is gone.
+
+    Started before the JVM: a driver killed while PySpark starts it leaves a JVM that runs on.
+    """
+    work_dir = driver_dir()
     with _LOCK:
         if _STATE.get("driver_reaper") is not None:
             return
         _STATE["driver_reaper"] = subprocess.Popen(
-            [sys.executable, "-m", "ftbridge.cluster.reaper", "--process", str(os.getpid()), str(jvm_pid),
-             str(_STATE["driver_dir"])],
+            [sys.executable, "-m", "ftbridge.cluster.reaper", "--driver", str(os.getpid()), work_dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+def kill_unstarted_driver_jvm() -> list[int]:
+    """SIGKILL a driver JVM of this process that never handed PySpark its gateway; return the pids ended."""
+    pids = processes_with(driver_marker(driver_dir()))
+    end_processes(pids, grace_s=0.0)
+    return pids
 
 
 def _owner_alive(path: str, grace_s: float) -> bool:

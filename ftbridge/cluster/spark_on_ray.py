@@ -318,12 +318,20 @@ class SparkOnRay:
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ["JAVA_HOME"] = jvm.java_home(self.java)
+        scratch.watch_driver_jvm()  # before the JVM: this process may die while PySpark starts it
         try:
             jvm_pid = launch_driver_jvm({"spark.master": self.master_url, **conf}, log_path)
-        except Exception as exc:  # Py4J: show the Java message, not a 200-line trace
+        except BaseException as exc:
+            # Interrupted (Ctrl-C, SIGTERM) or failed before the gateway answered: a JVM left
+            # behind would run on with nobody to talk to.
+            ended = scratch.kill_unstarted_driver_jvm()
+            if ended:
+                log.info("ended the driver JVM %s that did not start", ended)
+            if not isinstance(exc, Exception):
+                raise
+            # Py4J: show the Java message, not a 200-line trace
             raise foreign.spark_start_failed(exc, self.cfg.app_name, log_path, jvm.file_tail(log_path, 15)) from exc
         if jvm_pid is not None:
-            scratch.watch_driver_jvm(jvm_pid)
             log.info("Spark driver JVM %d; its log: %s", jvm_pid, log_path)
 
     def _make_session(self, conf: dict[str, str], log_path: str):
