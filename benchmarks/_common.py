@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import statistics
 import threading
 import time
@@ -69,6 +70,20 @@ def size_args(extra=None):
     return args
 
 
+def _exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def ray_init(**kwargs):
+    """`ray.init`, then SIGTERM ends the benchmark through SystemExit (as Ctrl-C does through
+    KeyboardInterrupt), so its `finally` blocks and exit hooks remove what it made. After
+    ray.init, which installs a handler of its own."""
+    import ray
+
+    ray.init(**kwargs)
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def bench_session():
     """Embedded Ray (4 logical CPUs) and Spark on it (2 executors x 1 core), quiet; returns the session."""
     import logging
@@ -78,7 +93,7 @@ def bench_session():
     import ftbridge
 
     logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB",
                                 configs={"spark.sql.execution.arrow.maxRecordsPerBatch": "100000"})

@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median  # noqa: E402
+from _common import median, ray_init  # noqa: E402
 
 
 class _Steps(logging.Handler):
@@ -59,7 +59,7 @@ def main() -> None:
     conv_log.setLevel(logging.INFO)
     conv_log.addHandler(steps)
     conv_log.propagate = False
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     configs = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(args.batch_rows)} if args.batch_rows else {}
     spark = ftbridge.init_spark("breakdown", num_executors=2, executor_cores=1, executor_memory="1GB",
                                 configs=configs)
@@ -97,21 +97,23 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {k: [] for k in paths}
     split: dict[str, list[float]] = {"spill": [], "catalog": [], "read": []}
-    for rep in range(args.reps + 1):
-        for name in (list(paths) if rep % 2 == 0 else list(reversed(paths))):
-            t0 = time.perf_counter()
-            took = paths[name](rep)
-            took = took if took is not None else time.perf_counter() - t0
-            if rep > 0:  # the first round warms up
-                times[name].append(took)
-                if name == "end to end":
-                    for key, value in steps.last.items():
-                        split[key].append(value)
-    ftbridge.stop_spark()
-    ray.shutdown()
-    for path in (catalog, catalog + ".wal"):
-        if os.path.exists(path):
-            os.remove(path)
+    try:
+        for rep in range(args.reps + 1):
+            for name in (list(paths) if rep % 2 == 0 else list(reversed(paths))):
+                t0 = time.perf_counter()
+                took = paths[name](rep)
+                took = took if took is not None else time.perf_counter() - t0
+                if rep > 0:  # the first round warms up
+                    times[name].append(took)
+                    if name == "end to end":
+                        for key, value in steps.last.items():
+                            split[key].append(value)
+    finally:
+        ftbridge.stop_spark()
+        ray.shutdown()
+        for path in (catalog, catalog + ".wal"):
+            if os.path.exists(path):
+                os.remove(path)
     floor = median(times["floor"])
     print(f"{args.rows:,} rows, 8 partitions, batch rows {args.batch_rows or 'default'}; medians of {args.reps}")
     for name, xs in times.items():

@@ -17,6 +17,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from _common import ray_init  # noqa: E402
 from lineage import records  # noqa: E402
 from lineage.catalog import Catalog, now  # noqa: E402
 
@@ -46,7 +47,7 @@ def main(n: int = 10_000) -> None:
         import ray
 
         from lineage.writer import call, get_writer
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         writer = get_writer(cat)
         call(writer, "pid")
         conv, parts = conversion_rows(n)
@@ -112,7 +113,7 @@ def reports(n: int = 300) -> None:
     from ftbridge.train.recorder import record_start, recorder
     from lineage.writer import call, start_writer
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         cat = Catalog(os.path.join(tmp, "c.duckdb"))
         writer = start_writer(cat)

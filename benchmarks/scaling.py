@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss  # noqa: E402
+from _common import PeakRss, ray_init  # noqa: E402
 
 import ray  # noqa: E402
 
@@ -115,7 +115,7 @@ def main() -> None:
     rows_list = [int(x) for x in args.rows.split(",")]
     parts_list = [int(x) for x in args.partitions.split(",")]
     logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     spark = ftbridge.init_spark("scaling", num_executors=2, executor_cores=1, executor_memory="3GB")
     spark.sparkContext.setLogLevel("ERROR")

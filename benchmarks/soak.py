@@ -33,7 +33,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import ftbridge  # noqa: E402
-from _common import rss_bytes  # noqa: E402
+from _common import rss_bytes, ray_init  # noqa: E402
 from ftbridge.cluster import scratch  # noqa: E402
 from ftbridge.cluster.session import wait_for_executors  # noqa: E402
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1, resources={NODE: 1}) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    ray_init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     spark = ftbridge.init_spark("soak", num_executors=2, executor_cores=1, executor_memory="512MB",
                                 executor_resources={NODE: 1})
     spark.sparkContext.setLogLevel("ERROR")

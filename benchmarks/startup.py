@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median  # noqa: E402
+from _common import median, ray_init  # noqa: E402
 
 
 def child() -> None:
@@ -32,7 +32,7 @@ def child() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     t0 = time.perf_counter()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     spark = ftbridge.init_spark("startup", num_executors=2, executor_cores=1, executor_memory="1GB")

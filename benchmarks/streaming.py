@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, median  # noqa: E402
+from _common import PeakRss, median, ray_init  # noqa: E402
 
 MODES = ("materialized", "streaming")
 
@@ -99,7 +99,7 @@ def child(mode: str, rows: int, store_mb: int, epochs: int) -> None:
 
     logging.basicConfig(level=logging.ERROR)
     spill_root = os.path.join(os.environ["BENCH_TMP"], "ray-spill")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+    ray_init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              object_store_memory=store_mb << 20,
              _system_config={"object_spilling_config": json.dumps(
                  {"type": "filesystem", "params": {"directory_path": spill_root}})})
