@@ -139,6 +139,22 @@ class Catalog:
 
     # -- schema ------------------------------------------------------------------------------
     def _check_schema(self, con, writable: bool) -> None:
+        # Once this object has checked the file in full, a transaction only confirms the
+        # version (one query, not the table listing): the writer actor makes many.
+        if self._checked and self._version_is_current(con):
+            return
+        self._full_check(con, writable)
+        self._checked = self._version_is_current(con)
+
+    @staticmethod
+    def _version_is_current(con) -> bool:
+        try:
+            row = con.execute("SELECT value FROM ftbridge_meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.Error:  # no such table: the full check says what the file is
+            return False
+        return bool(row) and row[0] == str(SCHEMA_VERSION)
+
+    def _full_check(self, con, writable: bool) -> None:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         version = 0
         if "ftbridge_meta" in tables:
