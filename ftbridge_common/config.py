@@ -59,6 +59,8 @@ class Settings:
     recover_executors: int = _setting(1, "executors of the Spark that `ftbridge recover` starts", minimum=1)
     recover_executor_cores: int = _setting(1, "cores of each of those executors", minimum=1)
     recover_executor_memory: str = _setting("1GB", "heap of each of those executors")
+    warm_up: bool = _setting(True, "`init_spark` starts, in the background, the Ray workers and services the "
+                             "first conversion would otherwise wait for")
     ray_log_to_driver: bool = _setting(False, "Ray workers' output on the driver's terminal (else only in "
                                        "Ray's session logs)")
     log_dir: str | None = _setting(None, "where the driver JVM's output (Spark's log lines) goes, one folder "

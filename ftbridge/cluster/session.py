@@ -6,8 +6,10 @@ The module keeps a pointer to the current `SparkOnRay` (see `spark_on_ray.py`) s
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from typing import Callable
 
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.spark_on_ray import ExecutorInfo, SparkOnRay, ensure_ray
@@ -16,8 +18,12 @@ from ftbridge_common.errors import ClusterStartTimeoutError, SparkAlreadyRunning
 __all__ = ["ExecutorInfo", "current", "current_or_none", "ensure_ray", "executors", "init_spark", "spark_session",
            "stop_spark", "wait_for_executors"]
 
+log = logging.getLogger(__name__)
+
 _LOCK = threading.Lock()
 _CURRENT: "SparkOnRay | None" = None
+# Called with each new session once it is up (the conversion layer warms its read path here).
+START_HOOKS: list[Callable[[SparkOnRay], None]] = []
 
 
 def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_memory: str,
@@ -50,6 +56,11 @@ def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_
         cfg = ClusterConfig(app_name, num_executors, executor_cores, executor_memory, configs or {},
                             placement_group_strategy, **kwargs)
         _CURRENT = SparkOnRay(cfg)
+        for hook in list(START_HOOKS):
+            try:
+                hook(_CURRENT)
+            except Exception:  # a start hook only saves time later; the session is up
+                log.exception("start hook %r failed", hook)
         return _CURRENT.spark
 
 

@@ -19,6 +19,7 @@ from pyspark import StorageLevel
 
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session as cluster
+from ftbridge.convert import warm
 from ftbridge.convert.read.dataset import open_dataset
 from ftbridge.convert.read.task import prewarm_readers
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
@@ -42,6 +43,7 @@ def _release_on_stop(conversion_id: str, catalog: str) -> None:
 
 
 REGISTRY = Registry(release=_release_on_stop)
+warm.install(REGISTRY)
 
 
 def _plan_text(df) -> str:

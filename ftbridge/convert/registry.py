@@ -93,6 +93,12 @@ class Registry:
             self._restager[0].remove.remote(conversion_id)  # its blocks may go now
         return staging
 
+    def serve_session(self, owner) -> str:
+        """Start the rebuild service now, for the Spark session `owner` (up until that session stops)."""
+        name = self.service_name()
+        self._hook(owner)
+        return name
+
     def _hook(self, owner) -> None:
         if owner is not None:
             self._spark_live = True

@@ -85,3 +85,45 @@ def test_node_removed_mid_job(ray_cluster):
         assert len(live) == 2 and victim.node_id not in {i.node_id for i in live}
     finally:
         stop_spark_and_remove(ray_cluster, nodes)
+
+
+def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path):
+    from ftbridge.cluster import session
+    from ftbridge.convert.conversion import REGISTRY
+    from ftbridge_common.config import RAY_NAMESPACE
+
+    spark = ftbridge.init_spark("warm", num_executors=1, executor_cores=1, executor_memory="512MB")
+    owner = session.current()
+    try:
+        assert owner.warm_up_done.wait(90), "the warm-up did not finish within 90 s"
+        report = owner.warm_up_report
+        assert "ray_error" not in report and "spark_error" not in report, report
+        assert report["read_workers"] >= 1 and report["arrow_batches"] >= 1, report
+        service = REGISTRY.service_name()
+        assert ray.get_actor(service, namespace=RAY_NAMESPACE) is not None  # the rebuild service is up
+        df = spark.range(0, 10_000, numPartitions=2).selectExpr("id", "cast(id as string) as s")
+        ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
+        assert sorted(r["id"] for r in ds.take_all()) == list(range(10_000))
+        ftbridge.release(ds)
+    finally:
+        ftbridge.stop_spark()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(service, namespace=RAY_NAMESPACE)
+        except ValueError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the rebuild service the warm-up started outlived stop_spark")
+
+
+def test_warm_up_off_starts_nothing(ray_cluster, monkeypatch):
+    from ftbridge.cluster import session
+
+    monkeypatch.setenv("FTBRIDGE_WARM_UP", "false")
+    ftbridge.init_spark("cold", num_executors=1, executor_cores=1, executor_memory="512MB")
+    try:
+        assert not hasattr(session.current(), "warm_up_done")
+    finally:
+        ftbridge.stop_spark()
