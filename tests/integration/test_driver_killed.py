@@ -23,7 +23,7 @@ from tests.conftest import python_env
 
 DRIVER = textwrap.dedent("""
     import ray, ftbridge
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ftbridge.init_spark("killed-driver", num_executors=1, executor_cores=1, executor_memory="512MB")
     print("READY", flush=True)
     import time; time.sleep(600)
@@ -55,7 +55,8 @@ def _wait_driver_jvm(proc, timeout_s: float = 120.0) -> dict[int, str]:
     pytest.param(signal.SIGTERM, 3.0, id="sigterm-while-the-context-starts"),
 ])
 def test_driver_killed_during_init_spark_leaves_no_process_or_folder(sig, after_s):
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], env=python_env(), stdout=subprocess.PIPE,
+    env = {k: v for k, v in python_env().items() if k != "RAY_ADDRESS"}  # its own Ray, not the session's
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     started: dict[int, str] = {}
     try:
