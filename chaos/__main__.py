@@ -27,7 +27,8 @@ def main():
 @main.command()
 @click.option("--scenarios", default="all", help="Comma-separated scenario names, 'ci' or 'all'.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 50), help="Seeds per scenario.")
-@click.option("--first-seed", default=1, show_default=True, type=int)
+@click.option("--first-seed", "--seed", "first_seed", default=1, show_default=True, type=int,
+              help="The first seed (`--seed N` with one seed reruns what a CI run did with N).")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False), help="JSON report path.")
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
               help="Keep the catalog and driver logs here (default: a temp dir, removed at the end).")

@@ -144,6 +144,12 @@ class ResourceKiller:
         self._stop.set()
         self._thread.join(timeout=120)
 
+    def require_kills(self, n: int = 1) -> None:
+        """FaultMissedError unless at least `n` kills landed (with the errors of those that did not)."""
+        if len(self.killed) < n:
+            raise FaultMissedError(f"{len(self.killed)} of the {n} kills needed landed while the work ran; "
+                                   f"kill errors: {self.errors or 'none'}")
+
     def _run(self) -> None:
         while len(self.killed) < self.max_kills and not self._stop.wait(
                 self.rng.uniform(self.min_gap_s, self.max_gap_s)):
@@ -161,6 +167,22 @@ def when(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
             return True
         time.sleep(poll_s)
     return False
+
+
+class FaultMissedError(AssertionError):
+    """A scenario could not show that its fault landed while the work ran: it proves nothing."""
+
+
+def await_moment(predicate, timeout_s: float, what: str) -> None:
+    """`when`, or FaultMissedError naming the moment that never came."""
+    if not when(predicate, timeout_s):
+        raise FaultMissedError(f"{what} did not happen within {timeout_s:.0f}s, so no fault was injected")
+
+
+def require_running(thread: threading.Thread, fault: str) -> None:
+    """FaultMissedError unless the work in `thread` was still running when `fault` landed."""
+    if not thread.is_alive():
+        raise FaultMissedError(f"the work had finished before {fault}: the fault did not land while it ran")
 
 
 def spill_files(root: str, conversion_id: str | None = None) -> list[str]:

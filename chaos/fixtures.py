@@ -7,7 +7,9 @@ the test's seed (``--chaos-seed``, default 1) and records into the test's `fault
 from __future__ import annotations
 
 import functools
+import os
 import random
+import subprocess
 
 import pytest
 
@@ -18,12 +20,30 @@ from lineage.writer import get_writer
 
 
 def pytest_addoption(parser):
-    parser.addoption("--chaos-seed", type=int, default=1, help="Seed of the chaos schedules.")
+    parser.addoption("--chaos-seed", type=int, default=None,
+                     help="Seed of the chaos schedules (default: derived from the checked-out commit).")
 
 
-@pytest.fixture
+def commit_seed(root: str | None = None) -> int:
+    """A seed from the checked-out commit (1-9999): each commit runs other schedules, and a failure
+    reproduces with `python -m chaos run --scenarios NAME --seed N`. 1 outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or os.path.dirname(os.path.abspath(__file__)),
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return int(head[:8], 16) % 9999 + 1
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 1
+
+
+@pytest.fixture(scope="session")
 def chaos_seed(request) -> int:
-    return request.config.getoption("--chaos-seed")
+    given = request.config.getoption("--chaos-seed")
+    return commit_seed() if given is None else given
+
+
+def pytest_report_header(config):
+    given = config.getoption("--chaos-seed")
+    return f"chaos seed: {commit_seed() if given is None else given} (--chaos-seed N to choose)"
 
 
 @pytest.fixture(scope="module")

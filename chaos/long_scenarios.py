@@ -44,6 +44,8 @@ def long_consumer_node_killed(env, seed, out: Outcome):
     out.detail = f"{len(epochs)} epochs, identical row sets: {all(c.ok for c in out.checks)}"
 
 
+MAX_ROUNDS = 5  # rounds of executors_killed_at_random until a kill lands (each ~2-4 s; kills every 0.5-3 s)
+
 DRIVER = textwrap.dedent("""
     import sys, time, ray, ftbridge
     ray.init(address=sys.argv[1], log_to_driver=False)
@@ -100,22 +102,27 @@ def driver_killed_reopened(env, seed, out: Outcome):
 
 
 def executors_killed_at_random(env, seed, out: Outcome):
-    """A seeded ResourceKiller kills up to two executors at random times while data is converted and read."""
+    """A seeded ResourceKiller kills up to two executors at random times while data is converted and read.
 
+    Rounds of convert + read go on (at most MAX_ROUNDS) until a kill has landed, so the scenario
+    never passes on a schedule whose kills all fell after the work; each round is checked."""
     spark = env.ensure_spark()
     df = frame(spark, seed)
     reference = spark_to_arrow(df)
     killer = faults.ResourceKiller(lambda rng: faults.kill_executor(out.log, rng), seed=seed, max_kills=2,
                                    min_gap_s=0.5, max_gap_s=3.0)
-    started = time.monotonic()
     with killer:
-        ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name="random-kills")
-        cid = ftbridge.conversion_id(ds)
-        parts, _ = partitions_and_events(env, cid)
-        faults.corrupt_spill(random.Random(seed).choice(parts)["path"], "delete", random.Random(seed), out.log)
-        table = read_all(ftbridge.open_recoverable(cid, catalog=env.catalog))
-    record_check(out, reference, table, started)
-    out.detail = f"{len(killer.killed)} kills, {len(killer.errors)} kill errors"
+        for round_ in range(MAX_ROUNDS):
+            started = time.monotonic()
+            ds = ftbridge.from_spark_recoverable(df, catalog=env.catalog, name=f"random-kills-{round_}")
+            cid = ftbridge.conversion_id(ds)
+            parts, _ = partitions_and_events(env, cid)
+            faults.corrupt_spill(random.Random(seed).choice(parts)["path"], "delete", random.Random(seed), out.log)
+            record_check(out, reference, read_all(ftbridge.open_recoverable(cid, catalog=env.catalog)), started)
+            if killer.killed:
+                break
+    killer.require_kills(1)
+    out.detail = f"{len(killer.killed)} kills in {round_ + 1} rounds, {len(killer.errors)} kill errors"
     wait_for_executors(2)
 
 
@@ -135,8 +142,10 @@ def to_spark_staging_lost(env, seed, out: Outcome):
     box: dict = {}
     reader = threading.Thread(target=lambda: box.setdefault("table", spark_to_arrow(back)), daemon=True)
     reader.start()
-    time.sleep(rng.uniform(0.05, 0.4))
+    faults.await_moment(lambda: bool(spark.sparkContext.statusTracker().getActiveStageIds()), 120,
+                        "Spark's read of the DataFrame starting")
     faults.kill_executor(out.log, rng)
+    faults.require_running(reader, "the executor was killed")
     reader.join(timeout=600)
     if "table" not in box:
         raise RuntimeError("Spark did not read the DataFrame within 600s")

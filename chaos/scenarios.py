@@ -14,7 +14,7 @@ from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from lineage import queries
 from lineage.catalog import Catalog
-from lineage.writer import get_writer
+from lineage.writer import flush, get_writer
 
 ROWS = 60_000
 PARTITIONS = 8
@@ -114,8 +114,10 @@ def executor_killed_during_conversion(env, seed, out: Outcome):
     before = set(faults.spill_files(env.spill_root))
     job = BackgroundConversion(df, env.catalog, "exec-kill-during")
     k = rng.randint(1, 3)
-    faults.when(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120)
+    faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120,
+                        f"{k} of the conversion's spill files being written")
     faults.kill_executor(out.log, rng)
+    faults.require_running(job.thread, "the executor was killed")
     record_check(out, reference, read_all(job.result()), job.started)
     wait_for_executors(2)
 
@@ -141,15 +143,43 @@ def block_node(env, cid):
 
 
 def _node_lost(env, seed, out: Outcome, wipe: bool, name: str):
+    """A worker node holding blocks (and spill files) of a conversion is removed, its disk wiped
+    when `wipe`. Every row comes back, and the catalog says how: each lost block reconstructed,
+    each lost file rebuilt by Spark once, on another node."""
     rng = random.Random(seed)
     df, reference, ds = convert_frame(env, seed, name)
     cid = ftbridge.conversion_id(ds)
-    victim = rng.choice(block_node(env, cid))
+    flush(Catalog(env.catalog))  # read events are buffered for up to 0.5 s
+    parts, _ = partitions_and_events(env, cid)
+    with_files = {p["node_id"] for p in parts}
+    candidates = [n for n in block_node(env, cid) if n in with_files or not wipe]
+    if not candidates:
+        raise faults.FaultMissedError(f"no worker node holds both blocks and spill files of {cid}")
+    victim = rng.choice(sorted(set(candidates)))
+    _, events = partitions_and_events(env, cid)
+    lost_blocks = sorted({e["partition_id"] for e in events if e["kind"] == "read" and e["node_id"] == victim})
+    lost_files = sorted(p["partition_id"] for p in parts if p["node_id"] == victim)
     faults.remove_node(env.cluster, env.node(victim), out.log, wipe_spill=wipe, spill_root=env.spill_root)
     env.remove(env.node(victim)) if any(n.node_id == victim for n in env.nodes) else None
     started = time.monotonic()
     record_check(out, reference, read_all(ds), started)
+    flush(Catalog(env.catalog))
+    _check_node_loss_recorded(env, cid, victim, lost_blocks, lost_files if wipe else [])
     wait_for_executors(2)
+
+
+def _check_node_loss_recorded(env, cid, victim: str, lost_blocks: list[int], lost_files: list[int]) -> None:
+    parts, events = partitions_and_events(env, cid)
+    kinds = {(e["kind"], e["partition_id"]) for e in events}
+    after = {p["partition_id"]: p for p in parts}
+    missing = [f"object_reconstructed {pid}" for pid in lost_blocks if ("object_reconstructed", pid) not in kinds]
+    for pid in set(lost_blocks) & set(lost_files):
+        missing += [f"{kind} {pid}" for kind in ("spill_missing", "rebuilt_from_spark") if (kind, pid) not in kinds]
+        if after[pid]["node_id"] == victim or after[pid]["rebuilt_count"] != 1:
+            missing.append(f"partition {pid} rebuilt once elsewhere (node {after[pid]['node_id'][:8]}, "
+                           f"rebuilt {after[pid]['rebuilt_count']}x)")
+    if missing:
+        raise AssertionError(f"the catalog does not record the node loss: missing {missing}")
 
 
 def node_blocks_lost(env, seed, out):
@@ -189,9 +219,13 @@ def catalog_writer_killed(env, seed, out: Outcome):
     df = frame(spark, seed)
     reference = spark_to_arrow(df)
     writer = get_writer(Catalog(env.catalog))
+    before = set(faults.spill_files(env.spill_root))
     job = BackgroundConversion(df, env.catalog, "writer-kill")
-    time.sleep(rng.uniform(0.2, 1.5))
+    k = rng.randint(1, 4)  # the spill job is under way; the conversion is recorded after it
+    faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120,
+                        f"{k} of the conversion's spill files being written")
     faults.kill_catalog_writer(writer, out.log)
+    faults.require_running(job.thread, "the catalog writer was killed")
     ds = job.result()
     parts, events = partitions_and_events(env, ftbridge.conversion_id(ds))
     if len(parts) != PARTITIONS or not any(e["kind"] == "created" for e in events):

@@ -7,7 +7,8 @@ boundaries. Recoverability is marked by mixins, as in dlt::
     FtbridgeError
     ├── ConfigurationError (TerminalError)        bad arguments, missing Java, unwritable spill dir
     │   ├── UnsupportedTypeError                 a column type Arrow cannot carry
-    │   └── JavaRuntimeError                     a Java that cannot run the installed Spark
+    │   ├── JavaRuntimeError                     a Java that cannot run the installed Spark
+    │   └── DependencyVersionError               installed releases that do not work together
     ├── ClusterError                              Spark-on-Ray start/stop problems
     │   ├── SparkAlreadyRunningError (TerminalError)
     │   ├── SparkNotRunningError (TerminalError)
@@ -82,6 +83,10 @@ class UnsupportedTypeError(ConfigurationError):
 
 class JavaRuntimeError(ConfigurationError):
     """The Java runtime cannot run the installed Spark (version out of range, modules missing)."""
+
+
+class DependencyVersionError(ConfigurationError):
+    """Installed releases that do not work together (e.g. pandas 3 with a PySpark older than 4.3)."""
 
 
 class ClusterError(FtbridgeError):

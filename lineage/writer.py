@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -127,27 +128,42 @@ def actor_name(path: str) -> str:
     return "ftbridge-catalog-" + hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
+# One writer handle per (Ray cluster, catalog) in this process: the creating one. A Ray actor
+# lives while its creating handle does (`max_restarts` does not bring back an actor whose
+# owner dropped it), so two threads that each created a handle, with the later one stored,
+# would end the writer when the first is dropped: lookup and creation happen under one lock.
 _HANDLES: dict[tuple[str, str], object] = {}
+_LOCK = threading.RLock()  # re-entrant: a finaliser that runs inside the lock may look up too
+# Every handle this process created, with its catalog (kept alive, so ids are not reused): a
+# caller still holding one after its writer was ended or replaced reaches the current writer.
+_OWNED: dict[int, tuple[object, str]] = {}
+
+
+def _key(path: str) -> tuple[str, str]:
+    return ray.get_runtime_context().gcs_address, path
 
 
 def get_writer(catalog: Catalog):
     """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist.
 
     It is pinned to the driver's node: the catalog path names a file on that machine. This
-    process keeps a handle for its whole life, so the actor does not die between conversions.
+    process keeps the creating handle until the writer is ended (`end_writers`), so the actor
+    does not die between conversions, whichever thread asked first.
     """
-    key = (ray.get_runtime_context().gcs_address, catalog.path)
-    handle = _HANDLES.get(key)
-    if handle is not None:
+    key = _key(catalog.path)
+    with _LOCK:
+        handle = _HANDLES.get(key)
+        if handle is None:
+            handle = ray.remote(CatalogWriter).options(
+                name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
+                # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
+                max_restarts=-1, max_task_retries=-1, max_concurrency=2,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                   soft=False),
+            ).remote(catalog.path)
+            _HANDLES[key] = handle
+            _OWNED[id(handle)] = (handle, catalog.path)
         return handle
-    handle = ray.remote(CatalogWriter).options(
-        name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
-        # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
-        max_restarts=-1, max_task_retries=-1, max_concurrency=2,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote(catalog.path)
-    _HANDLES[key] = handle
-    return handle
 
 
 def start_writer(catalog: Catalog):
@@ -169,18 +185,103 @@ def flush(catalog: Catalog, timeout_s: float | None = None) -> int:
 
 def forget_writer(catalog: Catalog) -> None:
     """Drop this process's handle (e.g. after the writer failed to start)."""
-    for key in [k for k in _HANDLES if k[1] == catalog.path]:
-        _HANDLES.pop(key, None)
+    with _LOCK:
+        for key in [k for k in _HANDLES if k[1] == catalog.path]:
+            _OWNED.pop(id(_HANDLES.pop(key)), None)
+
+
+def writer_paths() -> list[str]:
+    """Catalogs whose writer this process owns, on the connected Ray cluster."""
+    if not ray.is_initialized():
+        return []
+    gcs = ray.get_runtime_context().gcs_address
+    with _LOCK:
+        return [path for g, path in _HANDLES if g == gcs]
+
+
+def end_writers(paths, timeout_s: float = 30.0) -> list[str]:
+    """Flush and end the writers this process owns for the catalogs `paths` (catalogs no live
+    conversion of this process uses any more); returns those it ended. A later call through a
+    handle of one of them starts it again."""
+    ended = []
+    for path in paths:
+        with _LOCK:
+            handle = _HANDLES.pop(_key(path), None)  # stays in _OWNED: its holders reach the next writer
+        if handle is None:
+            continue
+        try:
+            ray.get(handle.flush.remote(), timeout=timeout_s)
+        except Exception as exc:  # logged: the events still buffered in it are lost with it
+            log.warning("catalog writer for %s did not flush before it was ended: %s", path, exc)
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as exc:  # already gone
+            log.debug("catalog writer for %s was already gone: %s", path, exc)
+        _wait_name_free(actor_name(path), timeout_s)
+        ended.append(path)
+    return ended
+
+
+def _wait_name_free(name: str, timeout_s: float) -> None:
+    """Until Ray no longer resolves `name` (a new writer of the same name would get the dead one)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=RAY_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    log.warning("the ended catalog writer %s was still registered after %.0fs", name, timeout_s)
+
+
+def _path_of(writer) -> str | None:
+    """The catalog of `writer` if this process created (or replaced) that handle."""
+    with _LOCK:
+        entry = _OWNED.get(id(writer))
+        return entry[1] if entry is not None and entry[0] is writer else None
+
+
+def _current(writer):
+    """The live handle for `writer`: the one this process stores now for its catalog, else itself."""
+    path = _path_of(writer)
+    if path is None:
+        return writer
+    with _LOCK:
+        return _HANDLES.get(_key(path), writer)
+
+
+def _restart(writer):
+    """A new writer for the catalog of the dead `writer` (None if this process does not own it)."""
+    path = _path_of(writer)
+    if path is None:
+        return None
+    with _LOCK:
+        if _HANDLES.get(_key(path)) is writer:
+            _HANDLES.pop(_key(path))
+        return get_writer(Catalog(path))
 
 
 def call(writer, method: str, *args, timeout_s: float | None = None):
-    """Call a writer method and wait, bounded; raise CatalogUnavailableError on timeout."""
+    """Call a writer method and wait, bounded; raise CatalogUnavailableError on timeout.
+
+    When the writer died (it was ended, or its actor was destroyed: not on a timeout) and this
+    process owns that catalog's writer, the writer is started again and the call made once
+    more: every record carries its own id, so a call that had landed writes nothing twice.
+    """
     timeout_s = settings().catalog_call_timeout_s if timeout_s is None else timeout_s
-    ref = getattr(writer, method).remote(*args)
-    try:
-        return ray.get(ref, timeout=timeout_s)
-    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
-        raise foreign.writer_call_failed(exc, method, timeout_s) from exc
+    current = _current(writer)
+    for attempt in (1, 2):
+        try:
+            return ray.get(getattr(current, method).remote(*args), timeout=timeout_s)
+        except ray.exceptions.ActorDiedError as exc:
+            fresh = _restart(current) if attempt == 1 else None
+            if fresh is None:
+                raise foreign.writer_call_failed(exc, method, timeout_s) from exc
+            log.info("the catalog writer had died before %s; started it again, retrying once", method)
+            current = fresh
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            raise foreign.writer_call_failed(exc, method, timeout_s) from exc
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def emit(writer, method: str, *args) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,3 +98,41 @@ def stop_spark_and_remove(cluster, nodes) -> None:
         if node in cluster.worker_nodes:
             cluster.remove_node(node)
     assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+
+
+def wait_for_running_stage(spark, timeout_s: float = 120.0) -> tuple[int, int]:
+    """Until a stage of `spark` has finished some of its tasks and not all: (done, total).
+
+    A fault injected right after this lands while the job runs (tests then check the job had
+    not finished), instead of after a guessed sleep."""
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for stage_id in tracker.getActiveStageIds():
+            info = tracker.getStageInfo(stage_id)
+            if info is not None and 0 < info.numCompletedTasks < info.numTasks:
+                return info.numCompletedTasks, info.numTasks
+        time.sleep(0.05)
+    raise AssertionError(f"no Spark stage was running with tasks done within {timeout_s:.0f}s")
+
+
+def run_child(args: list[str], *, timeout: float, env: dict | None = None, **_ignored) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, text=True)` that, when `timeout` runs out, kills the
+    child and everything below it (its own Ray, JVMs, reapers) before failing the test. Keep
+    `timeout` below the test's pytest timeout, or pytest ends the test first and orphans them."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = set(descendants(proc.pid)) | {proc.pid}
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out, err = proc.communicate(timeout=60)
+        left = wait_gone(tree, timeout_s=30)
+        raise AssertionError(f"{args[:4]} did not finish within {timeout:.0f}s; killed it and its "
+                             f"{len(tree) - 1} processes ({len(left)} still alive)\n{out[-2000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)

@@ -22,8 +22,8 @@ from ray.util.scheduling_strategies import (
 )
 
 from ftbridge.adapters.ray import ray_client_in_use, route_error_messages, session_log_dir
-from ftbridge.adapters.spark import executor_ids, executor_target, launch_driver_jvm, spark_home
-from ftbridge.cluster import cds, jars, jvm, net, scratch
+from ftbridge.adapters.spark import executor_ids, executor_target, launch_driver_jvm, pyspark_version, spark_home
+from ftbridge.cluster import cds, jars, jvm, net, scratch, versions
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.placement import bundle_demand, check_resources
@@ -87,6 +87,7 @@ class SparkOnRay:
 
     def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
+        versions.check_pandas(pyspark_version(), versions.installed_pandas())
         self.java = jvm.check_java_for_spark()
         ensure_ray()
         check_resources(cfg)

@@ -19,6 +19,7 @@ import ray
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.to_spark.restage import start_restager
+from lineage.writer import end_writers, writer_paths
 
 
 @dataclass(frozen=True)
@@ -152,3 +153,10 @@ class Registry:
                 except Exception:  # already gone with the job
                     pass
                 self._restager = None
+        end_writers(set(writer_paths()) - self.catalogs_in_use())
+
+    def catalogs_in_use(self) -> set[str]:
+        """Catalogs that a live Dataset, rebuilder or staging of this process still records into."""
+        used = {origin.catalog for origin in list(self._datasets.values())}
+        used |= {r.catalog.path for r in self.rebuilders.values()}
+        return used | {s.catalog.path for s in self.stagings.values()}

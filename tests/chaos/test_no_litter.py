@@ -8,10 +8,10 @@ ftbridge's per-process log folders and Ray's session folders (Ray's own policy).
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,9 +20,10 @@ import pytest
 
 from chaos.proctable import spark_daemon_jvms
 from ftbridge.cluster.jvm import cmdline
-from tests.conftest import python_env
+from tests.conftest import python_env, run_child
 
 pytestmark = pytest.mark.chaos
+RUN_TIMEOUT_S = 480  # below the test's own timeout, so a stuck run is killed with its cluster
 
 SCENARIOS = "executor_killed_during_conversion,node_blocks_and_spill_lost,driver_killed_reopened"
 OWN = ("ray", "bash_jobs", "pytest-of-")  # Ray's sessions; the test harness's own folders
@@ -61,6 +62,7 @@ def fresh_tmpdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
 def test_chaos_run_leaves_no_temp_files_no_spill_files_no_processes(tmp_path, fresh_tmpdir):
     fresh = fresh_tmpdir
     uid_root = f"ftbridge-{os.getuid()}"
@@ -72,10 +74,14 @@ def test_chaos_run_leaves_no_temp_files_no_spill_files_no_processes(tmp_path, fr
     for name in ("FTBRIDGE_SPILL_DIR", "FTBRIDGE_CATALOG"):
         env.pop(name, None)  # defaults: the spill root under the fresh TMPDIR
     env["FTBRIDGE_CATALOG"] = str(tmp_path / "catalog.duckdb")
-    proc = subprocess.run([sys.executable, "-m", "chaos", "run", "--scenarios", SCENARIOS, "--seeds", "1",
-                           "--report", str(tmp_path / "report.json")],
-                          env=env, capture_output=True, text=True, timeout=1200)
+    proc = run_child([sys.executable, "-m", "chaos", "run", "--scenarios", SCENARIOS, "--seeds", "1",
+                      "--report", str(tmp_path / "report.json")], env=env, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "report.json").read_text())["scenarios"]  # the runner's own report
+    assert [r["scenario"] for r in results] == SCENARIOS.split(",")
+    for r in results:
+        assert r["outcome"] == "recovered" and r["faults"], r
+        assert r["rows_lost"] == r["rows_duplicated"] == r["rows_unexpected"] == r["rows_changed"] == 0, r
     assert (fresh / uid_root / "spill").is_dir(), "the run did not use the fresh temp dir's spill root"
 
     deadline = time.monotonic() + 60  # reapers finish after their owners exit
@@ -93,3 +99,9 @@ def test_chaos_run_leaves_no_temp_files_no_spill_files_no_processes(tmp_path, fr
     assert not procs, f"ftbridge processes left: {sorted(procs)}"
     logs = os.listdir(fresh / uid_root / "logs")
     assert logs, "the run kept no log folder"
+
+
+def test_chaos_run_refuses_an_unknown_scenario_before_starting_anything():
+    bad = run_child([sys.executable, "-m", "chaos", "run", "--scenarios", "no_such_scenario"], env=python_env(),
+                    timeout=120)
+    assert bad.returncode == 2 and "unknown scenarios" in bad.stderr, bad.stderr[-2000:]

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import python_env
+import tests.recipes  # noqa: F401  (the recipes the CLI commands import: an error here fails, never skips)
+from tests.conftest import python_env, run_child
 
 DRIVER = textwrap.dedent("""
     import os, sys, time, ray, ftbridge
@@ -29,13 +30,12 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def cli(*args, catalog, expect=None, env_extra=None, timeout=600):
+def cli(*args, catalog, expect=None, env_extra=None, timeout=300):
     env = python_env()
     env["FTBRIDGE_CATALOG"] = catalog
     env["RAY_ADDRESS"] = "local"  # recover starts its own embedded Ray and Spark
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, "-m", "ftbridge.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = run_child([sys.executable, "-m", "ftbridge.cli.main", *args], env=env, timeout=timeout)
     if expect is not None:
         assert proc.returncode == expect, f"{args}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -117,7 +117,6 @@ def test_deleted_file_verify_recover_verify_after_driver_killed(driver):
 
 
 def test_recipe_that_changed_is_refused(driver, tmp_path):
-    pytest.importorskip("tests.recipes")
     cat = driver["catalog"]
     if driver["proc"].poll() is None:
         pytest.fail("runs after the driver-kill test")

@@ -16,7 +16,7 @@ import ray
 import ftbridge
 from chaos.proctable import pid_alive, wait_gone
 from ftbridge.errors import SparkAlreadyRunningError
-from tests.conftest import python_env
+from tests.conftest import python_env, wait_for_running_stage
 
 WORDS = [("look",), ("spark",), ("tutorial",), ("spark",), ("look",), ("python",)]
 
@@ -38,8 +38,8 @@ def test_executors_are_ray_actors(spark):
         assert info.node_id in node_ids
         assert pid_alive(info.actor_pid) and pid_alive(info.jvm_pid) and pid_alive(info.worker_jvm_pid)
         assert info.executor_id is not None
-        actor = ray.get_actor(info.actor_name)
-        assert actor is not None
+        actor_info = ray.get(ray.get_actor(info.actor_name).info.remote(), timeout=60)  # the named actor answers
+        assert actor_info["actor_pid"] == info.actor_pid and actor_info["jvm_pid"] == info.jvm_pid, actor_info
     assert sorted(spark.sparkContext._jsc.sc().getExecutorIds().mkString(",").split(",")) == sorted(
         i.executor_id for i in infos)
 
@@ -72,8 +72,9 @@ def test_executor_killed_mid_job_finishes_and_rejoins(spark):
     result = {}
     job = threading.Thread(target=lambda: result.setdefault("sum", _slow_sum(spark)))
     job.start()
-    time.sleep(3)
+    wait_for_running_stage(spark)
     os.kill(victim.actor_pid, signal.SIGKILL)
+    assert job.is_alive(), "the job had finished before the executor was killed"
     job.join(timeout=300)
     assert not job.is_alive(), "job did not finish after an executor was killed"
     assert result["sum"] == sum(x * x for x in range(40))

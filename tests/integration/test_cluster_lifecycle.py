@@ -10,17 +10,15 @@ import ray
 
 import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import stop_spark_and_remove
+from tests.conftest import stop_spark_and_remove, wait_for_running_stage
 from ftbridge.errors import InsufficientResourcesError
 
 
 def test_more_cpus_than_the_cluster_has_fails_fast(ray_cluster):
-    t0 = time.monotonic()
     with pytest.raises(InsufficientResourcesError, match="CPUs"):
         ftbridge.init_spark("big", num_executors=64, executor_cores=1, executor_memory="512MB")
     with pytest.raises(InsufficientResourcesError, match="memory"):
         ftbridge.init_spark("big", num_executors=1, executor_cores=1, executor_memory="100000GB")
-    assert time.monotonic() - t0 < 30
     assert not spark_daemon_jvms()
 
 
@@ -70,8 +68,9 @@ def test_node_removed_mid_job(ray_cluster):
         job = threading.Thread(
             target=lambda: result.setdefault("sum", spark.sparkContext.parallelize(range(40), 40).map(work).sum()))
         job.start()
-        time.sleep(3)
+        wait_for_running_stage(spark)
         ray_cluster.remove_node(by_node[victim.node_id])
+        assert job.is_alive(), "the job had finished before the node was removed"
         job.join(timeout=300)
         assert not job.is_alive()
         assert result["sum"] == sum(x * 3 for x in range(40))
@@ -100,7 +99,9 @@ def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_clu
         assert "ray_error" not in report, report
         assert report["read_workers"] >= 1, report
         service = REGISTRY.service_name()
-        assert ray.get_actor(service, namespace=RAY_NAMESPACE) is not None  # the rebuild service is up
+        # The rebuild service is up and answers (a no-op completion; get_actor raises if it is not there).
+        assert ray.get(ray.get_actor(service, namespace=RAY_NAMESPACE).complete.remote("none", -1, None),
+                       timeout=60) is None
         df = spark.range(0, 10_000, numPartitions=2).selectExpr("id", "cast(id as string) as s")
         ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
         assert sorted(r["id"] for r in ds.take_all()) == list(range(10_000))

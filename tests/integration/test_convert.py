@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import ray
@@ -133,8 +132,10 @@ def test_executors_hold_every_cpu_and_conversion_still_finishes(spark, catalog):
     # The policy: executors may take every CPU; ftbridge's own tasks ask for none.
     head_cpus = ray.cluster_resources().get("CPU", 0)
     assert ray.available_resources().get("CPU", 0) <= head_cpus - 2
-    ds = ftbridge.from_spark_recoverable(make_df(spark, 5000, 2), catalog=catalog)
-    assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=1000)) == 5000
+    df = make_df(spark, 5000, 2)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    result = check(spark_to_arrow(df), read_all(ds))
+    assert result.ok, str(result)
 
 
 @pytest.mark.core
@@ -214,8 +215,17 @@ def test_nondeterministic_allowed_when_asked(spark, catalog):
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog, allow_nondeterministic=True,
                                          storage_level=__import__("pyspark").StorageLevel.NONE)
     cid = ftbridge.conversion_id(ds)
+    first = _by_id(read_all(ds))
     os.remove(parts_of(catalog, cid)[0]["path"])
-    assert ftbridge.open_recoverable(cid, catalog=catalog).count() == 2000
+    again = _by_id(read_all(ftbridge.open_recoverable(cid, catalog=catalog)))
+    assert list(again) == list(range(2000))  # every id once
+    assert all(again[i] == first[i] for i in range(1000, 2000))  # partition 1: its file, unchanged
+    assert any(again[i] != first[i] for i in range(1000))  # partition 0: recomputed, a new draw, served
+    assert all(0 <= again[i] < 1 for i in range(1000))
+
+
+def _by_id(table) -> dict:
+    return dict(sorted(zip(table.column("id").to_pylist(), table.column("r").to_pylist())))
 
 
 @pytest.mark.core
@@ -229,10 +239,8 @@ def test_unknown_conversion_and_bad_inputs(spark, catalog, tmp_path):
         spill = "/proc/ftbridge-cannot-write-here"
     else:
         spill = str(locked / "spill")
-    t0 = time.monotonic()
     with pytest.raises(ConfigurationError, match="not writable"):
         ftbridge.from_spark_recoverable(make_df(spark, 10, 1), spill_dir=spill, catalog=catalog)
-    assert time.monotonic() - t0 < 10
 
 
 def test_unsupported_type_fails_before_any_work(spark, catalog):

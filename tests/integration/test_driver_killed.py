@@ -31,9 +31,9 @@ DRIVER = textwrap.dedent("""
 DRIVER_JVM = "org.apache.spark.deploy.SparkSubmit"
 # The reaper gives the JVM 20 s for its shutdown hooks before it kills it.
 GONE_WITHIN_S = 60
-# Ray's own agents notice a raylet that died with its driver by polling (about a minute here).
+# Ray's own agents notice a raylet that died with its driver by polling (about a minute here):
+# Ray's behaviour, not ftbridge's, so the test does not wait for them; its cleanup ends them.
 RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-RAY_AGENTS_GONE_WITHIN_S = 150
 
 
 def _wait_driver_jvm(proc, timeout_s: float = 120.0) -> dict[int, str]:
@@ -70,8 +70,6 @@ def test_driver_killed_during_init_spark_leaves_no_process_or_folder(sig, after_
         agents = {pid for pid, args in started.items() if args.startswith(RAY_AGENTS)}
         leftover = wait_gone(set(started) - agents, timeout_s=GONE_WITHIN_S)
         assert not leftover, f"outlived the killed driver: {[(p, started[p][:200]) for p in leftover]}"
-        leftover = wait_gone(agents, timeout_s=RAY_AGENTS_GONE_WITHIN_S)
-        assert not leftover, f"Ray's agents outlived the killed driver: {[started[p] for p in leftover]}"
         folder = os.path.join(scratch.root(), f"driver-{proc.pid}")
         deadline = time.monotonic() + 10
         while os.path.exists(folder) and time.monotonic() < deadline:
@@ -82,7 +80,7 @@ def test_driver_killed_during_init_spark_leaves_no_process_or_folder(sig, after_
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-        for pid in wait_gone(started, timeout_s=0):  # a failed case still ends what it started
+        for pid in wait_gone(started, timeout_s=0):  # Ray's agents; a failed case's processes too
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -77,17 +77,16 @@ def test_executors_in_a_given_placement_group_at_given_bundles(ray_cluster):
 
 def test_ray_client_address_is_refused_at_once_with_what_to_do(ray_cluster):
     code = """
-import os, time, ftbridge
+import os, ray, ftbridge
 from ftbridge.errors import ConfigurationError
 os.environ["RAY_ADDRESS"] = "ray://127.0.0.1:10001"
-t0 = time.monotonic()
 try:
     ftbridge.init_spark("client", num_executors=1, executor_cores=1, executor_memory="512MB")
 except ConfigurationError as exc:
-    print("REFUSED", round(time.monotonic() - t0, 1), exc)
+    print("REFUSED", ray.is_initialized(), exc)
 """
     proc = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "REFUSED" in proc.stdout and "Ray client" in proc.stdout and "ray job submit" in proc.stdout
-    assert float(proc.stdout.split()[1]) < 10
+    assert proc.stdout.split()[1] == "False", "init_spark tried to reach the Ray client before refusing"

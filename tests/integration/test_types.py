@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -185,6 +186,20 @@ REFUSED = {
 }
 
 
+def _probe_job(spark) -> int:
+    """The id of a one-job probe. Spark numbers every job of a context in order, whatever its
+    group, so two probes whose ids differ by one had no job between them."""
+    sc = spark.sparkContext
+    group = f"ftbridge-test-probe-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "probe")
+    try:
+        sc.parallelize([0], 1).count()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    (job,) = sc.statusTracker().getJobIdsForGroup(group)
+    return job
+
+
 @pytest.mark.parametrize("column", sorted(REFUSED))
 def test_types_without_an_exact_arrow_form_are_refused_up_front(spark, tmp_path, column):
     expr, since = REFUSED[column]
@@ -199,9 +214,9 @@ def test_types_without_an_exact_arrow_form_are_refused_up_front(spark, tmp_path,
     finally:
         if column == "time_col":
             spark.conf.unset("spark.sql.timeType.enabled")
-    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    job_before = _probe_job(spark)
     with pytest.raises(UnsupportedTypeError, match=f"'{column}'") as err:
         ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
     assert err.value.column == column
     assert not (tmp_path / "c.duckdb").exists()  # refused before the catalog or any Spark job
-    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before
+    assert _probe_job(spark) == job_before + 1, "a Spark job ran between the two probes"

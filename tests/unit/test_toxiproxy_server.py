@@ -10,6 +10,7 @@ import time
 import pytest
 
 from chaos.netfaults import NetFaults
+from chaos.toxiproxy_server import VERSION
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -53,7 +54,7 @@ def roundtrip(listen: str, payload: bytes, timeout: float = 5.0) -> bytes:
 def test_api_and_plain_forwarding(net, echo):
     proxy = net.proxy("echo", echo)
     assert "echo" in net.client.proxies()
-    assert b"ftbridge" in net.client.version() or net.client.version()
+    assert net.client.version() == VERSION.encode()
     assert roundtrip(proxy.listen, b"hello" * 1000) == b"hello" * 1000
 
 
@@ -114,9 +115,7 @@ def test_client_times_out_on_a_dead_server(net):
         host, port = APIConsumer.host, APIConsumer.port
         APIConsumer.port = blackhole.getsockname()[1]
         try:
-            t0 = time.monotonic()
             with pytest.raises(requests.exceptions.Timeout):
-                net.client.proxies()
-            assert time.monotonic() - t0 < 15
+                net.client.proxies()  # a bounded wait: a server that never answers is a Timeout
         finally:
             APIConsumer.host, APIConsumer.port = host, port
