@@ -12,6 +12,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import ftbridge
+from ftbridge.adapters.ray import head_node_args
 from ftbridge.cluster import session
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge_common.errors import FtbridgeError
@@ -107,7 +108,7 @@ class ChaosEnv:
 def start_cluster():
     """A fresh local cluster for `python -m chaos run`: a head node the driver uses."""
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args=head_node_args(num_cpus=2, include_dashboard=False))
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     time.sleep(0.5)
     return cluster

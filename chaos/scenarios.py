@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -191,8 +192,13 @@ def node_blocks_and_spill_lost(env, seed, out):
 
 
 def spark_stopped_then_blocks_lost(env, seed, out: Outcome):
+    """Spark stops (`cleanup_data=False`), then a node holding blocks of the Dataset is removed:
+    the lost blocks are re-read from their spill files, which nothing can rebuild now. The files
+    are on a durable spill root: node-local files on the removed node would be gone with it
+    (a clean PartitionLostError, see README's limits), whichever node the seed picks."""
     rng = random.Random(seed)
-    df, reference, ds = convert_frame(env, seed, "stopped-then-lost")
+    df, reference, ds = convert_frame(env, seed, "stopped-then-lost",
+                                      spill_dir=os.path.join(env.workdir, "durable-spill"))
     victim = rng.choice(block_node(env, ftbridge.conversion_id(ds)))
     ftbridge.stop_spark(cleanup_data=False)
     out.log.add("spark_stopped", "session")

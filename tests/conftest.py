@@ -11,11 +11,15 @@ import sys
 import tempfile
 import time
 
+import hypothesis  # noqa: F401  (loaded now: its plugin imports it at the terminal summary, and a
+#                 compile that late has failed in CPython 3.11 with "AST constructor recursion
+#                 depth mismatch", ending the run without its summary line)
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 import ftbridge
+from ftbridge.adapters.ray import head_node_args
 from ftbridge.cluster import scratch
 from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster.jvm import cmdline
@@ -39,7 +43,7 @@ def private_dirs(tmp_path_factory):
 def ray_cluster(private_dirs):
     """A local Ray cluster (head node only at first); tests add and remove worker nodes."""
     os.environ.setdefault("FTBRIDGE_RAY_LOG_TO_DRIVER", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args=head_node_args(num_cpus=HEAD_CPUS, include_dashboard=False))
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     ftbridge.stop_spark()

@@ -29,6 +29,20 @@ def ray_version() -> str:
     return ray.__version__
 
 
+# Ray's worker pool keeps as many idle workers per node as the node has CPUs and kills the
+# others after 1 s idle. ftbridge's read, fetch and rebuild tasks ask for no CPU, so on a node
+# with one or two CPUs (each held by an executor) every conversion's reads started new worker
+# processes again (2-5 s each on a busy 2-core machine: measured, a chaos scenario's reads went
+# from 25-35 s to 5-8 s with the pool kept). Clusters that ftbridge starts itself keep a few.
+WORKER_POOL_CONFIG = {"num_workers_soft_limit": 4, "idle_worker_killing_time_threshold_ms": 120_000}
+
+
+def head_node_args(**args) -> dict:
+    """Arguments of a `ray.cluster_utils.Cluster` head that ftbridge (the demo, the chaos runner,
+    the tests) starts: `args` plus the worker-pool settings above (Ray's `_system_config`)."""
+    return {**args, "_system_config": dict(WORKER_POOL_CONFIG)}
+
+
 def block_metadata(num_rows: int, size_bytes: int):
     """A `ray.data.block.BlockMetadata` with only the fields this Ray release has."""
     from ray.data.block import BlockMetadata

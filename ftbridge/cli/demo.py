@@ -20,6 +20,7 @@ from ray.cluster_utils import Cluster
 from rich.table import Table
 
 import ftbridge
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.cli.output import console, short_paths
 from ftbridge.cluster import scratch
 from ftbridge.cluster.session import wait_for_executors
@@ -158,7 +159,8 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     catalog_path = Catalog(catalog).path
     checks: list[bool] = []
     _step("starting an embedded Ray cluster: a head node and 3 worker nodes")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args=ray_adapter.head_node_args(num_cpus=2,
+                                                                                       include_dashboard=False))
     nodes = [cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}) for _ in range(3)]
     cluster.wait_for_nodes()
     try:

@@ -1,7 +1,11 @@
-"""The CLI driven as a user would: subprocesses, real catalogs made by real conversions."""
+"""The CLI driven as a user would, against real catalogs made by real conversions: `recover` (it
+starts Ray and Spark) and a first call in their own process, the other commands through the
+console script's own `main()` in this process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -9,10 +13,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from unittest import mock
 
 import pytest
 
 from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.cli.main import main as cli_main
 import tests.recipes  # noqa: F401  (the recipes the CLI commands import: an error here fails, never skips)
 from tests.conftest import python_env, run_child
 
@@ -30,15 +36,34 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def cli(*args, catalog, expect=None, env_extra=None, timeout=300):
-    env = python_env()
-    env["FTBRIDGE_CATALOG"] = catalog
-    env["RAY_ADDRESS"] = "local"  # recover starts its own embedded Ray and Spark
-    env.update(env_extra or {})
-    proc = run_child([sys.executable, "-m", "ftbridge.cli.main", *args], env=env, timeout=timeout)
+# Commands that start Ray and Spark run in their own process, as a user runs them; the read
+# and bookkeeping commands run in this process through the console script's own `main()`
+# (same parsing, exit codes and output), which spares a Python start-up per call.
+OWN_PROCESS = {"recover"}
+
+
+def cli(*args, catalog, expect=None, env_extra=None, timeout=300, own_process=False):
+    env = {"FTBRIDGE_CATALOG": catalog, **(env_extra or {})}
+    if own_process or args[0] in OWN_PROCESS:
+        full = {**python_env(), **env, "RAY_ADDRESS": "local"}  # recover starts its own embedded Ray and Spark
+        proc = run_child([sys.executable, "-m", "ftbridge.cli.main", *args], env=full, timeout=timeout)
+    else:
+        proc = _in_process(list(args), env)
     if expect is not None:
         assert proc.returncode == expect, f"{args}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def _in_process(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env), mock.patch.object(sys, "argv", ["ftbridge", *args]), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli_main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def parts(catalog, cid):
@@ -72,7 +97,7 @@ def driver(tmp_path_factory):
 
 def test_healthy_audit_show_and_verify(driver):
     cat = driver["catalog"]
-    cli("verify", driver["recipe"], catalog=cat, expect=0)
+    cli("verify", driver["recipe"], catalog=cat, expect=0, own_process=True)  # the console script, as a user runs it
     cli("verify", "--all", catalog=cat, expect=0)
     doc = json.loads(cli("audit", "--json", catalog=cat, expect=0).stdout)
     by_id = {c["id"]: c for c in doc["conversions"]}
@@ -187,4 +212,4 @@ def test_clear_errors_with_distinct_exit_codes(tmp_path):
     with Catalog(good).write() as con:
         con.execute("UPDATE ftbridge_meta SET value = '99' WHERE key = 'schema_version'")
     assert "schema version 99" in cli("audit", catalog=str(good), expect=3).stderr
-    assert "3 bad input" in cli("--help", catalog=str(good), expect=0).stdout
+    assert "3 bad input" in cli("--help", catalog=str(good), expect=0, own_process=True).stdout

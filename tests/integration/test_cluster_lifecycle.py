@@ -10,7 +10,7 @@ import ray
 
 import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import stop_spark_and_remove, wait_for_running_stage
+from tests.conftest import free_cpus_settle_at, stop_spark_and_remove, wait_for_running_stage
 from ftbridge.errors import InsufficientResourcesError
 
 
@@ -91,9 +91,12 @@ def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_clu
     from ftbridge.convert.conversion import REGISTRY
     from ftbridge_common.config import RAY_NAMESPACE
 
-    spark = ftbridge.init_spark("warm", num_executors=1, executor_cores=1, executor_memory="512MB")
+    # Two 1-core executors on the 2-CPU head: they hold every Ray CPU, and the warm-up, which
+    # asks for none, must still finish (a Ray Data job asking for one CPU would wait forever).
+    spark = ftbridge.init_spark("warm", num_executors=2, executor_cores=1, executor_memory="512MB")
     owner = session.current()
     try:
+        assert free_cpus_settle_at(0), f"the executors do not hold every CPU: {ray.available_resources()}"
         assert owner.warm_up_done.wait(90), "the warm-up did not finish within 90 s"
         report = owner.warm_up_report
         assert "ray_error" not in report, report
@@ -128,3 +131,16 @@ def test_warm_up_off_starts_nothing(ray_cluster, monkeypatch):
         assert not hasattr(session.current(), "warm_up_done")
     finally:
         ftbridge.stop_spark()
+
+
+def test_stop_right_after_init_ends_the_warm_up_and_leaves_no_ray_data_work(ray_cluster):
+    """stop_spark while the warm-up runs (executors holding every CPU): the warm-up thread has
+    ended when stop_spark returns, and no task of it waits for a CPU afterwards."""
+    from ftbridge.cluster import session
+
+    ftbridge.init_spark("warm-stop", num_executors=2, executor_cores=1, executor_memory="512MB")
+    owner = session.current()
+    ftbridge.stop_spark()
+    assert owner.warm_up_done.is_set(), "stop_spark returned while the warm-up thread still ran"
+    assert free_cpus_settle_at(ray.cluster_resources()["CPU"]), \
+        f"CPUs still taken after stop_spark: {ray.available_resources()}"

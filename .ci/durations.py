@@ -1,0 +1,53 @@
+"""Where a test run's minutes go, from its JUnit XML: one markdown row per test file, slowest first.
+
+    python .ci/durations.py reports/junit-pinned.xml [--top 15]
+
+The XML's times include each test's setup and teardown (`junit_duration_report = "total"`), so
+a module fixture's start-up is charged to the first test that uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import xml.etree.ElementTree as ET
+
+
+def rows(path: str) -> list[tuple[str, int, float, int]]:
+    """(test file, tests, seconds, failed) per file, slowest first."""
+    per = collections.defaultdict(lambda: [0, 0.0, 0])
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[0] if "." in case.get("classname", "") else "?"
+        name = module.replace(".", "/") + ".py"
+        entry = per[name]
+        entry[0] += 1
+        entry[1] += float(case.get("time", 0))
+        entry[2] += any(child.tag in ("failure", "error") for child in case)
+    return sorted(((k, v[0], v[1], v[2]) for k, v in per.items()), key=lambda r: -r[2])
+
+
+def slowest(path: str, top: int) -> list[tuple[str, float]]:
+    cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
+             for c in ET.parse(path).getroot().iter("testcase")]
+    return sorted(cases, key=lambda c: -c[1])[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("xml")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    table = rows(args.xml)
+    total = sum(r[2] for r in table)
+    print(f"| test file | tests | seconds | share |\n| --- | ---: | ---: | ---: |")
+    for name, n, secs, failed in table:
+        mark = f" ({failed} failed)" if failed else ""
+        print(f"| `{name}` | {n}{mark} | {secs:.0f} | {100 * secs / total:.0f} % |")
+    print(f"| **total** | {sum(r[1] for r in table)} | {total:.0f} ({total / 60:.1f} min) | |")
+    print(f"\nslowest {args.top} tests (setup + call + teardown):")
+    for name, secs in slowest(args.xml, args.top):
+        print(f"  {secs:7.1f} s  {name}")
+
+
+if __name__ == "__main__":
+    main()
