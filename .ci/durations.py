@@ -17,8 +17,10 @@ def rows(path: str) -> list[tuple[str, int, float, int]]:
     """(test file, tests, seconds, failed) per file, slowest first."""
     per = collections.defaultdict(lambda: [0, 0.0, 0])
     for case in ET.parse(path).getroot().iter("testcase"):
-        module = case.get("classname", "").rsplit(".", 1)[0] if "." in case.get("classname", "") else "?"
-        name = module.replace(".", "/") + ".py"
+        parts = case.get("classname", "?").split(".")
+        while parts and not parts[-1].startswith("test_"):  # test classes: keep the module
+            parts.pop()
+        name = "/".join(parts or ["?"]) + ".py"
         entry = per[name]
         entry[0] += 1
         entry[1] += float(case.get("time", 0))

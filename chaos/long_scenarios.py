@@ -16,6 +16,7 @@ import ray
 import ftbridge
 from chaos import faults
 from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge_common.config import env_name
 from chaos.scenarios import Outcome, block_node, convert_frame, frame, partitions_and_events, record_check
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import CheckResult, read_all, spark_to_arrow
@@ -69,6 +70,7 @@ def driver_killed_reopened(env, seed, out: Outcome):
     rng = random.Random(seed)
     ftbridge.stop_spark(cleanup_data=False)  # the subprocess driver takes the executor slots
     env_vars = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env_vars[env_name("warm_up")] = "false"  # it converts at once: a warm-up would only compete for the CPUs
     before = set(spark_daemon_jvms())
     err_path = os.path.join(env.workdir, f"driver-{seed}.stderr")
     err_file = open(err_path, "w")

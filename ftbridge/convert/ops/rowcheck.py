@@ -20,25 +20,27 @@ def _row_digest(row: dict) -> bytes:
     return hashlib.blake2b(repr(sorted(row.items())).encode(), digest_size=16).digest()
 
 
+def _digests(table: pa.Table, id_column: str) -> list[tuple[object, bytes]]:
+    """(id, content digest) of every row, in table order: one pass over the rows."""
+    out: list[tuple[object, bytes]] = []
+    for batch in table.to_batches(max_chunksize=65536):
+        out.extend((row[id_column], _row_digest(row)) for row in batch.to_pylist())
+    return out
+
+
+def _checksum(digests: list[tuple[object, bytes]]) -> str:
+    return hashlib.blake2b(b"".join(sorted(d for _, d in digests)), digest_size=16).hexdigest()
+
+
 def row_digests(table: pa.Table, id_column: str) -> tuple[Counter, dict]:
     """(count of each id, id -> content digest) for every row of `table`."""
-    counts: Counter = Counter()
-    digests: dict = {}
-    for batch in table.to_batches(max_chunksize=65536):
-        for row in batch.to_pylist():
-            key = row[id_column]
-            counts[key] += 1
-            digests[key] = _row_digest(row)
-    return counts, digests
+    pairs = _digests(table, id_column)
+    return Counter(key for key, _ in pairs), dict(pairs)
 
 
 def content_checksum(table: pa.Table, id_column: str) -> str:
     """Order-independent checksum of a table's rows (XOR-free: sorted digests, hashed)."""
-    digests = []
-    for batch in table.to_batches(max_chunksize=65536):
-        digests.extend(_row_digest(row) for row in batch.to_pylist())
-    digests.sort()
-    return hashlib.blake2b(b"".join(digests), digest_size=16).hexdigest()
+    return _checksum(_digests(table, id_column))
 
 
 @dataclass
@@ -73,15 +75,16 @@ class CheckResult:
 
 def check(expected: pa.Table, read: pa.Table, id_column: str = "id") -> CheckResult:
     """Compare what was acknowledged (`expected`) with what the consumer read."""
-    exp_counts, exp_digest = row_digests(expected, id_column)
-    got_counts, got_digest = row_digests(read, id_column)
+    exp_pairs, got_pairs = _digests(expected, id_column), _digests(read, id_column)  # each table read once
+    exp_counts, exp_digest = Counter(k for k, _ in exp_pairs), dict(exp_pairs)
+    got_counts, got_digest = Counter(k for k, _ in got_pairs), dict(got_pairs)
     result = CheckResult(rows_expected=expected.num_rows, rows_read=read.num_rows)
     result.lost = sorted(k for k in exp_counts if k not in got_counts)
     result.duplicated = sorted(k for k, n in got_counts.items() if n > 1)
     result.unexpected = sorted(k for k in got_counts if k not in exp_counts)
     result.changed = sorted(k for k in got_counts if k in exp_digest and got_digest[k] != exp_digest[k])
-    result.checksum_expected = content_checksum(expected, id_column)
-    result.checksum_read = content_checksum(read, id_column)
+    result.checksum_expected = _checksum(exp_pairs)
+    result.checksum_read = _checksum(got_pairs)
     return result
 
 
