@@ -44,6 +44,10 @@ class Settings:
                                  "`python`: always Python workers", choices=("auto", "python"))
     cds: str = _setting("auto", "`auto`: Spark's JVMs start from a class-sharing archive built once per Java "
                         "and Spark install; `off`: never", choices=("auto", "off"))
+    jvm_profile: str = _setting("server", "`server`: the driver's and executors' JVMs keep Java's full JIT and "
+                                "collector (long, heavy jobs); `small`: C1 JIT only and a serial collector, "
+                                "about a third less CPU for short sessions on small machines",
+                                choices=("server", "small"))
     start_timeout_s: float = _setting(120.0, "bound on every Spark-on-Ray start-up wait")
     spark_job_timeout_s: float = _setting(1800.0, "spill job bound (then cancelled)")
     rebuild_job_timeout_s: float = _setting(300.0, "one partition's Spark rebuild (then cancelled)")

@@ -44,9 +44,19 @@ class SparkMaster:
              "--webui-port", "0"],
             env, os.path.join(self.dir, "master.log"), work_dir=self.dir,
         )
-        jvm.wait_for(lambda: net.port_open(self.host, port), start_timeout_s,
+        # Ready once elected leader, not once listening: until then the master ignores an
+        # application's registration (the driver's SparkContext retries only after 20 s) and
+        # tells workers it is in standby (they retry after 5-15 s).
+        jvm.wait_for(lambda: net.port_open(self.host, port) and self._alive(), start_timeout_s,
                      f"Spark master on {self.host}:{port}", self.proc)
         self.timings["jvm_s"] = time.monotonic() - t0
+
+    def _alive(self) -> bool:
+        try:
+            with open(self.proc.log_path, errors="replace") as f:
+                return "I have been elected leader!" in f.read()
+        except OSError:
+            return False
 
     def info(self) -> dict:
         return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(),

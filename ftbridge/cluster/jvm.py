@@ -16,6 +16,7 @@ from pathlib import Path
 from ftbridge.adapters.spark import spark_home
 from ftbridge.cluster import java_runtime
 from ftbridge.cluster.reaper import group_alive
+from ftbridge_common.config import settings
 from ftbridge_common.errors import ClusterStartTimeoutError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ def check_java_for_spark() -> str:
 # Master and worker daemons only coordinate: the C1 compiler alone and a serial collector
 # start them with a third of the CPU (the executors they launch keep the defaults).
 DAEMON_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def session_opts() -> str:
+    """Extra flags of the driver's and executors' JVMs: DAEMON_OPTS under FTBRIDGE_JVM_PROFILE=small."""
+    return DAEMON_OPTS if settings().jvm_profile == "small" else ""
 
 
 def daemon_env(java: str, work_dir: str, extra: dict[str, str] | None = None, jvm_opts: str = "") -> dict[str, str]:

@@ -278,10 +278,11 @@ class SparkOnRay:
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
             # The driver JVM's temp files in this process's folder (see scratch.py); the
             # executors' come from their worker's environment.
-            "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} -Djava.io.tmpdir={driver_dir}/tmp "
+            "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} {jvm.session_opts()} -Djava.io.tmpdir={driver_dir}/tmp "
                                              f"{self.cds.java_opts('driver')}".rstrip(),
             # Spark replaces {{EXECUTOR_ID}} in these per executor.
-            "spark.executor.extraJavaOptions": f"{jvm.JAVA_OPTS} {self.cds.java_opts('executor', '{{EXECUTOR_ID}}')}"
+            "spark.executor.extraJavaOptions": f"{jvm.JAVA_OPTS} {jvm.session_opts()} "
+                                               f"{self.cds.java_opts('executor', '{{EXECUTOR_ID}}')}"
                                                .rstrip(),
             "spark.local.dir": f"{driver_dir}/local",
             "spark.sql.execution.arrow.pyspark.enabled": "true",

@@ -37,7 +37,6 @@ def _checked_job(spark) -> None:
     assert rows.groupBy().sum("v").collect()[0][0] == sum(i * 7 % 1000 for i in range(200_000))
 
 
-@pytest.mark.core
 def test_record_build_use_and_broken_archive(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("FTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     share = None

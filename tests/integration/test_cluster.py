@@ -15,6 +15,8 @@ import ray
 
 import ftbridge
 from chaos.proctable import pid_alive, wait_gone
+from ftbridge.cluster import jvm
+from ftbridge.cluster.jvm import cmdline
 from ftbridge.errors import SparkAlreadyRunningError
 from tests.conftest import python_env, wait_for_running_stage
 
@@ -42,6 +44,22 @@ def test_executors_are_ray_actors(spark):
         assert actor_info["actor_pid"] == info.actor_pid and actor_info["jvm_pid"] == info.jvm_pid, actor_info
     assert sorted(spark.sparkContext._jsc.sc().getExecutorIds().mkString(",").split(",")) == sorted(
         i.executor_id for i in infos)
+
+
+def test_jvm_profile_reaches_the_driver_and_executor_jvms(spark):
+    """The suite runs FTBRIDGE_JVM_PROFILE=small (conftest): the driver's and executors' JVMs
+    carry its flags; the default profile adds none (the demo test runs that one)."""
+    assert os.environ["FTBRIDGE_JVM_PROFILE"] == "small"
+    flags = {"-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"}
+    driver = spark.sparkContext._gateway.proc.pid
+    for pid in [driver] + [i.jvm_pid for i in ftbridge.executors()]:
+        assert flags <= set(cmdline(pid)), (pid, cmdline(pid))
+    assert set(jvm.session_opts().split()) == flags
+    os.environ["FTBRIDGE_JVM_PROFILE"] = "server"
+    try:
+        assert jvm.session_opts() == ""
+    finally:
+        os.environ["FTBRIDGE_JVM_PROFILE"] = "small"
 
 
 def test_init_twice_is_a_clear_error(spark):

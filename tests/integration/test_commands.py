@@ -20,6 +20,7 @@ DEMO_TIMEOUT_S = 480  # below the test's timeout: a stuck demo is killed with ev
 def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = python_env()
     env.pop("RAY_ADDRESS", None)  # each command starts its own cluster
+    env.pop("FTBRIDGE_JVM_PROFILE", None)  # the JVM settings a user gets
     return run_child(args, env=env, timeout=timeout)
 
 
@@ -32,7 +33,7 @@ def _no_new_jvms(before: dict) -> None:
 def test_demo_passes_every_check(tmp_path):
     catalog = str(tmp_path / "demo.duckdb")
     before = spark_daemon_jvms()
-    out = _run([os.path.join(os.path.dirname(sys.executable), "ftbridge"), "demo", "--catalog", catalog],
+    out = _run([os.path.join(os.path.dirname(sys.executable), "ftbridge"), "demo", "--rows", "40000", "--catalog", catalog],
                DEMO_TIMEOUT_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "demo passed: 4/4 checks" in out.stdout

@@ -33,8 +33,7 @@ def _files(root: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
-@pytest.mark.core
-@pytest.mark.parametrize("writer", ["auto", "python"])
+@pytest.mark.parametrize("writer", [pytest.param("auto", marks=pytest.mark.core), "python"])
 def test_disk_full_is_typed_nothing_recorded_and_next_conversion_works(spark, tmp_path, small_disk, monkeypatch,
                                                                        writer):
     monkeypatch.setenv("FTBRIDGE_SPILL_WRITER", writer)

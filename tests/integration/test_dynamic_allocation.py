@@ -43,7 +43,6 @@ def test_bad_dynamic_settings_are_refused(ray_cluster):
         ftbridge.init_spark("static-bad", num_executors=0, executor_cores=1, executor_memory="512MB")
 
 
-@pytest.mark.core
 def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(ray_cluster):
     total = ray.cluster_resources()["CPU"]
     assert free_cpus_settle_at(total), "CPUs of earlier tests were not given back"

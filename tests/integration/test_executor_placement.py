@@ -29,7 +29,6 @@ def _concurrent_tasks(spark, slots: int) -> int:
 
 
 
-@pytest.mark.core
 def test_fractional_cpu_executor_runs_more_spark_cores_than_ray_cpus(ray_cluster):
     """RayDP's case: more Spark cores in one actor (here: one more than the whole cluster's CPUs)
     than Ray has CPUs, the actor asking Ray for 0.1 CPU."""

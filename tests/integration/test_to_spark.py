@@ -17,7 +17,6 @@ from lineage import queries
 from lineage.catalog import Catalog
 from tests.integration.test_types import random_frames
 
-pytestmark = pytest.mark.core
 
 
 @pytest.fixture
@@ -57,6 +56,7 @@ def test_many_unequal_blocks_keep_their_order(spark, catalog):
     assert [r["count"] for r in per_partition] == [n for n in sizes if n]
 
 
+@pytest.mark.core
 def test_raydp_cases_keep_order(spark, catalog):
     ds = ray.data.from_items([{"id": i} for i in range(5)], override_num_blocks=5)
     assert _ids(ftbridge.to_spark(ds, spark, catalog=catalog)) == [0, 1, 2, 3, 4]
@@ -65,6 +65,7 @@ def test_raydp_cases_keep_order(spark, catalog):
     assert [tuple(r) for r in back.collect()] == [(1, "a"), (2, "b"), (3, "c")]
 
 
+@pytest.mark.core
 def test_lazy_dataset_keeps_block_order(spark, catalog):
     def jitter(batch):
         import time
@@ -78,6 +79,7 @@ def test_lazy_dataset_keeps_block_order(spark, catalog):
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frame=random_frames())
+@pytest.mark.core
 def test_spark_ray_spark_round_trips_exactly(spark, tmp_path, frame):
     ddl, data = frame
     df = spark.createDataFrame(data, ddl)  # local data: a deterministic order (no shuffle)
@@ -92,6 +94,7 @@ def test_spark_ray_spark_round_trips_exactly(spark, tmp_path, frame):
     ftbridge.release(ds)
 
 
+@pytest.mark.core
 def test_every_type_round_trips_in_order(spark, catalog):
     from tests.integration.test_types import ALL_TYPES, rows
 
@@ -103,6 +106,7 @@ def test_every_type_round_trips_in_order(spark, catalog):
     assert check(spark_to_arrow(df), spark_to_arrow(back)).ok
 
 
+@pytest.mark.core
 def test_recorded_verified_and_released(spark, catalog):
     df = ftbridge.to_spark(_blocks([10, 20, 30]), spark, catalog=catalog, name="back")
     cid = ftbridge.conversion_id(df)
@@ -117,6 +121,7 @@ def test_recorded_verified_and_released(spark, catalog):
     assert Catalog(catalog).load(cid)[0]["status"] == "released"
 
 
+@pytest.mark.core
 def test_lost_and_corrupt_staged_files_are_staged_again(spark, catalog):
     sizes = [300, 200, 500, 100]
     df = ftbridge.to_spark(_blocks(sizes), spark, catalog=catalog)
@@ -137,6 +142,7 @@ def test_lost_and_corrupt_staged_files_are_staged_again(spark, catalog):
     assert verify(Catalog(catalog), cid)["exit_code"] == 0
 
 
+@pytest.mark.core
 def test_a_failing_transform_is_one_clear_error(spark, catalog):
     def broken(batch):
         raise ValueError("bad row in the user's transform")
@@ -147,18 +153,21 @@ def test_a_failing_transform_is_one_clear_error(spark, catalog):
     assert "Traceback" not in str(info.value)
 
 
+@pytest.mark.core
 def test_unsupported_arrow_type_is_refused_naming_the_column(spark, catalog):
     ds = ray.data.from_arrow(pa.table({"id": [1, 2], "u": pa.array([1, 2], pa.uint64())}))
     with pytest.raises(UnsupportedTypeError, match="'u'"):
         ftbridge.to_spark(ds, spark, catalog=catalog)
 
 
+@pytest.mark.core
 def test_empty_dataset_keeps_its_schema(spark, catalog):
     ds = ray.data.from_arrow(pa.table({"id": pa.array([], pa.int64()), "s": pa.array([], pa.string())}))
     df = ftbridge.to_spark(ds, spark, catalog=catalog)
     assert df.count() == 0 and df.schema.simpleString() == "struct<id:bigint,s:string>"
 
 
+@pytest.mark.core
 def test_blocks_from_pandas(spark, catalog):
     import pandas as pd
 

@@ -14,7 +14,6 @@ import ftbridge
 from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
 from ftbridge.errors import UnsupportedTypeError
 
-pytestmark = pytest.mark.core
 
 ALL_TYPES = """
     id BIGINT, b BOOLEAN, i8 TINYINT, i16 SMALLINT, i32 INT, i64 BIGINT, f32 FLOAT, f64 DOUBLE,
@@ -39,6 +38,7 @@ def rows():
     return out
 
 
+@pytest.mark.core
 def test_every_arrow_type_round_trips(spark, tmp_path):
     df = spark.createDataFrame(rows(), ALL_TYPES).repartition(3)
     ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
@@ -48,6 +48,7 @@ def test_every_arrow_type_round_trips(spark, tmp_path):
     assert got.equals(expected)
 
 
+@pytest.mark.core
 def test_empty_dataframe_keeps_its_schema(spark, tmp_path):
     df = spark.createDataFrame(rows(), ALL_TYPES).where("id < 0")
     ds = ftbridge.from_spark_recoverable(df, catalog=str(tmp_path / "c.duckdb"))
@@ -56,6 +57,7 @@ def test_empty_dataframe_keeps_its_schema(spark, tmp_path):
     assert table.num_rows == 0 and table.schema.names == df.columns
 
 
+@pytest.mark.core
 def test_all_null_nested_columns_cross_ray_data(spark, tmp_path):
     """Spark writes an all-null list/string/map array with an empty offsets buffer; Ray's Arrow
     serializer validates arrays, so such a block must be repaired before Ray Data holds it."""
@@ -71,6 +73,7 @@ def test_all_null_nested_columns_cross_ray_data(spark, tmp_path):
     assert read_all(moved).sort_by("id").equals(got)
 
 
+@pytest.mark.core
 def test_unsupported_type_names_the_column(spark, tmp_path):
     df = spark.sql("SELECT 1 AS ok, make_interval(0, 1) AS bad_col")
     with pytest.raises(UnsupportedTypeError, match="'bad_col'") as err:
@@ -146,6 +149,7 @@ SQL_TYPES = {
 
 
 @pytest.mark.parametrize("name", sorted(SQL_TYPES))
+@pytest.mark.core
 def test_sql_types_round_trip(spark, tmp_path, name):
     expr, since = SQL_TYPES[name]
     if _spark_minor(spark) < since:
@@ -160,6 +164,7 @@ def test_sql_types_round_trip(spark, tmp_path, name):
     {"spark.sql.execution.arrow.useLargeVarTypes": "true"},
     {"spark.sql.execution.arrow.useLargeVarTypes": "false"},
 ], ids=["tz-la", "tz-kolkata-small-batches", "large-var-types", "regular-var-types"])
+@pytest.mark.core
 def test_session_arrow_settings_round_trip(spark, tmp_path, conf):
     """Every session setting that shapes Spark's Arrow output still gives exactly `df.toArrow()`."""
     before = {key: spark.conf.get(key, None) for key in conf}
@@ -201,6 +206,7 @@ def _probe_job(spark) -> int:
 
 
 @pytest.mark.parametrize("column", sorted(REFUSED))
+@pytest.mark.core
 def test_types_without_an_exact_arrow_form_are_refused_up_front(spark, tmp_path, column):
     expr, since = REFUSED[column]
     if _spark_minor(spark) < since:
