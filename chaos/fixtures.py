@@ -49,9 +49,14 @@ def pytest_report_header(config):
 @pytest.fixture(scope="module")
 def chaos_env(ray_cluster, tmp_path_factory):
     """Three worker nodes and a Spark session on them (needs a `ray_cluster` fixture)."""
+    warm = os.environ.pop("FTBRIDGE_WARM_UP", None)  # the scenarios' session warms up as a user's does
     env = ChaosEnv(ray_cluster, workdir=str(tmp_path_factory.mktemp("chaos")))
-    yield env
-    env.close()
+    try:
+        yield env
+        env.close()
+    finally:
+        if warm is not None:
+            os.environ["FTBRIDGE_WARM_UP"] = warm
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ logging.getLogger("ftbridge").setLevel(logging.INFO)
 # the C1 compiler only and a serial collector (FTBRIDGE_JVM_PROFILE=small), which cut a module's
 # time by ~15 % on CI's two cores. Child drivers inherit it; the demo test runs the default.
 os.environ.setdefault("FTBRIDGE_JVM_PROFILE", "small")
+# The background warm-up (on by default) costs a session ~17 CPU-s and gives ~14 back to its first
+# conversion: most test sessions are short or never convert, so the suite turns it off; the
+# warm-up's own tests, the chaos scenarios' session and the demo run it as users do.
+os.environ.setdefault("FTBRIDGE_WARM_UP", "false")
 
 HEAD_CPUS = 2
 

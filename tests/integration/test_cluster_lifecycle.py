@@ -86,11 +86,12 @@ def test_node_removed_mid_job(ray_cluster):
         stop_spark_and_remove(ray_cluster, nodes)
 
 
-def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path):
+def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path, monkeypatch):
     from ftbridge.cluster import session
     from ftbridge.convert.conversion import REGISTRY
     from ftbridge_common.config import RAY_NAMESPACE
 
+    monkeypatch.setenv("FTBRIDGE_WARM_UP", "true")  # the default (the suite turns it off: conftest)
     # Two 1-core executors on the 2-CPU head: they hold every Ray CPU, and the warm-up, which
     # asks for none, must still finish (a Ray Data job asking for one CPU would wait forever).
     spark = ftbridge.init_spark("warm", num_executors=2, executor_cores=1, executor_memory="512MB")
@@ -133,11 +134,12 @@ def test_warm_up_off_starts_nothing(ray_cluster, monkeypatch):
         ftbridge.stop_spark()
 
 
-def test_stop_right_after_init_ends_the_warm_up_and_leaves_no_ray_data_work(ray_cluster):
+def test_stop_right_after_init_ends_the_warm_up_and_leaves_no_ray_data_work(ray_cluster, monkeypatch):
     """stop_spark while the warm-up runs (executors holding every CPU): the warm-up thread has
     ended when stop_spark returns, and no task of it waits for a CPU afterwards."""
     from ftbridge.cluster import session
 
+    monkeypatch.setenv("FTBRIDGE_WARM_UP", "true")
     ftbridge.init_spark("warm-stop", num_executors=2, executor_cores=1, executor_memory="512MB")
     owner = session.current()
     ftbridge.stop_spark()
