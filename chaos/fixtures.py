@@ -15,6 +15,7 @@ import pytest
 
 from chaos import faults
 from chaos.env import ChaosEnv
+from ftbridge_common.config import env_name
 from lineage.catalog import Catalog
 from lineage.writer import get_writer
 
@@ -49,14 +50,14 @@ def pytest_report_header(config):
 @pytest.fixture(scope="module")
 def chaos_env(ray_cluster, tmp_path_factory):
     """Three worker nodes and a Spark session on them (needs a `ray_cluster` fixture)."""
-    warm = os.environ.pop("FTBRIDGE_WARM_UP", None)  # the scenarios' session warms up as a user's does
+    warm = os.environ.pop(env_name("warm_up"), None)  # the scenarios' session warms up as a user's does
     env = ChaosEnv(ray_cluster, workdir=str(tmp_path_factory.mktemp("chaos")))
     try:
         yield env
         env.close()
     finally:
         if warm is not None:
-            os.environ["FTBRIDGE_WARM_UP"] = warm
+            os.environ[env_name("warm_up")] = warm
 
 
 @pytest.fixture

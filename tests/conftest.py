@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -21,6 +22,10 @@ from ray.cluster_utils import Cluster
 import ftbridge
 from ftbridge.adapters.ray import head_node_args
 from ftbridge.cluster import scratch
+from ftbridge.cluster import session as session_module
+from ftbridge.convert.conversion import REGISTRY
+from ftbridge_common.config import settings
+from lineage.writer import end_writers, writer_paths
 from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster.jvm import cmdline
 
@@ -75,13 +80,90 @@ def _work_dirs(root: str) -> list[str]:
             for d in os.listdir(os.path.join(root, kind))]
 
 
-@pytest.fixture(scope="module")
+class SharedSpark:
+    """One Spark-on-Ray session (2 executors x 1 core) for every test that needs only *a* session:
+    the `spark` fixture. Started by the first such test, it runs on until a test that starts its
+    own session (or a module of such tests) comes, which stops it; the next `spark` test starts it
+    again. The collection hook below puts the modules of `spark` tests next to each other, so the
+    session starts about once for all of them."""
+
+    def __init__(self) -> None:
+        self.session = None
+
+    def get(self):
+        if self.session is None or session_module.current_or_none() is None:
+            self.session = ftbridge.init_spark("tests", num_executors=2, executor_cores=1, executor_memory="1GB")
+            self.session.sparkContext.setLogLevel("ERROR")
+        return self.session
+
+    def stop(self) -> None:
+        if self.session is not None:
+            self.session = None
+            ftbridge.stop_spark()
+
+
+SHARED_SPARK = SharedSpark()
+
+
+def _uses_spark(item) -> bool:
+    return "spark" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The integration modules with `spark` tests run first among the integration modules, one
+    after another; every module keeps its tests' order, every other module its place."""
+    modules: dict = {}
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+    sharing = {path for path, group in modules.items() if any(_uses_spark(i) for i in group)}
+
+    def key(item) -> tuple[int, int]:
+        directory = next((rank for rank, part in enumerate(("chaos", "integration", "java21", "unit"))
+                          if part in item.path.parts), 4)
+        return directory, 0 if directory == 1 and item.path in sharing else 1
+
+    items.sort(key=key)  # stable: the collected order within equal keys
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _modules_that_start_their_own_spark(request):
+    """A module none of whose tests uses `spark` starts its own sessions: the shared one stops first
+    (before the module's own fixtures, e.g. a training cluster's session, start)."""
+    module_items = [i for i in request.session.items if i.path == request.path]
+    if not any(_uses_spark(i) for i in module_items):
+        SHARED_SPARK.stop()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _tests_that_start_their_own_spark(request):
+    """A test without `spark` stops the shared session; a `spark` test's conversions end with it."""
+    if not _uses_spark(request.node):
+        SHARED_SPARK.stop()
+        yield
+        return
+    before = set(REGISTRY.rebuilders) | set(REGISTRY.stagings)
+    yield
+    end_test_conversions(before)
+
+
+def end_test_conversions(before: set[str]) -> None:
+    """What the session's stop would do for the conversions a test made: stop serving their
+    rebuilds and end the catalog writers (one actor each) of the catalogs nothing uses any more.
+    The session's default catalog keeps its writer."""
+    for conversion_id in set(REGISTRY.rebuilders) - before:
+        REGISTRY.forget(conversion_id)
+    for conversion_id in set(REGISTRY.stagings) - before:
+        REGISTRY.forget_staging(conversion_id)
+    gc.collect()
+    keep = {os.path.realpath(p) for p in REGISTRY.catalogs_in_use()} | {os.path.realpath(settings().catalog_path)}
+    end_writers([p for p in writer_paths() if os.path.realpath(p) not in keep])
+
+
+@pytest.fixture
 def spark(ray_cluster):
-    """Spark on Ray with 2 executors x 1 core, shared by a test module."""
-    session = ftbridge.init_spark("tests", num_executors=2, executor_cores=1, executor_memory="1GB")
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    ftbridge.stop_spark()
+    """The shared Spark-on-Ray session (see SharedSpark)."""
+    return SHARED_SPARK.get()
 
 
 def python_env() -> dict:

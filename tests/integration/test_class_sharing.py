@@ -40,7 +40,7 @@ def _checked_job(spark) -> None:
 def test_record_build_use_and_broken_archive(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("FTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     share = None
-    spark = ftbridge.init_spark("cds-record", num_executors=2, executor_cores=1, executor_memory="512MB")
+    spark = ftbridge.init_spark("cds-record", num_executors=1, executor_cores=1, executor_memory="512MB")
     try:
         share = session.current().cds
         assert share.mode == "record"
@@ -52,12 +52,12 @@ def test_record_build_use_and_broken_archive(ray_cluster, tmp_path, monkeypatch)
     assert share.archive.is_file() and share.archive.stat().st_size > 10 << 20  # built at stop
     assert not share.lists.exists() and not share.failed.exists()
 
-    spark = ftbridge.init_spark("cds-use", num_executors=2, executor_cores=1, executor_memory="512MB")
+    spark = ftbridge.init_spark("cds-use", num_executors=1, executor_cores=1, executor_memory="512MB")
     try:
         assert session.current().cds.mode == "use"
         _checked_job(spark)
         jvms = _session_jvms()
-        assert len(jvms) == 5 and all(jvms.values()), jvms
+        assert len(jvms) == 3 and all(jvms.values()), jvms  # master, worker, executor
         assert {role: _maps_archive(pid, share.archive) for role, pid in jvms.items()} == \
             {role: True for role in jvms}
     finally:
@@ -82,7 +82,7 @@ def test_record_build_use_and_broken_archive(ray_cluster, tmp_path, monkeypatch)
     # A broken archive (here: overwritten) does not stop any JVM; they start without it.
     share.archive.chmod(0o600)
     share.archive.write_bytes(b"not an archive" * 1000)
-    spark = ftbridge.init_spark("cds-broken", num_executors=2, executor_cores=1, executor_memory="512MB")
+    spark = ftbridge.init_spark("cds-broken", num_executors=1, executor_cores=1, executor_memory="512MB")
     try:
         _checked_job(spark)
         assert not any(_maps_archive(pid, share.archive) for pid in _session_jvms().values())
