@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import statistics
+import subprocess
 import threading
 import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
 def rss_bytes() -> int:
@@ -102,3 +107,21 @@ def bench_session(batch_rows: int | None = 100_000):
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
+
+
+def commit() -> str:
+    """The checked-out commit, for the results files."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__), timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_results(name: str, command: str, **fields) -> str:
+    """benchmarks/results/NAME.json with the date, commit and command that made it; returns its path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "commit": commit(), "command": command, **fields}, f, indent=2)
+    return path

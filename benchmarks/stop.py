@@ -19,10 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, ray_init  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "stop.json")
-
+from _common import median, ray_init, write_results  # noqa: E402
 
 def child() -> None:
     import logging
@@ -50,14 +47,6 @@ def child() -> None:
     print("RESULT " + json.dumps(out))
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(__file__), timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def main(rounds: int) -> None:
     cases = {"on": [], "off": []}
     order = ["on"] + [case for _ in range(rounds) for case in ("on", "off")]
@@ -80,11 +69,8 @@ def main(rounds: int) -> None:
         on, off = median([r[when] for r in cases["on"]]), median([r[when] for r in cases["off"]])
         summary[when] = {"warm-up on s": round(on, 3), "warm-up off s": round(off, 3), "on / off": round(on / off, 2)}
         print(f"  {when:24s} warm-up on {on:6.2f} s   off {off:6.2f} s   on/off {on / off:5.2f}")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": f"./dev bench stop {rounds}",
-                   "rounds_per_case": rounds, "summary": summary, "rounds": cases}, f, indent=2)
-    print(f"results: {RESULTS}")
+    path = write_results("stop", f"./dev bench stop {rounds}", rounds_per_case=rounds, summary=summary, rounds=cases)
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

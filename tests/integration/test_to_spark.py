@@ -16,6 +16,7 @@ from ftbridge.errors import ConfigurationError, ConversionError, UnsupportedType
 from lineage import queries
 from lineage.catalog import Catalog
 from tests.integration.test_types import random_frames
+from tests.conftest import SHARED_SPARK
 
 
 
@@ -25,9 +26,10 @@ def catalog(tmp_path):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cpus(ray_cluster, spark):
+def ray_cpus(ray_cluster):
     """A node with free CPUs: Ray Data's own tasks here (from_arrow's metadata, range, map_batches)
     ask for CPUs, and the executors hold the head node's (ftbridge's own tasks ask for none)."""
+    SHARED_SPARK.get()  # the shared session's executors take the head's CPUs first
     node = ray_cluster.add_node(num_cpus=2)
     ray_cluster.wait_for_nodes()
     yield
