@@ -118,7 +118,7 @@ class SparkOnRay:
 
         The master's address is chosen here, so the executor actors (whose worker JVMs wait
         for the master's port), the master actor and the driver JVM all start together; the
-        SparkContext registers the application as soon as the master listens, and the
+        SparkContext registers the application as soon as the master is elected leader, and the
         master launches an executor on each worker as it registers.
         """
         cfg = self.cfg
