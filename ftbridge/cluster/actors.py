@@ -28,6 +28,15 @@ def _work_dir(kind: str, name: str) -> str:
     return scratch.make_owned_dir(os.path.join(scratch.root(), "spark", kind), f"{name}-")
 
 
+def _log_says(path: str, text: str) -> bool:
+    """Whether a daemon's log (its INFO lines) holds `text` yet."""
+    try:
+        with open(path, errors="replace") as f:
+            return text in f.read()
+    except OSError:
+        return False
+
+
 class SparkMaster:
     """Hosts the Spark standalone master JVM. Asks Ray for no CPU: it only coordinates."""
 
@@ -52,11 +61,7 @@ class SparkMaster:
         self.timings["jvm_s"] = time.monotonic() - t0
 
     def _alive(self) -> bool:
-        try:
-            with open(self.proc.log_path, errors="replace") as f:
-                return "I have been elected leader!" in f.read()
-        except OSError:
-            return False
+        return _log_says(self.proc.log_path, "I have been elected leader!")
 
     def info(self) -> dict:
         return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(),
@@ -100,11 +105,7 @@ class SparkExecutor:
         log.info("executor actor %s: worker JVM %d registered on node %s", name, self.proc.pid, self.node_id)
 
     def _registered(self) -> bool:
-        try:
-            with open(self.proc.log_path, errors="replace") as f:
-                return "Successfully registered with master" in f.read()
-        except OSError:
-            return False
+        return _log_says(self.proc.log_path, "Successfully registered with master")
 
     def _executor_jvm(self) -> tuple[int | None, str | None]:
         for pid in jvm.children(self.proc.pid):
