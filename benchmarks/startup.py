@@ -5,7 +5,7 @@
 Each round is a new Python process with its own embedded Ray (4 logical CPUs), so every round
 pays for a new driver JVM as a user's program does. The parts run at the same time (see
 `SparkOnRay._start`): the master actor and the executor actors start together with the driver
-JVM, the SparkContext registers the application as soon as the master listens, and the
+JVM, the SparkContext registers the application as soon as the master is elected leader, and the
 master launches an executor on each worker as it registers. So the parts' own times add up to
 more than the total. Each process then stops Spark and starts it again, as a notebook does:
 that second `init_spark` reuses the driver JVM (its SparkContext registers at once, since the

@@ -21,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import median, ray_init, write_results  # noqa: E402
 
+
 def child() -> None:
     import logging
 

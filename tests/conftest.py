@@ -24,8 +24,7 @@ from ftbridge.adapters.ray import head_node_args
 from ftbridge.cluster import scratch
 from ftbridge.cluster import session as session_module
 from ftbridge.convert.conversion import REGISTRY
-from ftbridge_common.config import settings
-from lineage.writer import end_writers, writer_paths
+from lineage.catalog import default_catalog_path
 from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster.jvm import cmdline
 
@@ -103,6 +102,7 @@ class SharedSpark:
 
 
 SHARED_SPARK = SharedSpark()
+SHARING_MODULES = pytest.StashKey[set]()  # the test modules with `spark` tests, found at collection
 
 
 def _uses_spark(item) -> bool:
@@ -116,6 +116,7 @@ def pytest_collection_modifyitems(session, config, items):
     for item in items:
         modules.setdefault(item.path, []).append(item)
     sharing = {path for path, group in modules.items() if any(_uses_spark(i) for i in group)}
+    config.stash[SHARING_MODULES] = sharing
 
     def key(item) -> tuple[int, int]:
         directory = next((rank for rank, part in enumerate(("chaos", "integration", "java21", "unit"))
@@ -129,8 +130,7 @@ def pytest_collection_modifyitems(session, config, items):
 def _modules_that_start_their_own_spark(request):
     """A module none of whose tests uses `spark` starts its own sessions: the shared one stops first
     (before the module's own fixtures, e.g. a training cluster's session, start)."""
-    module_items = [i for i in request.session.items if i.path == request.path]
-    if not any(_uses_spark(i) for i in module_items):
+    if request.path not in request.config.stash.get(SHARING_MODULES, set()):
         SHARED_SPARK.stop()
     yield
 
@@ -156,8 +156,7 @@ def end_test_conversions(before: set[str]) -> None:
     for conversion_id in set(REGISTRY.stagings) - before:
         REGISTRY.forget_staging(conversion_id)
     gc.collect()
-    keep = {os.path.realpath(p) for p in REGISTRY.catalogs_in_use()} | {os.path.realpath(settings().catalog_path)}
-    end_writers([p for p in writer_paths() if os.path.realpath(p) not in keep])
+    REGISTRY.end_unused_writers(keep={default_catalog_path()})
 
 
 @pytest.fixture

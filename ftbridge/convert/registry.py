@@ -153,7 +153,13 @@ class Registry:
                 except Exception:  # already gone with the job
                     pass
                 self._restager = None
-        end_writers(set(writer_paths()) - self.catalogs_in_use())
+        self.end_unused_writers()
+
+    def end_unused_writers(self, keep: set[str] = frozenset()) -> list[str]:
+        """End the catalog writers this process owns whose catalogs no live Dataset, rebuilder or
+        staging uses (and that are not in `keep`); returns those it ended."""
+        used = self.catalogs_in_use() | keep
+        return end_writers([path for path in writer_paths() if path not in used])
 
     def catalogs_in_use(self) -> set[str]:
         """Catalogs that a live Dataset, rebuilder or staging of this process still records into."""
