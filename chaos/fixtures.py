@@ -47,17 +47,44 @@ def pytest_report_header(config):
     return f"chaos seed: {commit_seed() if given is None else given} (--chaos-seed N to choose)"
 
 
-@pytest.fixture(scope="module")
+class SharedChaosEnv:
+    """One chaos environment (three worker nodes and a Spark session on them) for every module that
+    takes `chaos_env`: the chaos scenarios and the training tests. The first such module starts it;
+    it runs on until a module without it comes (see tests/conftest.py, which also puts those
+    modules first) or the session ends. Its Spark session warms up as a user's does."""
+
+    def __init__(self) -> None:
+        self.env: ChaosEnv | None = None
+        self._warm: str | None = None
+
+    def get(self, cluster, workdir: str) -> ChaosEnv:
+        if self.env is None:
+            self._warm = os.environ.pop(env_name("warm_up"), None)
+            self.env = ChaosEnv(cluster, workdir=workdir)
+        return self.env
+
+    def close(self) -> None:
+        if self.env is None:
+            return
+        env, self.env = self.env, None
+        try:
+            env.close()
+        finally:
+            if self._warm is not None:
+                os.environ[env_name("warm_up")] = self._warm
+            self._warm = None
+
+
+SHARED_CHAOS = SharedChaosEnv()
+
+
+@pytest.fixture
 def chaos_env(ray_cluster, tmp_path_factory):
-    """Three worker nodes and a Spark session on them (needs a `ray_cluster` fixture)."""
-    warm = os.environ.pop(env_name("warm_up"), None)  # the scenarios' session warms up as a user's does
-    env = ChaosEnv(ray_cluster, workdir=str(tmp_path_factory.mktemp("chaos")))
-    try:
-        yield env
-        env.close()
-    finally:
-        if warm is not None:
-            os.environ[env_name("warm_up")] = warm
+    """Three worker nodes and a Spark session on them (needs a `ray_cluster` fixture), shared by
+    the modules that use it (SharedChaosEnv)."""
+    if SHARED_CHAOS.env is None:
+        return SHARED_CHAOS.get(ray_cluster, str(tmp_path_factory.mktemp("chaos")))
+    return SHARED_CHAOS.env
 
 
 @pytest.fixture

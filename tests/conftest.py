@@ -25,6 +25,7 @@ from ftbridge.cluster import scratch
 from ftbridge.cluster import session as session_module
 from ftbridge.convert.conversion import REGISTRY
 from lineage.catalog import default_catalog_path
+from chaos.fixtures import SHARED_CHAOS
 from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster.jvm import cmdline
 
@@ -37,6 +38,12 @@ os.environ.setdefault("FTBRIDGE_JVM_PROFILE", "small")
 # conversion: most test sessions are short or never convert, so the suite turns it off; the
 # warm-up's own tests, the chaos scenarios' session and the demo run it as users do.
 os.environ.setdefault("FTBRIDGE_WARM_UP", "false")
+# One read task per node (default 2): each read task of a pass starts in a fresh Ray worker process
+# when the reader is a Ray Train or Ray Data actor (their tasks cannot reuse the driver's idle
+# workers), ~2.5 CPU-s of imports each. On CI's two cores the eight of a pass took ~40 s before the
+# first batch of a training epoch; four take ~15 s. The default's several tasks per node run in
+# the demo and the chaos runner's own process.
+os.environ.setdefault("FTBRIDGE_READ_TASKS_PER_NODE", "1")
 
 HEAD_CPUS = 2
 
@@ -58,6 +65,7 @@ def ray_cluster(private_dirs):
     cluster = Cluster(initialize_head=True, head_node_args=head_node_args(num_cpus=HEAD_CPUS, include_dashboard=False))
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
+    SHARED_CHAOS.close()
     ftbridge.stop_spark()
     ray_procs = ray_processes(descendants(os.getpid()))  # raylets, GCS, every worker of the cluster
     ray.shutdown()
@@ -105,23 +113,35 @@ SHARED_SPARK = SharedSpark()
 SHARING_MODULES = pytest.StashKey[set]()  # the test modules with `spark` tests, found at collection
 
 
+CHAOS_MODULES = pytest.StashKey[set]()  # the test modules with `chaos_env` tests
+
+
 def _uses_spark(item) -> bool:
     return "spark" in getattr(item, "fixturenames", ())
 
 
+def _uses_chaos_env(item) -> bool:
+    return "chaos_env" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The integration modules with `spark` tests run first among the integration modules, one
-    after another; every module keeps its tests' order, every other module its place."""
+    """The modules with `chaos_env` tests run first, one after another (the chaos scenarios, then
+    the training tests); then the integration modules with `spark` tests, one after another; every
+    module keeps its tests' order, every other module its place."""
     modules: dict = {}
     for item in items:
         modules.setdefault(item.path, []).append(item)
     sharing = {path for path, group in modules.items() if any(_uses_spark(i) for i in group)}
+    chaos = {path for path, group in modules.items() if any(_uses_chaos_env(i) for i in group)}
     config.stash[SHARING_MODULES] = sharing
+    config.stash[CHAOS_MODULES] = chaos
 
-    def key(item) -> tuple[int, int]:
+    def key(item) -> tuple[int, int, int]:
         directory = next((rank for rank, part in enumerate(("chaos", "integration", "java21", "unit"))
                           if part in item.path.parts), 4)
-        return directory, 0 if directory == 1 and item.path in sharing else 1
+        if item.path in chaos:
+            return 0, directory, 0
+        return 1, directory, 0 if directory == 1 and item.path in sharing else 1
 
     items.sort(key=key)  # stable: the collected order within equal keys
 
@@ -129,7 +149,10 @@ def pytest_collection_modifyitems(session, config, items):
 @pytest.fixture(scope="module", autouse=True)
 def _modules_that_start_their_own_spark(request):
     """A module none of whose tests uses `spark` starts its own sessions: the shared one stops first
-    (before the module's own fixtures, e.g. a training cluster's session, start)."""
+    (before the module's own fixtures, e.g. a training cluster's session, start). A module without
+    `chaos_env` tests ends the shared chaos environment the same way."""
+    if request.path not in request.config.stash.get(CHAOS_MODULES, set()):
+        SHARED_CHAOS.close()
     if request.path not in request.config.stash.get(SHARING_MODULES, set()):
         SHARED_SPARK.stop()
     yield
@@ -229,3 +252,23 @@ def run_child(args: list[str], *, timeout: float, env: dict | None = None, **_ig
         raise AssertionError(f"{args[:4]} did not finish within {timeout:.0f}s; killed it and its "
                              f"{len(tree) - 1} processes ({len(left)} still alive)\n{out[-2000:]}\n{err[-3000:]}")
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def cli_in_process(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """The `ftbridge` console script's own `main()` run in this process (same parsing, exit codes
+    and output), with `env` added to the environment: spares a Python start-up per read command."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from ftbridge.cli.main import main as cli_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env or {}), mock.patch.object(sys, "argv", ["ftbridge", *args]), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli_main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

@@ -3,6 +3,7 @@ mapped by every JVM of the next; a broken archive or a failed build only turns s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,32 +53,27 @@ def test_record_build_use_and_broken_archive(ray_cluster, tmp_path, monkeypatch)
     assert share.archive.is_file() and share.archive.stat().st_size > 10 << 20  # built at stop
     assert not share.lists.exists() and not share.failed.exists()
 
-    spark = ftbridge.init_spark("cds-use", num_executors=1, executor_cores=1, executor_memory="512MB")
-    try:
-        assert session.current().cds.mode == "use"
-        _checked_job(spark)
-        jvms = _session_jvms()
-        assert len(jvms) == 3 and all(jvms.values()), jvms  # master, worker, executor
-        assert {role: _maps_archive(pid, share.archive) for role, pid in jvms.items()} == \
-            {role: True for role in jvms}
-    finally:
-        ftbridge.stop_spark()
-
-    # A new driver process: its own driver JVM maps the archive too.
+    # The next session, in a new driver process on the same Ray: every JVM of it (driver, master,
+    # worker, executor) maps the archive.
     probe = (
-        "import ray, ftbridge\n"
+        "import json, ray, ftbridge\n"
         "from ftbridge.cluster import session\n"
-        "ray.init(address='local', num_cpus=2, include_dashboard=False, log_to_driver=False)\n"
-        "spark = ftbridge.init_spark('cds-driver', num_executors=1, executor_cores=1, executor_memory='512MB')\n"
-        "assert spark.range(0, 1000).count() == 1000\n"
-        "pid = spark.sparkContext._gateway.proc.pid\n"
-        f"print('MAPPED', {str(share.archive)!r} in open(f'/proc/{{pid}}/maps').read())\n"
+        "from tests.integration.test_class_sharing import _checked_job, _session_jvms\n"
+        f"ray.init(address={ray_cluster.address!r}, log_to_driver=False)\n"
+        "spark = ftbridge.init_spark('cds-use', num_executors=1, executor_cores=1, executor_memory='512MB')\n"
+        "_checked_job(spark)\n"
+        "jvms = {**_session_jvms(), 'driver': spark.sparkContext._gateway.proc.pid}\n"
+        f"mapped = {{role: {str(share.archive)!r} in open(f'/proc/{{pid}}/maps').read() for role, pid in jvms.items()}}\n"
+        "print('MAPPED', json.dumps({'mode': session.current().cds.mode, 'mapped': mapped}))\n"
         "ftbridge.stop_spark(); ray.shutdown()\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], env=python_env(), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "MAPPED True" in out.stdout, out.stdout[-2000:]
+    line = next((x for x in out.stdout.splitlines() if x.startswith("MAPPED ")), None)
+    assert line is not None, out.stdout[-2000:]
+    used = json.loads(line[len("MAPPED "):])
+    assert used == {"mode": "use", "mapped": {r: True for r in ("master", "worker0", "executor0", "driver")}}, used
 
     # A broken archive (here: overwritten) does not stop any JVM; they start without it.
     share.archive.chmod(0o600)

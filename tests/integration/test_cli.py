@@ -4,8 +4,6 @@ console script's own `main()` in this process."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -13,14 +11,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from unittest import mock
 
 import pytest
 
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from ftbridge.cli.main import main as cli_main
 import tests.recipes  # noqa: F401  (the recipes the CLI commands import: an error here fails, never skips)
-from tests.conftest import python_env, run_child
+from tests.conftest import cli_in_process, python_env, run_child
 
 DRIVER = textwrap.dedent("""
     import os, sys, time, ray, ftbridge
@@ -48,22 +44,10 @@ def cli(*args, catalog, expect=None, env_extra=None, timeout=300, own_process=Fa
         full = {**python_env(), **env, "RAY_ADDRESS": "local"}  # recover starts its own embedded Ray and Spark
         proc = run_child([sys.executable, "-m", "ftbridge.cli.main", *args], env=full, timeout=timeout)
     else:
-        proc = _in_process(list(args), env)
+        proc = cli_in_process(list(args), env)
     if expect is not None:
         assert proc.returncode == expect, f"{args}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-def _in_process(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.dict(os.environ, env), mock.patch.object(sys, "argv", ["ftbridge", *args]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli_main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def parts(catalog, cid):

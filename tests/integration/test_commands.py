@@ -20,8 +20,9 @@ DEMO_TIMEOUT_S = 480  # below the test's timeout: a stuck demo is killed with ev
 def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = python_env()
     env.pop("RAY_ADDRESS", None)  # each command starts its own cluster
-    env.pop("FTBRIDGE_JVM_PROFILE", None)  # the JVM settings and warm-up a user gets
+    env.pop("FTBRIDGE_JVM_PROFILE", None)  # the JVM settings, warm-up and read tasks a user gets
     env.pop("FTBRIDGE_WARM_UP", None)
+    env.pop("FTBRIDGE_READ_TASKS_PER_NODE", None)
     return run_child(args, env=env, timeout=timeout)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -26,26 +24,21 @@ import ftbridge
 from chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert import conversion
+from ftbridge.cluster.session import wait_for_executors
 from ftbridge.errors import ConfigurationError, PartitionLostError, TrainingFailedError
 from lineage import queries
 from lineage.audit import run_record
 from lineage.catalog import Catalog
 from lineage.writer import flush
-from tests.conftest import python_env, stop_spark_and_remove
+from tests.conftest import cli_in_process
 
-NODE = "train_node"
-
-
-@pytest.fixture(scope="module")
-def train_cluster(ray_cluster):
-    """Three worker nodes: each takes one Spark executor (1 CPU) and one Train worker (a slot, no CPU)."""
-    nodes = [ray_cluster.add_node(num_cpus=1, resources={NODE: 1, "train_slot": 1}, object_store_memory=250 << 20)
-             for _ in range(3)]
-    ray_cluster.wait_for_nodes()
-    spark = ftbridge.init_spark("training", num_executors=2, executor_cores=1, executor_memory="768MB",
-                                executor_resources={NODE: 1})
-    yield spark
-    stop_spark_and_remove(ray_cluster, nodes)
+@pytest.fixture
+def train_cluster(chaos_env):
+    """The chaos environment's three worker nodes, shared with the chaos scenarios: each takes one
+    Spark executor (1 CPU) and one Train worker (a slot, no CPU). Its Spark session."""
+    spark = chaos_env.ensure_spark()
+    wait_for_executors(2)
+    return spark
 
 
 def frame(spark, rows=40_000, partitions=8):
@@ -58,8 +51,7 @@ def two_workers() -> ScalingConfig:
 
 
 def cli(*args) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "ftbridge.cli.main", *args, "--json"], capture_output=True,
-                          text=True, env=python_env(), timeout=120)
+    proc = cli_in_process([*args, "--json"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 

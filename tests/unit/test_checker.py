@@ -22,3 +22,14 @@ def test_lost_duplicated_unexpected_changed_are_caught():
     changed = check(ref, table([1, 2, 3], ["a", "B", "c"]))
     assert changed.changed == [2] and not changed.ok
     assert changed.checksum_expected != changed.checksum_read
+
+
+def test_column_order_is_free_but_names_and_types_count():
+    ref = pa.table({"id": [1, 2], "v": ["a", "b"], "w": [1.5, 2.5]})
+    assert check(ref, ref.select(["w", "id", "v"])).ok
+    renamed = check(ref, ref.rename_columns(["id", "v", "x"]))
+    assert renamed.changed == [1, 2] and not renamed.ok
+    retyped = check(ref, ref.set_column(2, "w", pa.array([1, 2])))  # 1.5 -> 1: the value changed
+    assert retyped.changed == [1, 2]
+    same_value_other_type = check(pa.table({"id": [1], "w": [2.0]}), pa.table({"id": [1], "w": [2]}))
+    assert same_value_other_type.changed == [1]  # 2.0 and 2 are different content

@@ -16,15 +16,21 @@ import pyarrow as pa
 from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
 
 
-def _row_digest(row: dict) -> bytes:
-    return hashlib.blake2b(repr(sorted(row.items())).encode(), digest_size=16).digest()
-
-
 def _digests(table: pa.Table, id_column: str) -> list[tuple[object, bytes]]:
-    """(id, content digest) of every row, in table order: one pass over the rows."""
+    """(id, content digest) of every row, in table order: one pass over the rows.
+
+    A row's digest covers its values in column-name order, keyed by the column names (a renamed
+    column changes every digest); the values are read a column at a time, not as a dict per row.
+    """
+    names = table.column_names
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    key = hashlib.blake2b(repr([names[i] for i in order]).encode(), digest_size=32).digest()
+    blake2b, at = hashlib.blake2b, names.index(id_column)
     out: list[tuple[object, bytes]] = []
     for batch in table.to_batches(max_chunksize=65536):
-        out.extend((row[id_column], _row_digest(row)) for row in batch.to_pylist())
+        columns = [batch.column(i).to_pylist() for i in order]
+        digests = [blake2b(repr(values).encode(), digest_size=16, key=key).digest() for values in zip(*columns)]
+        out.extend(zip(batch.column(at).to_pylist(), digests))
     return out
 
 
