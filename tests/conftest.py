@@ -206,16 +206,6 @@ def free_cpus_settle_at(value: float, timeout_s: float = 60.0) -> bool:
     return False
 
 
-def stop_spark_and_remove(cluster, nodes) -> None:
-    """A test's teardown: stop Spark, remove the worker nodes it added (those still there), and
-    check that no Spark JVM outlived it."""
-    ftbridge.stop_spark()
-    for node in nodes:
-        if node in cluster.worker_nodes:
-            cluster.remove_node(node)
-    assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
-
-
 def wait_for_running_stage(spark, timeout_s: float = 120.0) -> tuple[int, int]:
     """Until a stage of `spark` has finished some of its tasks and not all: (done, total).
 

@@ -1,8 +1,7 @@
-"""Start/stop, resource errors, node loss, no orphan JVMs."""
+"""Start/stop, resource errors, no orphan JVMs (node loss: test_node_loss.py)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,7 +9,7 @@ import ray
 
 import ftbridge
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import free_cpus_settle_at, stop_spark_and_remove, wait_for_running_stage
+from tests.conftest import free_cpus_settle_at
 from ftbridge.errors import InsufficientResourcesError
 
 
@@ -47,43 +46,6 @@ def test_stop_and_restart_in_one_process(ray_cluster):
         ftbridge.stop_spark()
         assert not wait_gone(pids, timeout_s=30), "stop_spark left processes behind"
         assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
-
-
-def test_node_removed_mid_job(ray_cluster):
-    nodes = [ray_cluster.add_node(num_cpus=1, resources={"spark_node": 1}) for _ in range(3)]
-    ray_cluster.wait_for_nodes()
-    try:
-        spark = ftbridge.init_spark("nodes", num_executors=2, executor_cores=1, executor_memory="512MB",
-                                    executor_resources={"spark_node": 1})
-        infos = ftbridge.executors()
-        by_node = {n.node_id: n for n in nodes}
-        assert all(i.node_id in by_node for i in infos), "executors must run on the worker nodes"
-        victim = infos[0]
-        result = {}
-
-        def work(x):
-            time.sleep(0.4)
-            return x * 3
-
-        job = threading.Thread(
-            target=lambda: result.setdefault("sum", spark.sparkContext.parallelize(range(40), 40).map(work).sum()))
-        job.start()
-        wait_for_running_stage(spark)
-        ray_cluster.remove_node(by_node[victim.node_id])
-        assert job.is_alive(), "the job had finished before the node was removed"
-        job.join(timeout=300)
-        assert not job.is_alive()
-        assert result["sum"] == sum(x * 3 for x in range(40))
-        assert not wait_gone([victim.jvm_pid, victim.worker_jvm_pid, victim.actor_pid], timeout_s=60)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            live = [i for i in ftbridge.executors() if i.jvm_pid]
-            if len(live) == 2:
-                break
-            time.sleep(0.5)
-        assert len(live) == 2 and victim.node_id not in {i.node_id for i in live}
-    finally:
-        stop_spark_and_remove(ray_cluster, nodes)
 
 
 def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path, monkeypatch):
