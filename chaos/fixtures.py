@@ -49,7 +49,7 @@ def pytest_report_header(config):
 
 class SharedChaosEnv:
     """One chaos environment (three worker nodes and a Spark session on them) for every module that
-    takes `chaos_env`: the chaos scenarios and the training tests. The first such module starts it;
+    takes `chaos_env`: the chaos scenarios, the training tests and the node-loss test. The first such module starts it;
     it runs on until a module without it comes (see tests/conftest.py, which also puts those
     modules first) or the session ends. Its Spark session warms up as a user's does."""
 

@@ -111,8 +111,6 @@ class SharedSpark:
 
 SHARED_SPARK = SharedSpark()
 SHARING_MODULES = pytest.StashKey[set]()  # the test modules with `spark` tests, found at collection
-
-
 CHAOS_MODULES = pytest.StashKey[set]()  # the test modules with `chaos_env` tests
 
 
@@ -126,7 +124,7 @@ def _uses_chaos_env(item) -> bool:
 
 def pytest_collection_modifyitems(session, config, items):
     """The modules with `chaos_env` tests run first, one after another (the chaos scenarios, then
-    the training tests); then the integration modules with `spark` tests, one after another; every
+    the node-loss and training tests); then the integration modules with `spark` tests, one after another; every
     module keeps its tests' order, every other module its place."""
     modules: dict = {}
     for item in items:
