@@ -96,6 +96,7 @@ class SparkOnRay:
         self.master = None
         self.executor_actors: list = []
         self._actors_lock = threading.RLock()
+        self._placed: set = set()  # executor actors that answered once (their constructor ran)
         self._next_index = 0  # names and (static) bundle of the next executor actor
         self._allocator: ExecutorAllocator | None = None
         self.spark = None
@@ -225,6 +226,7 @@ class SparkOnRay:
             if actor not in self.executor_actors:
                 return
             self.executor_actors.remove(actor)
+            self._placed.discard(actor)
         try:
             ray.get(actor.shutdown.remote(), timeout=30)
         except Exception:  # dead or stuck: the kill below and its reaper finish the job
@@ -255,6 +257,7 @@ class SparkOnRay:
             return
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.cfg.start_timeout_s)
         ray.get(ready)  # surfaces actor start errors
+        self._placed.update(a for a, r in zip(self.executor_actors, refs) if r in ready)
         if pending:
             raise InsufficientResourcesError(
                 f"{len(pending)} of {len(refs)} executor actors were not placed within "
@@ -403,7 +406,16 @@ class SparkOnRay:
             self._allocator.stop()
         with self._actors_lock:
             actors = [a for a in [*self.executor_actors, self.master] if a is not None]
-        refs = [a.shutdown.remote() for a in actors]
+        # An executor actor Ray never placed (its CPUs are held elsewhere) would not run a
+        # shutdown call before the wait below runs out: it is killed at once, and so is one
+        # whose constructor is still running; the reaper of any JVM it started ends it.
+        unknown = [a for a in self.executor_actors if a not in self._placed]
+        if unknown:
+            probes = {a.info.remote(): a for a in unknown}
+            answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=1)
+            self._placed.update(probes[r] for r in answered)
+        graceful = [a for a in actors if a is self.master or a in self._placed]
+        refs = [a.shutdown.remote() for a in graceful]
         ray.wait(refs, num_returns=len(refs), timeout=30)
         for actor in actors:
             try:
@@ -411,6 +423,7 @@ class SparkOnRay:
             except Exception:
                 pass
         self.executor_actors, self.master = [], None
+        self._placed.clear()
         swept = scratch.sweep()
         if swept:
             log.debug("removed stale Spark work dirs: %s", swept)
@@ -493,6 +506,7 @@ class ExecutorAllocator:
             except ray.exceptions.RayError:
                 continue
             actor = refs[ref]
+            self.session._placed.add(actor)
             if info.get("jvm_pid") is None:
                 idle.add(actor)
                 self._idle_since.setdefault(actor, now)
