@@ -38,14 +38,35 @@ def test_resources_held_elsewhere_fail_within_the_bound(ray_cluster):
     assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
 
 
-def test_stop_and_restart_in_one_process(ray_cluster):
-    for round_ in range(2):
-        spark = ftbridge.init_spark(f"restart-{round_}", num_executors=1, executor_cores=1, executor_memory="512MB")
-        assert spark.range(0, 1000).count() == 1000
+def test_stop_and_restart_in_one_process_warm_up_off_and_on(ray_cluster, monkeypatch):
+    """Two sessions in one process, each stopped with nothing left behind: warm-up off (it starts
+    nothing), then warm-up on, its executors up and holding every CPU, stopped at once while the
+    warm-up runs (its thread has ended when stop_spark returns and no task of it waits for a CPU).
+    The next test's session, the third in the process, converts."""
+    from ftbridge.cluster import session
+
+    def stop_and_check_gone(executors: int):
         pids = [p for i in ftbridge.executors() for p in (i.jvm_pid, i.worker_jvm_pid, i.actor_pid)]
+        assert len(pids) == 3 * executors, ftbridge.executors()
         ftbridge.stop_spark()
         assert not wait_gone(pids, timeout_s=30), "stop_spark left processes behind"
         assert not wait_gone(spark_daemon_jvms(), timeout_s=30)
+
+    monkeypatch.setenv("FTBRIDGE_WARM_UP", "false")
+    spark = ftbridge.init_spark("cold", num_executors=1, executor_cores=1, executor_memory="512MB")
+    assert not hasattr(session.current(), "warm_up_done")
+    assert spark.range(0, 1000).count() == 1000
+    stop_and_check_gone(1)
+
+    monkeypatch.setenv("FTBRIDGE_WARM_UP", "true")
+    ftbridge.init_spark("warm-stop", num_executors=2, executor_cores=1, executor_memory="512MB")
+    owner = session.current()
+    running = not owner.warm_up_done.is_set()
+    stop_and_check_gone(2)
+    assert running, "the warm-up had finished before stop_spark: the test proves nothing"
+    assert owner.warm_up_done.is_set(), "stop_spark returned while the warm-up thread still ran"
+    assert free_cpus_settle_at(ray.cluster_resources()["CPU"]), \
+        f"CPUs still taken after stop_spark: {ray.available_resources()}"
 
 
 def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path, monkeypatch):
@@ -83,28 +104,3 @@ def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_clu
         time.sleep(0.5)
     else:
         raise AssertionError("the rebuild service the warm-up started outlived stop_spark")
-
-
-def test_warm_up_off_starts_nothing(ray_cluster, monkeypatch):
-    from ftbridge.cluster import session
-
-    monkeypatch.setenv("FTBRIDGE_WARM_UP", "false")
-    ftbridge.init_spark("cold", num_executors=1, executor_cores=1, executor_memory="512MB")
-    try:
-        assert not hasattr(session.current(), "warm_up_done")
-    finally:
-        ftbridge.stop_spark()
-
-
-def test_stop_right_after_init_ends_the_warm_up_and_leaves_no_ray_data_work(ray_cluster, monkeypatch):
-    """stop_spark while the warm-up runs (executors holding every CPU): the warm-up thread has
-    ended when stop_spark returns, and no task of it waits for a CPU afterwards."""
-    from ftbridge.cluster import session
-
-    monkeypatch.setenv("FTBRIDGE_WARM_UP", "true")
-    ftbridge.init_spark("warm-stop", num_executors=2, executor_cores=1, executor_memory="512MB")
-    owner = session.current()
-    ftbridge.stop_spark()
-    assert owner.warm_up_done.is_set(), "stop_spark returned while the warm-up thread still ran"
-    assert free_cpus_settle_at(ray.cluster_resources()["CPU"]), \
-        f"CPUs still taken after stop_spark: {ray.available_resources()}"

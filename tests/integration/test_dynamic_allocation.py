@@ -22,7 +22,6 @@ from tests.conftest import free_cpus_settle_at
 FAST = {"spark.dynamicAllocation.executorIdleTimeout": "3s", "spark.dynamicAllocation.schedulerBacklogTimeout": "1s"}
 
 
-
 def _wait_executors(n: int, timeout_s: float = 90.0) -> list:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -43,67 +42,74 @@ def test_bad_dynamic_settings_are_refused(ray_cluster):
         ftbridge.init_spark("static-bad", num_executors=0, executor_cores=1, executor_memory="512MB")
 
 
-def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(ray_cluster):
+@pytest.fixture(scope="module")
+def dynamic_spark(ray_cluster):
+    """One session with dynamic allocation (0 to 2 executors, short idle timeout) for the module's
+    tests, started with every Ray CPU free and no executor."""
     total = ray.cluster_resources()["CPU"]
     assert free_cpus_settle_at(total), "CPUs of earlier tests were not given back"
     spark = ftbridge.init_spark("dyn", num_executors=0, executor_cores=1, executor_memory="512MB",
                                 min_executors=0, max_executors=2, configs=FAST)
     try:
-        assert ftbridge.executors() == [] and executor_target(spark.sparkContext) == 0
-        result, peak = [], []
-
-        def slow(i):
-            time.sleep(3)
-            return i
-
-        job = threading.Thread(target=lambda: result.append(spark.sparkContext.parallelize(range(8), 8).map(slow).sum()))
-        job.start()
-        while job.is_alive():
-            peak.append(len(ftbridge.executors()))
-            time.sleep(0.5)
-        job.join()
-        assert result == [sum(range(8))]
-        assert max(peak) == 2, peak  # the maximum, not more
-        _wait_executors(0)            # back to the minimum once idle
-        assert free_cpus_settle_at(total), ray.available_resources()
-
-        @ray.remote(num_cpus=total)
-        def needs_every_cpu():
-            return "ran"
-
-        assert ray.get(needs_every_cpu.remote(), timeout=60) == "ran"
-        # And Spark still works: a new job brings an executor back.
-        assert spark.range(0, 1000, numPartitions=2).count() == 1000
+        yield spark
     finally:
         ftbridge.stop_spark()
     assert free_cpus_settle_at(total)
 
 
-def test_conversion_survives_scale_down_and_rebuild_scales_up(ray_cluster, tmp_path):
+def test_burst_scales_up_to_max_then_idles_to_min_and_cpus_go_back_to_ray(dynamic_spark):
+    spark = dynamic_spark
+    total = ray.cluster_resources()["CPU"]
+    assert ftbridge.executors() == [] and executor_target(spark.sparkContext) == 0
+    result, peak = [], []
+
+    def slow(i):
+        time.sleep(3)
+        return i
+
+    job = threading.Thread(target=lambda: result.append(spark.sparkContext.parallelize(range(8), 8).map(slow).sum()))
+    job.start()
+    while job.is_alive():
+        peak.append(len(ftbridge.executors()))
+        time.sleep(0.5)
+    job.join()
+    assert result == [sum(range(8))]
+    assert max(peak) == 2, peak  # the maximum, not more
+    _wait_executors(0)            # back to the minimum once idle
+    assert free_cpus_settle_at(total), ray.available_resources()
+
+    @ray.remote(num_cpus=total)
+    def needs_every_cpu():
+        return "ran"
+
+    assert ray.get(needs_every_cpu.remote(), timeout=60) == "ran"
+    # And Spark still works: a new job brings an executor back. (A job without a shuffle: with
+    # shuffle tracking on, an executor holding shuffle files stays, and the next test waits for
+    # the scale-down to none.)
+    assert spark.sparkContext.parallelize(range(1000), 2).sum() == sum(range(1000))
+
+
+def test_conversion_survives_scale_down_and_rebuild_scales_up(dynamic_spark, tmp_path):
     catalog = str(tmp_path / "catalog.duckdb")
-    spark = ftbridge.init_spark("dyn-conv", num_executors=1, executor_cores=1, executor_memory="512MB",
-                                min_executors=0, max_executors=2, configs=FAST)
-    try:
-        df = spark.range(0, 120_000, numPartitions=4).selectExpr(
-            "id", "id * 3 as v", "concat('row-', cast(id as string)) as s")
-        expected = spark_to_arrow(df)
-        # Nothing cached in Spark: the executors hold no blocks and may go once idle.
-        ds = ftbridge.from_spark_recoverable(df, StorageLevel.NONE, catalog=catalog)
-        cid = ftbridge.conversion_id(ds)
-        _wait_executors(0)
-        result = check(expected, read_all(ds))
-        assert result.ok, str(result)
-        with Catalog(catalog).read() as con:
-            victim = queries.partitions(con, cid)[1]
-        os.remove(victim["path"])
-        # The rebuild is a Spark job: Spark asks for an executor, an actor starts, the file comes back.
-        again = ftbridge.open_recoverable(cid, catalog=catalog)
-        result = check(expected, read_all(again))
-        assert result.ok, str(result)
-        with Catalog(catalog).read() as con:
-            kinds = [(e["kind"], e["partition_id"]) for e in queries.events(con, cid)]
-            assert queries.partitions(con, cid)[1]["state"] == "healthy"
-        assert ("rebuilt_from_spark", 1) in kinds
-        ftbridge.release(again, catalog=catalog)
-    finally:
-        ftbridge.stop_spark()
+    spark = dynamic_spark
+    df = spark.range(0, 120_000, numPartitions=4).selectExpr(
+        "id", "id * 3 as v", "concat('row-', cast(id as string)) as s")
+    expected = spark_to_arrow(df)
+    # Nothing cached in Spark: the executors hold no blocks and may go once idle.
+    ds = ftbridge.from_spark_recoverable(df, StorageLevel.NONE, catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    _wait_executors(0)
+    result = check(expected, read_all(ds))
+    assert result.ok, str(result)
+    with Catalog(catalog).read() as con:
+        victim = queries.partitions(con, cid)[1]
+    os.remove(victim["path"])
+    # The rebuild is a Spark job: Spark asks for an executor, an actor starts, the file comes back.
+    again = ftbridge.open_recoverable(cid, catalog=catalog)
+    result = check(expected, read_all(again))
+    assert result.ok, str(result)
+    with Catalog(catalog).read() as con:
+        kinds = [(e["kind"], e["partition_id"]) for e in queries.events(con, cid)]
+        assert queries.partitions(con, cid)[1]["state"] == "healthy"
+    assert ("rebuilt_from_spark", 1) in kinds
+    ftbridge.release(again, catalog=catalog)

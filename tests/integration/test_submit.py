@@ -12,7 +12,7 @@ import time
 import ray
 
 from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import python_env
+from tests.conftest import cli_in_process, python_env
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -82,10 +82,9 @@ def test_interrupted_and_terminated_submits_stop_spark(ray_cluster, tmp_path):
 
 
 def test_bad_arguments_exit_3(tmp_path):
-    env = python_env()
+    """Refused before anything starts, so the console script's `main()` runs in-process."""
     for args in (["submit", str(tmp_path / "missing.py")], ["submit", "--conf", "novalue", "x.py"],
                  ["submit", "--num-executors", "0", "x.py"]):
-        proc = subprocess.run([sys.executable, "-m", "ftbridge.cli.main", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+        proc = cli_in_process(args)
         assert proc.returncode == 3, (args, proc.stderr)
         assert "Traceback" not in proc.stderr

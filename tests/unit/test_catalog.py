@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -217,9 +218,11 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
         kind = ("old", "young", "active")[i % 3]
         with cat.write() as con:
             records.insert_conversion(con, conv, parts)
-            # Long details: what is pruned must outweigh DuckDB's 256 KiB blocks, which every
-            # table (also the empty training-run tables) keeps at least one of.
-            records.insert_events(con, [new_event(conv["conversion_id"], p % 3, EventKind.READ, detail="x" * 2000)
+            # Long details that do not compress (DuckDB stores "x" * 2000 in a few bytes): what is
+            # pruned must outweigh DuckDB's 256 KiB blocks, which every table (also the empty
+            # training-run tables) keeps at least one of, whatever was checkpointed before.
+            records.insert_events(con, [new_event(conv["conversion_id"], p % 3, EventKind.READ,
+                                                  detail=os.urandom(1000).hex())
                                         for p in range(20)])
             if kind != "active":
                 records.set_conversion_status(con, conv["conversion_id"], "released", "released")
