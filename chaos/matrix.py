@@ -8,8 +8,15 @@ from chaos.train_scenarios import TRAIN_SCENARIOS
 SCENARIOS = {**CORE, **LONG_SCENARIOS, **NET_SCENARIOS, **TRAIN_SCENARIOS}
 
 # Every CI run runs every scenario once, with a seed derived from the commit (tests/chaos);
-# `python -m chaos run --scenarios ci` is the same set.
-CI_SUBSET = list(SCENARIOS)
+# `python -m chaos run --scenarios ci` is the same set. The order spares Spark sessions: the three
+# scenarios that stop the session run one after another, so the one a scenario leaves stopped is
+# the one the next would stop anyway (spark_stopped_then_blocks_lost ends with no session,
+# net_driver_link_faults starts and stops its own proxied one, driver_killed_reopened needs the
+# executor slots free for its driver process): two session starts fewer than the dict's order.
+_STOPS_SPARK = ["spark_stopped_then_blocks_lost", "net_driver_link_faults", "driver_killed_reopened"]
+CI_SUBSET = [s for s in SCENARIOS if s not in _STOPS_SPARK[1:]]
+CI_SUBSET[CI_SUBSET.index(_STOPS_SPARK[0]) + 1:CI_SUBSET.index(_STOPS_SPARK[0]) + 1] = _STOPS_SPARK[1:]
+assert sorted(CI_SUBSET) == sorted(SCENARIOS)
 
 # Run by CI on the newest releases too: one executor kill, one node loss.
 CORE_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost"]
