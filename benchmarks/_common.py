@@ -89,10 +89,11 @@ def ray_init(**kwargs):
     signal.signal(signal.SIGTERM, _exit)
 
 
-def bench_session(batch_rows: int | None = 100_000):
+def bench_session(batch_rows: int | None = 100_000, encrypt: bool = False):
     """Embedded Ray (4 logical CPUs) and Spark on it (2 executors x 1 core), quiet; returns the session.
 
-    `batch_rows`: spark.sql.execution.arrow.maxRecordsPerBatch (None: Spark's default)."""
+    `batch_rows`: spark.sql.execution.arrow.maxRecordsPerBatch (None: Spark's default);
+    `encrypt`: init_spark's encrypt= (Spark RPC encryption)."""
     import logging
 
     import ray
@@ -103,7 +104,8 @@ def bench_session(batch_rows: int | None = 100_000):
     ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     configs = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows)} if batch_rows else {}
-    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB", configs=configs)
+    spark = ftbridge.init_spark("bench", num_executors=2, executor_cores=1, executor_memory="3GB", configs=configs,
+                                encrypt=encrypt)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

@@ -65,3 +65,49 @@ def ray_processes(procs: dict[int, str]) -> set[int]:
     """The Ray processes among `procs` (raylet, GCS, Ray's helpers and `ray::` workers)."""
     return {pid for pid, args in procs.items()
             if "ray" in args and "java" not in args and "ftbridge.cluster.reaper" not in args}
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _address(hex_addr: str) -> str:
+    ip, port = hex_addr.split(":")
+    raw = bytes.fromhex(ip)
+    if len(raw) == 4:
+        return f"{'.'.join(str(b) for b in raw[::-1])}:{int(port, 16)}"
+    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]  # four little-endian 32-bit words
+    v6 = b"".join(words)
+    if v6[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped
+        return f"{'.'.join(str(b) for b in v6[12:])}:{int(port, 16)}"
+    if v6 == b"\0" * 16:
+        return f":::{int(port, 16)}"
+    return f"[{v6.hex()}]:{int(port, 16)}"
+
+
+def listening(pid: int) -> set[str]:
+    """'ip:port' of every TCP socket `pid` listens on (':::port' for the IPv6 wildcard)."""
+    inodes = _socket_inodes(pid)
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_address(fields[1]))
+    return found

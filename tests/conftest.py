@@ -99,7 +99,9 @@ class SharedSpark:
 
     def get(self):
         if self.session is None or session_module.current_or_none() is None:
-            self.session = ftbridge.init_spark("tests", num_executors=2, executor_cores=1, executor_memory="1GB")
+            # Encrypted: the modules that start their own sessions run the default (authenticated only).
+            self.session = ftbridge.init_spark("tests", num_executors=2, executor_cores=1, executor_memory="1GB",
+                                               encrypt=True)
             self.session.sparkContext.setLogLevel("ERROR")
         return self.session
 

@@ -169,6 +169,11 @@ def executor_ids(sc) -> list[str]:
     return [str(ids.apply(i)) for i in range(ids.size())]
 
 
+def block_manager_addresses(sc) -> list[str]:
+    """'host:port' of every block manager the driver knows: the executors' and its own."""
+    return sorted(str(sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(",")).split(","))
+
+
 def executor_target(sc) -> int | None:
     """Spark's dynamic-allocation executor target (default resource profile), or None.
 

@@ -259,13 +259,14 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
 @click.option("--executor-cpus", default=None, type=click.FloatRange(0),
               help="Ray CPUs each executor actor holds (fractions allowed); default: --executor-cores.")
 @click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="A Spark setting (repeatable).")
+@click.option("--encrypt", is_flag=True, help="Encrypt Spark's RPC traffic (it is always authenticated).")
 @click.option("--name", "app_name", default=None, help="Spark application name (default: the script's name).")
 @click.argument("script", type=click.Path(dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 @click.pass_context
 def submit(ctx, address, num_executors, min_executors, max_executors, executor_cores, executor_memory, executor_cpus,
-           confs, app_name, script, script_args):
+           confs, encrypt, app_name, script, script_args):
     """Run a PySpark script on Spark on Ray, like spark-submit; exit with the script's exit code.
 
     The script's `SparkSession.builder.getOrCreate()` returns the Ray-backed session. Spark,
@@ -284,7 +285,7 @@ def submit(ctx, address, num_executors, min_executors, max_executors, executor_c
         code = run_submit(script, list(script_args), address=address, num_executors=num_executors,
                           executor_cores=executor_cores, executor_memory=executor_memory,
                           executor_cpus=executor_cpus, configs=configs, app_name=app_name,
-                          min_executors=min_executors, max_executors=max_executors)
+                          min_executors=min_executors, max_executors=max_executors, encrypt=encrypt)
     sys.exit(code)
 
 

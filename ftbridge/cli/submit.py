@@ -40,7 +40,8 @@ def _on_sigterm(signum, frame):
 
 def run_submit(script: str, args: list[str], *, address: str | None, num_executors: int, executor_cores: int,
                executor_memory: str, executor_cpus: float | None, configs: dict[str, str],
-               app_name: str | None, min_executors: int | None = None, max_executors: int | None = None) -> int:
+               app_name: str | None, min_executors: int | None = None, max_executors: int | None = None,
+               encrypt: bool = False) -> int:
     """Run `script` on Spark on Ray; return its exit code."""
     path = os.path.abspath(script)
     if not os.path.isfile(path):
@@ -54,7 +55,8 @@ def run_submit(script: str, args: list[str], *, address: str | None, num_executo
         signal.signal(signal.SIGTERM, _on_sigterm)  # after ray.init, which installs its own
         ftbridge.init_spark(app_name or os.path.splitext(os.path.basename(path))[0], num_executors=num_executors,
                             executor_cores=executor_cores, executor_memory=executor_memory, configs=configs,
-                            executor_cpus=executor_cpus, min_executors=min_executors, max_executors=max_executors)
+                            executor_cpus=executor_cpus, min_executors=min_executors, max_executors=max_executors,
+                            encrypt=encrypt)
         return _run_script(path, args)
     finally:
         try:

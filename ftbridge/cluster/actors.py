@@ -13,7 +13,7 @@ import time
 
 import ray
 
-from ftbridge.cluster import jvm, net, scratch
+from ftbridge.cluster import auth, jvm, net, scratch
 from ftbridge_common.config import EXECUTOR_ACTOR_ENV, EXECUTOR_NODE_ENV
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,14 @@ class SparkMaster:
     """Hosts the Spark standalone master JVM. Asks Ray for no CPU: it only coordinates."""
 
     def __init__(self, port: int, java: str, start_timeout_s: float, jvm_opts: str = "",
-                 requested_at: float | None = None) -> None:
+                 requested_at: float | None = None, secret: str = "") -> None:
         self.timings = {"ray_worker_s": time.time() - requested_at if requested_at else None}
         t0 = time.monotonic()
         self.host = _node_ip()
         self.port = port
         self.dir = _work_dir("master", f"master-{port}")
-        env = jvm.daemon_env(java, self.dir, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}, jvm_opts)
+        env = jvm.daemon_env(java, self.dir, {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+                                              **auth.daemon_env(secret)}, jvm_opts)
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(port),
              "--webui-port", "0"],
@@ -64,7 +65,7 @@ class SparkMaster:
         return _log_says(self.proc.log_path, "I have been elected leader!")
 
     def info(self) -> dict:
-        return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(),
+        return {"url": f"spark://{self.host}:{self.port}", "actor_pid": os.getpid(), "log_path": self.proc.log_path,
                 "jvm_pid": self.proc.pid, "node_id": ray.get_runtime_context().get_node_id(),
                 "timings": self.timings}
 
@@ -76,7 +77,8 @@ class SparkExecutor:
     """Hosts one Spark standalone Worker JVM that runs exactly one executor."""
 
     def __init__(self, name: str, master_url: str, cores: int, memory_mb: int, java: str,
-                 start_timeout_s: float, jvm_opts: str = "", requested_at: float | None = None) -> None:
+                 start_timeout_s: float, jvm_opts: str = "", requested_at: float | None = None,
+                 secret: str = "") -> None:
         self.timings = {"ray_worker_s": time.time() - requested_at if requested_at else None}
         t0 = time.monotonic()
         self.name = name
@@ -93,6 +95,7 @@ class SparkExecutor:
             EXECUTOR_NODE_ENV: self.node_id,
             EXECUTOR_ACTOR_ENV: name,
             "SPARK_WORKER_DIR": self.dir,
+            **auth.daemon_env(secret),
         }, jvm_opts)
         self.proc = jvm.launch(
             ["org.apache.spark.deploy.worker.Worker", "--host", _node_ip(), "--cores", str(cores),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftbridge.cluster import auth
 from ftbridge.cluster.jvm import parse_memory
 from ftbridge_common.config import settings
 from ftbridge_common.errors import ConfigurationError
@@ -58,11 +59,20 @@ class ClusterConfig:
     """Dynamic allocation: the most executor actors Spark may ask for. Giving it (or
     spark.dynamicAllocation.enabled=true in configs) turns dynamic allocation on;
     num_executors is then the initial count."""
+    encrypt: bool = False
+    """Encrypt Spark's RPC traffic (spark.network.crypto.enabled) between the driver, master,
+    workers and executors. RPC is always authenticated, with or without it."""
 
     def __post_init__(self) -> None:
         if not self.app_name or not isinstance(self.app_name, str):
             raise ConfigurationError("app_name must be a non-empty string")
         self.configs = {str(k): str(v) for k, v in (self.configs or {}).items()}
+        # Not a field: no repr, comparison or copy of the settings shows it.
+        self.auth_secret = auth.take_secret(self.configs)
+        if self.configs.get("spark.network.crypto.enabled", "").strip().lower() == "true":
+            self.encrypt = True  # the master and workers must encrypt too
+        if not isinstance(self.encrypt, bool):
+            raise ConfigurationError(f"encrypt must be True or False, got {self.encrypt!r}")
         self._check_dynamic()
         for name in ("num_executors", "executor_cores"):
             value = getattr(self, name)

@@ -42,7 +42,9 @@ def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_
             placement_group + placement_group_bundle_indexes (an existing group),
             start_timeout_s, max_executor_restarts, master_port; min_executors/max_executors
             (dynamic allocation: executor actors follow Spark's demand between them,
-            num_executors is the initial count and may be 0).
+            num_executors is the initial count and may be 0); encrypt=True (Spark RPC
+            encrypted; it is always authenticated with the session's own secret, or with
+            configs["spark.authenticate.secret"] when given).
 
     Returns:
         A SparkSession whose executors run inside Ray actors.

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import (
 
 from ftbridge.adapters.ray import ray_client_in_use, route_error_messages, session_log_dir
 from ftbridge.adapters.spark import executor_ids, executor_target, launch_driver_jvm, pyspark_version, spark_home
-from ftbridge.cluster import cds, jars, jvm, net, scratch, versions
+from ftbridge.cluster import auth, cds, jars, jvm, net, scratch, versions
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.placement import bundle_demand, check_resources
@@ -139,7 +139,7 @@ class SparkOnRay:
             name=f"ftbridge-master-{self._ids}", num_cpus=0, max_restarts=-1, max_task_retries=-1,
             # Pinned to the driver's node: a master restarted elsewhere would not know the application.
             scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node_id, soft=False),
-        ).remote(port, self.java, cfg.start_timeout_s, self.cds.java_opts("master"), time.time())
+        ).remote(port, self.java, cfg.start_timeout_s, self._daemon_opts("master"), time.time(), cfg.auth_secret)
         for _ in range(cfg.num_executors):
             self.add_executor()
         t = time.monotonic()
@@ -249,7 +249,11 @@ class SparkOnRay:
                 opts["memory"] = None
         return ray.remote(SparkExecutor).options(**opts).remote(
             opts["name"], self.master_url, cfg.executor_cores, cfg.memory_mb, self.java, cfg.start_timeout_s,
-            self.cds.java_opts("worker", str(index)), time.time())
+            self._daemon_opts("worker", str(index)), time.time(), cfg.auth_secret)
+
+    def _daemon_opts(self, *cds_role: str) -> str:
+        """Java options of a master or worker JVM: authentication (and encryption) flags, class sharing."""
+        return f"{auth.daemon_opts(self.cfg.encrypt)} {self.cds.java_opts(*cds_role)}".rstrip()
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
@@ -298,6 +302,8 @@ class SparkOnRay:
             "spark.executor.logs.rolling.strategy": "size",
             "spark.executor.logs.rolling.maxSize": str(16 << 20),
             "spark.executor.logs.rolling.maxRetainedFiles": "3",
+            # Authentication on (the secret itself is set in _make_session, never on a command line).
+            **auth.spark_conf(cfg.encrypt),
         }
         if cfg.dynamic:  # Spark decides the count; ExecutorAllocator makes Ray follow it
             conf.update({
@@ -343,6 +349,8 @@ class SparkOnRay:
         builder = SparkSession.builder.master(self.master_url).appName(self.cfg.app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)
+        # Through Py4J into the running driver JVM: no command line shows it.
+        builder = builder.config(auth.SECRET_CONF, self.cfg.auth_secret)
         try:
             return builder.getOrCreate()
         except Exception as exc:  # Py4J: show the Java message, not a 200-line trace

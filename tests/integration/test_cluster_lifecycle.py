@@ -14,8 +14,11 @@ from ftbridge.errors import InsufficientResourcesError
 
 
 def test_more_cpus_than_the_cluster_has_fails_fast(ray_cluster):
-    with pytest.raises(InsufficientResourcesError, match="CPUs"):
-        ftbridge.init_spark("big", num_executors=64, executor_cores=1, executor_memory="512MB")
+    secret = "given-secret-" + "7" * 24  # and the error of a failed start does not show the secret
+    with pytest.raises(InsufficientResourcesError, match="CPUs") as failed:
+        ftbridge.init_spark("big", num_executors=64, executor_cores=1, executor_memory="512MB",
+                            configs={"spark.authenticate.secret": secret})
+    assert secret not in str(failed.value) and secret not in repr(failed.value)
     with pytest.raises(InsufficientResourcesError, match="memory"):
         ftbridge.init_spark("big", num_executors=1, executor_cores=1, executor_memory="100000GB")
     assert not spark_daemon_jvms()

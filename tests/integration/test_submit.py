@@ -20,7 +20,9 @@ SCRIPT = textwrap.dedent("""
 
     spark = SparkSession.builder.appName("ignored").getOrCreate()
     total = spark.range(0, 1000, numPartitions=4).selectExpr("sum(id)").collect()[0][0]
-    print("RESULT", total, spark.sparkContext.master, spark.sparkContext.defaultParallelism, sys.argv[1:], flush=True)
+    crypto = spark.sparkContext.getConf().get("spark.network.crypto.enabled", "false")
+    print("RESULT", total, spark.sparkContext.master, spark.sparkContext.defaultParallelism, crypto, sys.argv[1:],
+          flush=True)
     mode = sys.argv[1]
     if mode == "crash":
         raise ValueError("the script failed")
@@ -30,12 +32,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _submit(tmp_path, *args, wait=True):
+def _submit(tmp_path, *args, wait=True, options=()):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "ftbridge.cli.main", "submit", "--address", ray.get_runtime_context().gcs_address,
            "--num-executors", "1", "--executor-cores", "2", "--executor-cpus", "0.5", "--executor-memory", "512MB",
-           "--conf", "spark.sql.shuffle.partitions=3", str(script), *args]
+           "--conf", "spark.sql.shuffle.partitions=3", *options, str(script), *args]
     if not wait:
         return subprocess.Popen(cmd, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=python_env(), capture_output=True, text=True, timeout=600)
@@ -47,11 +49,12 @@ def _own_jvms(before: dict) -> set[int]:
 
 def test_submit_runs_the_script_on_spark_on_ray_and_returns_its_exit_code(ray_cluster, tmp_path):
     before = spark_daemon_jvms()
-    proc = _submit(tmp_path, "7", "--flag")
+    proc = _submit(tmp_path, "7", "--flag", options=["--encrypt"])
     assert proc.returncode == 7, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    _, total, master, parallelism, argv = line.split(" ", 4)
+    _, total, master, parallelism, crypto, argv = line.split(" ", 5)
     assert total == str(sum(range(1000))) and master.startswith("spark://") and parallelism == "2"
+    assert crypto == "true"  # --encrypt reached the session
     assert argv == "['7', '--flag']"
     assert not wait_gone(_own_jvms(before), timeout_s=30)
 
@@ -60,7 +63,8 @@ def test_a_crashing_script_exits_1_with_its_traceback_and_leaves_nothing(ray_clu
     before = spark_daemon_jvms()
     proc = _submit(tmp_path, "crash")
     assert proc.returncode == 1
-    assert "ValueError: the script failed" in proc.stderr and "RESULT" in proc.stdout
+    assert "ValueError: the script failed" in proc.stderr and "RESULT 499500 spark://" in proc.stdout
+    assert " false [" in proc.stdout  # not encrypted unless asked
     assert not wait_gone(_own_jvms(before), timeout_s=30)
 
 
