@@ -7,6 +7,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 
@@ -109,6 +110,18 @@ def bench_session(batch_rows: int | None = 100_000, encrypt: bool = False):
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
+
+
+def child_result(cmd: list[str], env: dict, timeout_s: float, label: str) -> dict:
+    """Run one benchmark round as its own process (`cmd`) and return what it printed after
+    'RESULT ' (JSON); exit with its stderr when it printed none."""
+    env = dict(env)
+    env.pop("RAY_ADDRESS", None)  # each round embeds its own Ray
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"{label} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
 
 
 def commit() -> str:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import bench_session, median, size_args, timed, write_results  # noqa: E402
+from _common import bench_session, child_result, median, size_args, timed, write_results  # noqa: E402
 
 
 def child(rows: int, encrypt: bool) -> None:
@@ -53,14 +52,8 @@ def main() -> None:
     cases = {"off": [], "on": []}
     order = ["off"] + [case for _ in range(rounds) for case in ("off", "on")]
     for i, case in enumerate(order):
-        env = dict(os.environ)
-        env.pop("RAY_ADDRESS", None)
-        proc = subprocess.run([sys.executable, __file__, "--child", str(args.rows), case], capture_output=True,
-                              text=True, timeout=900, env=env)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"round {i} (encrypt {case}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        result = json.loads(line[len("RESULT "):])
+        result = child_result([sys.executable, __file__, "--child", str(args.rows), case], dict(os.environ), 900,
+                              f"round {i} (encrypt {case})")
         print(f"round {i} encrypt {case}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
         if i > 0:  # round 0 warms the machine's caches (class-sharing archive, page cache)
             cases[case].append(result)

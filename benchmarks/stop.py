@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, ray_init, write_results  # noqa: E402
+from _common import child_result, median, ray_init, write_results  # noqa: E402
 
 
 def child() -> None:
@@ -53,13 +52,7 @@ def main(rounds: int) -> None:
     order = ["on"] + [case for _ in range(rounds) for case in ("on", "off")]
     for i, case in enumerate(order):
         env = dict(os.environ, FTBRIDGE_WARM_UP="true" if case == "on" else "false")
-        env.pop("RAY_ADDRESS", None)
-        proc = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, timeout=600,
-                              env=env)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"round {i} ({case}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        result = json.loads(line[len("RESULT "):])
+        result = child_result([sys.executable, __file__, "--child"], env, 600, f"round {i} ({case})")
         print(f"round {i} warm-up {case}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()
                                                        if isinstance(v, float)), flush=True)
         if i > 0:  # round 0 warms the machine's caches (class-sharing archive, page cache)

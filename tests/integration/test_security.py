@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from pyspark import StorageLevel
 
 import ftbridge
@@ -67,6 +68,7 @@ def _end(procs) -> None:
     assert not wait_gone(tree, timeout_s=30)
 
 
+@pytest.mark.core  # Spark's messages and handlers differ between releases
 def test_drivers_without_the_secret_are_refused_and_one_with_it_registers(spark, tmp_path):
     current = session.current()
     master_log = current.master_info["log_path"]
@@ -193,6 +195,7 @@ def _rpc_request(sock, request_id: int, body: bytes) -> tuple[int, bytes]:
     return kind, rest
 
 
+@pytest.mark.core  # Spark's messages and handlers differ between releases
 def test_block_managers_answer_nothing_but_the_handshake(spark):
     """A client that skips the authentication handshake gets only the handshake's refusal from
     every block manager (the executors' and the driver's): Spark's authentication handler takes
