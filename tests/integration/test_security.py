@@ -5,9 +5,11 @@ loopback only."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -48,6 +50,12 @@ def _start_driver(name: str, master_url: str, log_dir, secret: str | None) -> tu
     env.pop("ROGUE_SECRET", None)
     if secret is not None:
         env["ROGUE_SECRET"] = secret
+    # Killed with SIGKILL below: its temp files (spark-*, blockmgr-*, native libraries) go in a
+    # folder of the test's, which the test removes, not in /tmp.
+    tmp = log_dir / f"{name}-tmp"
+    tmp.mkdir()
+    env.update(TMPDIR=str(tmp), SPARK_LOCAL_DIRS=str(tmp),
+               JAVA_TOOL_OPTIONS=f"{env.get('JAVA_TOOL_OPTIONS', '')} -Djava.io.tmpdir={tmp} -XX:-UsePerfData".strip())
     log_path = str(log_dir / f"{name}.log")
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", ROGUE, master_url, name], env=env, stdout=out,
@@ -68,6 +76,10 @@ def _end(procs) -> None:
     assert not wait_gone(tree, timeout_s=30)
 
 
+def _spark_temp_files() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(("spark-", "blockmgr-", "liblz4-java"))}
+
+
 @pytest.mark.core  # Spark's messages and handlers differ between releases
 def test_drivers_without_the_secret_are_refused_and_one_with_it_registers(spark, tmp_path):
     current = session.current()
@@ -75,6 +87,7 @@ def test_drivers_without_the_secret_are_refused_and_one_with_it_registers(spark,
     secret = current.cfg.auth_secret
     assert spark.sparkContext.getConf().get(SECRET_CONF) == secret and len(secret) >= 32
     drivers = {"rogue-none": None, "rogue-wrong": "not-" + secret[4:], "friend": secret}
+    litter_before = _spark_temp_files()
     started = {name: _start_driver(name, current.master_url, tmp_path, s) for name, s in drivers.items()}
     try:
         deadline = time.monotonic() + 120
@@ -94,6 +107,9 @@ def test_drivers_without_the_secret_are_refused_and_one_with_it_registers(spark,
         assert "SparkContext up" not in _read(started["rogue-none"][1])
     finally:
         _end([proc for proc, _ in started.values()])
+        for name in drivers:
+            shutil.rmtree(tmp_path / f"{name}-tmp", ignore_errors=True)
+    assert _spark_temp_files() == litter_before
     # The session's own work goes on.
     assert spark.range(0, 1000, numPartitions=4).count() == 1000
 
