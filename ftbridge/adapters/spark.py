@@ -32,15 +32,19 @@ def spark_home() -> str:
     return _find_spark_home()
 
 
-def launch_driver_jvm(conf: dict[str, str], log_path: str) -> int | None:
+def launch_driver_jvm(conf: dict[str, str], log_path: str, tmp_dir: str | None = None) -> int | None:
     """Start PySpark's driver JVM now, its stdout/stderr going to `log_path`; return its pid.
 
     PySpark starts it on the first SparkContext with the JVM's output on the user's
     terminal (Spark's WARN lines, `Using incubator modules`). `launch_gateway` takes Popen
     arguments for exactly this; `SparkContext._ensure_initialized` then adopts the gateway.
     Returns None when a driver JVM is already running in this process (it is reused as is).
+    `tmp_dir`: where `launch_gateway`'s connection-info folder (`tempfile.mkdtemp()`, holding the
+    gateway's port and secret) goes, instead of the system temp dir, where a process killed
+    while the JVM starts would leave it.
     """
     import subprocess
+    import tempfile
 
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
@@ -50,8 +54,14 @@ def launch_driver_jvm(conf: dict[str, str], log_path: str) -> int | None:
     spark_conf = SparkConf(loadDefaults=False)
     for key, value in conf.items():
         spark_conf.set(key, value)
-    with open(log_path, "ab") as out:
-        gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": out, "stderr": subprocess.STDOUT})
+    previous = tempfile.tempdir
+    if tmp_dir is not None:
+        tempfile.tempdir = tmp_dir
+    try:
+        with open(log_path, "ab") as out:
+            gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": out, "stderr": subprocess.STDOUT})
+    finally:
+        tempfile.tempdir = previous
     SparkContext._ensure_initialized(gateway=gateway)
     proc = getattr(gateway, "proc", None)
     return proc.pid if proc is not None else None

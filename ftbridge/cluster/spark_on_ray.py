@@ -331,7 +331,8 @@ class SparkOnRay:
         os.environ["JAVA_HOME"] = jvm.java_home(self.java)
         scratch.watch_driver_jvm()  # before the JVM: this process may die while PySpark starts it
         try:
-            jvm_pid = launch_driver_jvm({"spark.master": self.master_url, **conf}, log_path)
+            jvm_pid = launch_driver_jvm({"spark.master": self.master_url, **conf}, log_path,
+                                        os.path.join(scratch.driver_dir(), "tmp"))
         except BaseException as exc:
             # Interrupted (Ctrl-C, SIGTERM) or failed before the gateway answered: a JVM left
             # behind would run on with nobody to talk to.

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -59,6 +60,7 @@ def test_driver_killed_during_init_spark_leaves_no_process_or_folder(sig, after_
     proc = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     started: dict[int, str] = {}
+    temp_before = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("tmp")}
     try:
         _wait_driver_jvm(proc)
         time.sleep(after_s)
@@ -76,6 +78,9 @@ def test_driver_killed_during_init_spark_leaves_no_process_or_folder(sig, after_
             time.sleep(0.2)
         assert not os.path.exists(folder), f"the killed driver's folder {folder} was not removed"
         assert any(DRIVER_JVM in args for args in started.values()), "the driver JVM was never seen"
+        # PySpark's gateway connection-info folder (tempfile.mkdtemp) went in the driver's folder.
+        new = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("tmp")} - temp_before
+        assert not new, f"the killed driver left {sorted(new)} in {tempfile.gettempdir()}"
     finally:
         if proc.poll() is None:
             proc.kill()
