@@ -33,3 +33,12 @@ def test_column_order_is_free_but_names_and_types_count():
     assert retyped.changed == [1, 2]
     same_value_other_type = check(pa.table({"id": [1], "w": [2.0]}), pa.table({"id": [1], "w": [2]}))
     assert same_value_other_type.changed == [1]  # 2.0 and 2 are different content
+
+
+def test_a_string_that_is_not_utf8_counts_as_changed():
+    # What a byte flipped in a spill file's string data looks like to the consumer.
+    ref = table([1, 2, 3], ["ab", "cd", "ef"])
+    offsets = pa.array([0, 2, 4, 6], pa.int32()).buffers()[1]
+    bad = pa.Array.from_buffers(pa.string(), 3, [None, offsets, pa.py_buffer(b"ab\xcd\xffef")])
+    result = check(ref, pa.table({"id": [1, 2, 3], "v": bad}))
+    assert result.changed == [2] and not result.lost and not result.ok

@@ -189,3 +189,21 @@ def test_read_tasks_yield_whole_record_batches_in_order_in_blocks_of_a_size():
     empty = big.schema.empty_table()
     assert [b.num_rows for b in blocks_of([empty, empty])] == [0] and list(blocks_of([empty]))[0].schema == big.schema
     assert [b.num_rows for b in blocks_of([empty, tiny[0], empty])] == [10]
+
+
+def test_served_table_is_the_checked_bytes_even_if_the_file_changes_after(tmp_path):
+    # A read task checks a file, then hands its table to Ray: a file damaged in place in between
+    # (or truncated: SIGBUS under a mapping) must not change or kill what was served.
+    target = SpillTarget(str(tmp_path), node_local=False)
+    schema = pa.schema([("id", pa.int64()), ("s", pa.string())])
+    rows = {"id": list(range(1000)), "s": [f"value-{i}" for i in range(1000)]}
+    meta = write_partition(target, "conv", 0, None, schema, iter([pa.record_batch(rows, schema=schema)]))
+    ref = PartitionRef("conv", 0, meta["path"], None, 1000, meta["num_bytes"], meta["checksum"], target)
+    table, problem, _ = load_checked(ref)
+    assert problem is None
+    with open(meta["path"], "r+b") as f:
+        f.seek(meta["num_bytes"] - 200)
+        f.write(b"\xff" * 64)  # inside the string data
+        f.truncate(meta["num_bytes"] // 3)
+    assert table.to_pydict() == rows
+    assert load_checked(ref)[1] == "checksum_mismatch"

@@ -16,6 +16,25 @@ import pyarrow as pa
 from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
 
 
+_NOT_UTF8 = ("<value not UTF-8>",)  # a tuple: its repr is no Arrow value's
+
+
+def _values(column: pa.Array) -> list:
+    """A column's values as Python objects; a value Python cannot decode (a string column whose
+    bytes are not UTF-8: a corrupt read) becomes a marker no acknowledged row carries, so the
+    checker counts that row as changed instead of failing on it."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        out = []
+        for i in range(len(column)):
+            try:
+                out.append(column.slice(i, 1).to_pylist()[0])
+            except UnicodeDecodeError:
+                out.append(_NOT_UTF8)
+        return out
+
+
 def _digests(table: pa.Table, id_column: str) -> list[tuple[object, bytes]]:
     """(id, content digest) of every row, in table order: one pass over the rows.
 
@@ -28,9 +47,9 @@ def _digests(table: pa.Table, id_column: str) -> list[tuple[object, bytes]]:
     blake2b, at = hashlib.blake2b, names.index(id_column)
     out: list[tuple[object, bytes]] = []
     for batch in table.to_batches(max_chunksize=65536):
-        columns = [batch.column(i).to_pylist() for i in order]
+        columns = [_values(batch.column(i)) for i in order]
         digests = [blake2b(repr(values).encode(), digest_size=16, key=key).digest() for values in zip(*columns)]
-        out.extend(zip(batch.column(at).to_pylist(), digests))
+        out.extend(zip(_values(batch.column(at)), digests))
     return out
 
 

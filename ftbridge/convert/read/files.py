@@ -1,4 +1,4 @@
-"""One spill file in a read task: loaded zero-copy (mapped or fetched), checked, parsed."""
+"""One spill file in a read task: read into memory once, checked, parsed zero-copy over that copy."""
 
 from __future__ import annotations
 
@@ -20,16 +20,29 @@ def _fetch_remote(fs, path: str) -> pa.Buffer:
     return remote_io_retry(fetch)
 
 
+def _read_local(path: str) -> pa.Buffer:
+    """The whole file, read into memory in one call.
+
+    Not memory-mapped: the bytes that are checked must be the bytes that are served. A mapped
+    file changed in place after its check (a disk fault, another process) would change the
+    table the read task hands to Ray, and one truncated under the mapping kills the reader with
+    SIGBUS; a copy is immune to both and costs one memory copy of the file.
+    """
+    with pa.OSFile(path, "rb") as f:
+        return f.read_buffer()
+
+
 def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, EventKind | None, str]:
     """(table, None, '') when the file is intact; (None, kind, why) when missing or corrupt.
 
-    Local files are memory-mapped; remote ones are fetched once (with bounded retries for
-    transient network errors) and parsed from memory.
+    Local files are read into memory, remote ones fetched once (with bounded retries for
+    transient network errors); the checksum is taken over those bytes and the table parsed
+    from them zero-copy, so what was checked is what is served.
     """
     fs, _ = ref.target.filesystem()
     try:
         if ref.target.is_local:
-            buf = pa.memory_map(ref.path, "r").read_buffer()
+            buf = _read_local(ref.path)
         else:
             buf = _fetch_remote(fs, ref.path)
         size, checksum = buf.size, buffer_checksum(buf, ref.checksum)
