@@ -49,7 +49,7 @@ def _digests(table: pa.Table, id_column: str) -> list[tuple[object, bytes]]:
     for batch in table.to_batches(max_chunksize=65536):
         columns = [_values(batch.column(i)) for i in order]
         digests = [blake2b(repr(values).encode(), digest_size=16, key=key).digest() for values in zip(*columns)]
-        out.extend(zip(_values(batch.column(at)), digests))
+        out.extend(zip(columns[order.index(at)], digests))
     return out
 
 

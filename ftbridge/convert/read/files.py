@@ -11,25 +11,20 @@ from ftbridge_common.retry import is_missing_file, remote_io_retry
 from lineage.kinds import EventKind
 
 
-def _fetch_remote(fs, path: str) -> pa.Buffer:
-    """The whole file from a remote store, retried on transient network errors."""
-    def fetch():
-        with fs.open_input_stream(path) as stream:
-            return stream.read_buffer()
-
-    return remote_io_retry(fetch)
-
-
-def _read_local(path: str) -> pa.Buffer:
-    """The whole file, read into memory in one call.
+def _read_whole(fs, path: str, remote: bool) -> pa.Buffer:
+    """The whole file, read into memory once; from a remote store with bounded retries for
+    transient network errors.
 
     Not memory-mapped: the bytes that are checked must be the bytes that are served. A mapped
     file changed in place after its check (a disk fault, another process) would change the
     table the read task hands to Ray, and one truncated under the mapping kills the reader with
     SIGBUS; a copy is immune to both and costs one memory copy of the file.
     """
-    with pa.OSFile(path, "rb") as f:
-        return f.read_buffer()
+    def read():
+        with fs.open_input_stream(path) as stream:
+            return stream.read_buffer()
+
+    return remote_io_retry(read) if remote else read()
 
 
 def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, EventKind | None, str]:
@@ -41,10 +36,7 @@ def load_checked(ref: PartitionRef) -> tuple[pa.Table | None, EventKind | None, 
     """
     fs, _ = ref.target.filesystem()
     try:
-        if ref.target.is_local:
-            buf = _read_local(ref.path)
-        else:
-            buf = _fetch_remote(fs, ref.path)
+        buf = _read_whole(fs, ref.path, remote=not ref.target.is_local)
         size, checksum = buf.size, buffer_checksum(buf, ref.checksum)
     except FileNotFoundError:
         return None, EventKind.SPILL_MISSING, f"{ref.path} does not exist"
