@@ -33,6 +33,14 @@ def partitions(con, conversion_id: str) -> list[dict]:
                               [conversion_id]))
 
 
+def leftovers(con, conversion_id: str | None = None) -> list[dict]:
+    """Files that are no partition's copy but may still be on a host (see `records.add_leftovers`)."""
+    if conversion_id is None:
+        return _dicts(con.execute("SELECT * FROM leftover_files ORDER BY recorded_at, path"))
+    return _dicts(con.execute("SELECT * FROM leftover_files WHERE conversion_id = ? ORDER BY partition_id, path",
+                              [conversion_id]))
+
+
 def events(con, conversion_id: str | None = None) -> list[dict]:
     if conversion_id is None:
         return _dicts(con.execute("SELECT * FROM events ORDER BY started_at"))

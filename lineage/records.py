@@ -65,8 +65,17 @@ def insert_events(con, events: list[dict]) -> None:
 
 
 def update_partition(con, conversion_id: str, partition_id: int, fields: dict) -> None:
+    """Set columns of one partition. A new `path` makes the copy it replaces a leftover file
+    (`gc` deletes it on its host), and a leftover at the new path is the live copy again."""
     if not fields:
         return
+    if "path" in fields:
+        old = con.execute("SELECT path, node_id FROM partitions WHERE conversion_id = ? AND partition_id = ?",
+                          [conversion_id, partition_id]).fetchone()
+        con.execute("DELETE FROM leftover_files WHERE path = ?", [fields["path"]])
+        if old is not None and old[0] != fields["path"]:
+            add_leftovers(con, [{"path": old[0], "conversion_id": conversion_id, "partition_id": partition_id,
+                                 "node_id": old[1], "host": None, "reason": "superseded"}])
     fields = {**fields, "updated_at": now()}
     sets = ", ".join(f"{k} = ?" for k in fields)
     con.execute(f"UPDATE partitions SET {sets} WHERE conversion_id = ? AND partition_id = ?",
@@ -79,6 +88,31 @@ def set_conversion_status(con, conversion_id: str, status: str, partition_state:
     if partition_state:
         con.execute("UPDATE partitions SET state = ?, updated_at = ? WHERE conversion_id = ?",
                     [partition_state, now(), conversion_id])
+
+
+LEFTOVER_COLUMNS = ("path", "conversion_id", "partition_id", "node_id", "host", "reason", "recorded_at")
+
+
+def add_leftovers(con, files: list[dict]) -> None:
+    """Record files that may still be on a host; a path already recorded keeps its row (its host is filled in)."""
+    for f in files:
+        row = {**f, "recorded_at": f.get("recorded_at") or now()}
+        con.execute(f"INSERT INTO leftover_files ({', '.join(LEFTOVER_COLUMNS)}) VALUES "
+                    f"({', '.join('?' for _ in LEFTOVER_COLUMNS)}) ON CONFLICT (path) DO UPDATE SET "
+                    "host = COALESCE(excluded.host, leftover_files.host), reason = excluded.reason",
+                    [row[c] for c in LEFTOVER_COLUMNS])
+
+
+def drop_leftovers(con, paths: list[str]) -> None:
+    """Forget leftover files that are gone (deleted on their host, or found absent there)."""
+    for path in paths:
+        con.execute("DELETE FROM leftover_files WHERE path = ?", [path])
+
+
+def release_files(con, conversion_id: str, gone: list[str], waiting: list[dict]) -> None:
+    """After a deletion pass: `gone` paths are off every host; `waiting` ones are still to delete."""
+    drop_leftovers(con, gone)
+    add_leftovers(con, [{**w, "conversion_id": conversion_id, "reason": "host_down"} for w in waiting])
 
 
 RUN_EVENT_COLUMNS = ("event_id", "run_id", "kind", "happened_at", "epoch", "checkpoint", "detail")

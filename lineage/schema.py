@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -105,6 +105,21 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         """CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events (run_id, happened_at)""",
     ],
+    6: [
+        # Files that are no partition's recorded copy any more but may still be on a host: a copy
+        # superseded by a rebuild or a restage elsewhere, or a file `release` could not delete
+        # because its host was down. `gc` deletes them on their host and drops the row.
+        """CREATE TABLE IF NOT EXISTS leftover_files (
+            path VARCHAR PRIMARY KEY,
+            conversion_id VARCHAR NOT NULL,
+            partition_id INTEGER,
+            node_id VARCHAR,                    -- the Ray node that wrote it
+            host VARCHAR,                       -- that node's IP address, once known
+            reason VARCHAR NOT NULL,            -- superseded | host_down
+            recorded_at TIMESTAMPTZ NOT NULL
+        )""",
+    ],
 }
 
-REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events", "runs", "run_inputs", "run_events")
+REQUIRED_TABLES = ("ftbridge_meta", "conversions", "partitions", "events", "runs", "run_inputs", "run_events",
+                   "leftover_files")

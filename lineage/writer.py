@@ -20,7 +20,7 @@ from ftbridge_common import foreign
 from ftbridge_common.config import RAY_NAMESPACE, settings
 from lineage import records
 from lineage.catalog import Catalog
-from lineage.kinds import EventKind
+from lineage.kinds import ConversionStatus, EventKind, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,13 @@ class CatalogWriter:
     def set_status(self, conversion_id: str, status: str, partition_state: str | None, events: list[dict]) -> None:
         with self._lock, self.catalog.write() as con:
             records.set_conversion_status(con, conversion_id, status, partition_state)
+            records.insert_events(con, events)
+
+    def release(self, conversion_id: str, gone: list[str], waiting: list[dict], events: list[dict]) -> None:
+        """Mark a conversion released; record which of its files are gone and which still wait."""
+        with self._lock, self.catalog.write() as con:
+            records.set_conversion_status(con, conversion_id, ConversionStatus.RELEASED, PartitionState.RELEASED)
+            records.release_files(con, conversion_id, gone, waiting)
             records.insert_events(con, events)
 
     def record_run(self, run: dict, inputs: dict, events: list[dict]) -> None:

@@ -213,19 +213,42 @@ def _parse_age(text: str) -> timedelta:
     return timedelta(seconds=n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)])
 
 
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at `address` (for commands that reach other hosts), or say why not."""
+    from ftbridge.cluster.spark_on_ray import ensure_ray
+    from ftbridge_common.errors import ConfigurationError
+
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        ensure_ray()
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # Ray's ConnectionError / RuntimeError: name the address and what to do
+        raise ConfigurationError(f"could not join the Ray cluster at {address}: {str(exc).splitlines()[0]}. "
+                                 "Run gc on a node of that cluster (`ray status` works there), or leave "
+                                 "--ray-address out to reach only this host's files.") from None
+
+
 @cli.command()
 @click.option("--older-than", "older_than", default=None, help="Also expire active conversions older than this (7d).")
 @click.option("--events-older-than", "events_older_than", default=None,
               help="Drop partitions and events of conversions released longer ago than this (30d), then "
                    "compact the catalog file.")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--ray-address", "ray_address", default=None,
+              help="Ray cluster (HOST:PORT, or 'auto') whose hosts hold node-local files; each host deletes its "
+                   "own. Default: RAY_ADDRESS if set, else only this host's files are reached.")
 @catalog_options()
 @handle_errors
-def gc(older_than, events_older_than, dry_run, catalog, as_json):
-    """Delete spill files of released or expired conversions; optionally prune old catalog history."""
+def gc(older_than, events_older_than, dry_run, ray_address, catalog, as_json):
+    """Delete spill files of released or expired conversions, and copies left on hosts that were down;
+    optionally prune old catalog history."""
     age = _parse_age(older_than) if older_than else None
     history_age = _parse_age(events_older_than) if events_older_than else None
     cat = Catalog(catalog)
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        connect_ray(address)
     report = collect(cat, age, dry_run)
     if history_age is not None:
         report["catalog"] = prune(cat, history_age, dry_run)
@@ -233,8 +256,15 @@ def gc(older_than, events_older_than, dry_run, catalog, as_json):
         return emit_json(report)
     verb = "would free" if dry_run else "freed"
     for c in report["conversions"]:
-        console.print(f"{c['id'][:12]} ({c['reason']}): {c['files']} files, {human_bytes(c['bytes'])}")
+        hosts = ", ".join(f"{h} {human_bytes(b)}" for h, b in sorted(c["by_host"].items()))
+        waiting = f"; {c['waiting']} files wait for their host" if c["waiting"] else ""
+        console.print(f"{c['id'][:12]} ({c['reason']}): {c['files']} files, {human_bytes(c['bytes'])}"
+                      f"{f' ({hosts})' if hosts else ''}{waiting}")
     console.print(f"[bold]{verb} {human_bytes(report['bytes_freed'])}[/] in {report['files']} files")
+    if report["waiting"]:
+        hint = ("they are on hosts that are down or did not answer; run gc again once they are back" if report["ray"]
+                else "they are on other hosts: pass --ray-address (or set RAY_ADDRESS) so each host deletes its own")
+        console.print(f"[yellow]{report['waiting']} files not reached[/]: {hint}")
     if "catalog" in report:
         r = report["catalog"]
         console.print(f"catalog history of {r['conversions']} conversions released before {r['cutoff']:%Y-%m-%d %H:%M}: "

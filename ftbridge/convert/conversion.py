@@ -25,12 +25,13 @@ from ftbridge.convert.read.task import prewarm_readers
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.registry import Registry
+from ftbridge.convert.spill import cleanup
 from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_all
-from ftbridge.convert.spill.target import SpillTarget, delete_spill_files
+from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64, schema_to_b64
 from ftbridge_common.errors import ConfigurationError, ConversionReleasedError
-from lineage import records
+from lineage import queries, records
 from lineage.catalog import Catalog, new_event, now
 from lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
 from lineage.writer import call, start_writer
@@ -155,16 +156,21 @@ def release(ds_or_id, *, catalog=None) -> int:
     live = rebuilder or staging
     cat = live.catalog if live else Catalog(catalog)
     conv, parts = cat.load(conv_id)
-    freed = delete_spill_files(conv, parts)
+    with cat.read() as con:
+        leftovers = queries.leftovers(con, conv_id)
+    # Each host deletes its own node-local files; a host that is down keeps them until `gc`.
+    freed = cleanup.free(conv, [p for p in parts if p["state"] != PartitionState.RELEASED] + leftovers)
     if rebuilder is not None:
         rebuilder.batches.unpersist()
     cid = conv["conversion_id"]
-    ev = new_event(cid, None, EventKind.RELEASED, source="driver", detail=f"{freed} bytes freed")
+    ev = new_event(cid, None, EventKind.RELEASED, source="driver", detail=freed.describe())
+    if freed.waiting:
+        log.warning("conversion %s released; %s", cid, freed.describe())
     if ray.is_initialized():
-        call(live.writer if live else start_writer(cat), "set_status", cid, ConversionStatus.RELEASED,
-             PartitionState.RELEASED, [ev])
+        call(live.writer if live else start_writer(cat), "release", cid, freed.gone, freed.waiting, [ev])
     else:
         with cat.write() as con:
             records.set_conversion_status(con, cid, ConversionStatus.RELEASED, PartitionState.RELEASED)
+            records.release_files(con, cid, freed.gone, freed.waiting)
             records.insert_events(con, [ev])
-    return freed
+    return freed.total

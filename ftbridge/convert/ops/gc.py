@@ -1,43 +1,80 @@
-"""Garbage collection of spill files: released conversions, and active ones past an age."""
+"""Garbage collection of spill files: released conversions, leftovers, and active ones past an age.
+
+Node-local files are deleted on the host that holds them (`spill/cleanup.py`), which needs a
+connection to the Ray cluster; without one only this host's files are reached, and the rest
+stay recorded as leftovers for the next `gc` that can reach them.
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
-from ftbridge.convert.spill.target import delete_spill_files, existing_files
+import ray
+
+from ftbridge.convert.spill import cleanup
+from ftbridge.convert.spill.target import SpillTarget
 from lineage import queries, records
 from lineage.catalog import Catalog, new_event, now
 from lineage.kinds import ConversionStatus, EventKind, PartitionState
 
 
 def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> dict:
-    """Delete spill files of released conversions (and of active ones older than `older_than`)."""
+    """Delete files of released conversions (their leftovers, and any recorded copy still found)
+    and of active ones older than `older_than`; report bytes per host and what still waits."""
     with catalog.read() as con:
+        leftovers: dict[str, list[dict]] = {}
+        for row in queries.leftovers(con):
+            leftovers.setdefault(row["conversion_id"], []).append(row)
         convs = [(c, queries.partitions(con, c["conversion_id"])) for c in queries.conversions(con)]
-    report = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "conversions": []}
+    report = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "by_host": {}, "waiting": 0,
+              "ray": ray.is_initialized(), "conversions": []}
     cutoff = now() - older_than if older_than is not None else None
     for conv, parts in convs:
+        cid = conv["conversion_id"]
         if conv["status"] == ConversionStatus.RELEASED:
             reason = "released"
         elif cutoff is not None and conv["created_at"] < cutoff:
             reason = "expired"
+        elif cid in leftovers:
+            reason = "superseded copies"
         else:
             continue
-        files = existing_files(conv, parts)
-        if not files and reason == "released":
+        files = leftovers.get(cid, [])
+        listed = {f["path"] for f in files}
+        if reason == "expired":
+            files = files + [p for p in parts if p["path"] not in listed]
+        elif reason == "released":
+            # Its recorded copies were deleted when it was released; one still found (an older
+            # release that could reach only the driver's host) is deleted now.
+            files = files + [p for p in parts if p["path"] not in listed and _still_here(conv, p["path"])]
+        if not files:
             continue
-        size = sum(s for _, s in files)
-        report["conversions"].append({"id": conv["conversion_id"], "reason": reason, "files": len(files),
-                                      "bytes": size})
-        report["files"] += len(files)
-        report["bytes_freed"] += size
+        freed = cleanup.free(conv, files, dry_run=dry_run)
+        if not freed.files and not freed.waiting and cid not in leftovers:
+            continue
+        report["conversions"].append({"id": cid, "reason": reason, "files": freed.files, "bytes": freed.total,
+                                      "by_host": freed.by_host, "waiting": len(freed.waiting)})
+        report["files"] += freed.files
+        report["bytes_freed"] += freed.total
+        report["waiting"] += len(freed.waiting)
+        for host, size in freed.by_host.items():
+            report["by_host"][host] = report["by_host"].get(host, 0) + size
         if dry_run:
             continue
-        delete_spill_files(conv, parts)
-        if reason == "expired":
-            with catalog.write() as con:
-                records.set_conversion_status(con, conv["conversion_id"], ConversionStatus.RELEASED,
-                                              PartitionState.RELEASED)
-                records.insert_events(con, [new_event(conv["conversion_id"], None, EventKind.RELEASED, source="gc",
-                                                      detail=f"expired; {size} bytes freed")])
+        known = {f["path"]: f["reason"] for f in leftovers.get(cid, [])}
+        with catalog.write() as con:
+            if reason == "expired":
+                records.set_conversion_status(con, cid, ConversionStatus.RELEASED, PartitionState.RELEASED)
+                records.insert_events(con, [new_event(cid, None, EventKind.RELEASED, source="gc",
+                                                      detail=f"expired; {freed.describe()}")])
+            records.drop_leftovers(con, freed.gone)
+            records.add_leftovers(con, [{**w, "conversion_id": cid, "reason": known.get(w["path"], "host_down")}
+                                        for w in freed.waiting])
     return report
+
+
+def _still_here(conv: dict, path: str) -> bool:
+    """Whether a recorded copy of a released conversion can be seen from here (shared stores: always ask)."""
+    target = SpillTarget.recorded(conv)
+    return os.path.isfile(path) if target.is_local else True
