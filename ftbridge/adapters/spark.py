@@ -179,6 +179,47 @@ def executor_ids(sc) -> list[str]:
     return [str(ids.apply(i)) for i in range(ids.size())]
 
 
+def remove_executors(sc, ids: list[str], why: str) -> list[str]:
+    """Tell the driver that executors `ids` are lost, as if their processes had ended; return the
+    ids it was told about. Spark then reschedules their tasks and stops asking their block managers
+    for blocks at once, instead of waiting for its own network timeout (a host that stops answering
+    sends no TCP reset). The scheduler backend's `RemoveExecutor` message and `ExecutorProcessLost`
+    reason are `private[spark]` in Scala, public in bytecode (Spark 3.5-4.x); `check_jvm` names them.
+    """
+    jvm = sc._jvm
+    backend = sc._jsc.sc().schedulerBackend()
+    message = getattr(jvm.org.apache.spark.scheduler.cluster, "CoarseGrainedClusterMessages$RemoveExecutor")
+    known = set(executor_ids(sc))
+    told = []
+    for executor_id in ids:
+        if executor_id not in known:
+            continue
+        reason = jvm.org.apache.spark.scheduler.ExecutorProcessLost(why, jvm.scala.Option.apply(None), False)
+        backend.driverEndpoint().send(message(executor_id, reason))
+        told.append(executor_id)
+    return told
+
+
+def check_jvm(sc) -> list[str]:
+    """JVM names this module uses that the running Spark lacks ([] when all are there)."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = sc._jvm
+    missing = []
+    for dotted in ("org.apache.spark.scheduler.cluster.CoarseGrainedClusterMessages$RemoveExecutor",
+                   "org.apache.spark.scheduler.ExecutorProcessLost", "org.apache.spark.sql.util.ArrowUtils"):
+        package, _, name = dotted.rpartition(".")
+        node = jvm
+        for part in package.split("."):
+            node = getattr(node, part)
+        if not isinstance(getattr(node, name, None), JavaClass):
+            missing.append(dotted)
+    backend = sc._jsc.sc().schedulerBackend()
+    if not hasattr(backend, "driverEndpoint"):
+        missing.append("CoarseGrainedSchedulerBackend.driverEndpoint")
+    return missing
+
+
 def block_manager_addresses(sc) -> list[str]:
     """'host:port' of every block manager the driver knows: the executors' and its own."""
     return sorted(str(sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(",")).split(","))

@@ -26,6 +26,7 @@ from ftbridge.adapters.spark import executor_ids, executor_target, launch_driver
 from ftbridge.cluster import auth, cds, jars, jvm, net, scratch, versions
 from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
+from ftbridge.cluster.nodewatch import DeadNodeWatcher
 from ftbridge.cluster.placement import bundle_demand, check_resources
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
@@ -99,6 +100,7 @@ class SparkOnRay:
         self._placed: set = set()  # executor actors that answered once (their constructor ran)
         self._next_index = 0  # names and (static) bundle of the next executor actor
         self._allocator: ExecutorAllocator | None = None
+        self.node_watch: DeadNodeWatcher | None = None
         self.spark = None
         self.stop_hooks: list[Callable[[bool], None]] = []
         self.driver_node_id = ray.get_runtime_context().get_node_id()
@@ -163,6 +165,7 @@ class SparkOnRay:
         self.startup_report = self._startup_report(time.monotonic() - t0)
         if cfg.dynamic:
             self._allocator = ExecutorAllocator(self)
+        self.node_watch = DeadNodeWatcher(self)
         log.info("Spark on Ray ready: %d executors in %.1fs (master %s; %s)", cfg.num_executors,
                  self.startup_report["total_s"], self.master_url,
                  ", ".join(f"{k} {v:.2f}s" for k, v in self.startup_report.items() if k != "total_s"))
@@ -405,6 +408,8 @@ class SparkOnRay:
         self._teardown()
 
     def _teardown(self) -> None:
+        if self.node_watch is not None:
+            self.node_watch.stop()
         if self.spark is not None:
             try:
                 self.spark.stop()

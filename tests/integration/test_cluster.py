@@ -46,6 +46,15 @@ def test_executors_are_ray_actors(spark):
         i.executor_id for i in infos)
 
 
+def test_spark_jvm_names_the_adapter_uses_exist(spark):
+    """The JVM side of ftbridge/adapters/spark.py (the Python side: tests/unit/test_adapters.py)."""
+    from ftbridge.adapters import spark as spark_adapter
+
+    missing = spark_adapter.check_jvm(spark.sparkContext)
+    assert not missing, f"Spark {spark.version} lacks {missing}; update ftbridge/adapters/spark.py"
+    assert spark_adapter.remove_executors(spark.sparkContext, ["no-such-executor"], "test") == []
+
+
 def test_jvm_profile_reaches_the_driver_and_executor_jvms(spark):
     """The suite runs FTBRIDGE_JVM_PROFILE=small (conftest): the driver's and executors' JVMs
     carry its flags; the default profile adds none (the demo test runs that one)."""

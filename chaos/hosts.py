@@ -1,0 +1,403 @@
+"""Real hosts on one machine: a Ray head and worker hosts, each in its own namespaces.
+
+`ray.cluster_utils.Cluster` nodes share one IP address, one network stack and one `/tmp`: a
+node-local file on "another node" is readable everywhere, and a node cannot be cut off. Here each
+host is
+
+- its own **network namespace** with its own address on a private /24 (a veth into a bridge that
+  lives in a switch namespace of its own, so nothing touches the machine's network; detaching a
+  host's port from the bridge partitions it, with no TCP reset, the way a cable pull does);
+- its own **mount namespace**: its own disk on `/tmp` (a folder of the harness, bound there, so
+  it outlives a crash as a real disk does, unless the crash wipes it) and a private tmpfs on
+  `/dev/shm` (Ray's object store dies with the host);
+- its own **PID namespace**: `ray start ... --block`, typed as a user would, is its init, so
+  SIGKILLing that one process ends every process of the host, the way a power cut does.
+
+The driver runs on the head's host (`run_on_head`: `nsenter` into its namespaces). No Ray head
+ever runs in the machine's own namespaces (it would write Ray's `ray_current_cluster` file, which
+a plain `ray.init()` elsewhere then joins). Everything is torn down by `close()`, by `atexit`, and
+by the next `Hosts()` for namespaces whose owning process is gone (a SIGKILLed test run).
+
+Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and `ip`, `unshare`, `nsenter`; `available()` says why not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+PREFIX = "ftbh"
+SUBNET = "10.213.7"  # the hosts' /24: only the switch namespace routes it
+RAY_PORT = 6379
+# Ray's health checks, tightened so that a partitioned host is declared dead in seconds
+# (defaults: a 3 s period, 10 s timeout, 5 failures); the same for every host.
+HEALTH_ENV = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+              "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "4"}
+
+
+def available() -> str | None:
+    """None when namespaced hosts can be made here, else why not (for a skip message)."""
+    if sys.platform != "linux":
+        return "namespaced hosts need Linux"
+    if os.geteuid() != 0:
+        return "namespaced hosts need root (network and mount namespaces)"
+    for tool in ("ip", "unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"namespaced hosts need `{tool}` (util-linux / iproute2)"
+    probe = f"{PREFIX}-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot make a network namespace here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _netns_pids(ns: str) -> list[int]:
+    proc = _ip("netns", "pids", ns, check=False)
+    return [int(p) for p in proc.stdout.split()] if proc.returncode == 0 else []
+
+
+def _kill_netns(ns: str) -> None:
+    for _ in range(50):
+        pids = _netns_pids(ns)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    _ip("netns", "del", ns, check=False)
+
+
+def sweep_stale() -> list[str]:
+    """Delete namespaces left by a run whose process is gone (their name carries its pid)."""
+    out = _ip("netns", "list", check=False).stdout
+    gone = []
+    for line in out.splitlines():
+        ns = line.split()[0] if line.split() else ""
+        parts = ns.split("-")
+        if len(parts) >= 3 and parts[0] == PREFIX and parts[1].isdigit() and not _alive(int(parts[1])):
+            _kill_netns(ns)
+            gone.append(ns)
+    return gone
+
+
+@dataclass
+class Host:
+    """One host: its namespace, address, CPUs and the `ray start --block` process that is its init."""
+
+    name: str
+    ns: str
+    ip: str
+    cpus: int
+    head: bool
+    proc: subprocess.Popen | None = None   # `unshare` (in the machine's PID namespace)
+    log_path: str = ""
+    crashed: bool = False
+
+    @property
+    def init_pid(self) -> int | None:
+        """The host's PID 1 (as the machine sees it): `ray start --block`."""
+        if self.proc is None:
+            return None
+        kids = _children(self.proc.pid)
+        return kids[0] if kids else None
+
+
+
+@dataclass
+class Hosts:
+    """A head host and `workers` worker hosts; see the module docstring."""
+
+    workers: int = 2
+    worker_cpus: int = 1
+    head_cpus: int = 0
+    object_store_mb: int = 150
+    env: dict = field(default_factory=dict)   # extra environment of every host's processes
+    hosts: list[Host] = field(default_factory=list)
+    shared: str = ""                           # a folder every host sees (outside /tmp): results, catalog
+
+    def __post_init__(self) -> None:
+        self.id = f"{PREFIX}-{os.getpid()}-{int(time.time() * 1000) % 10**6}"
+        self.switch = f"{self.id}-sw"
+        self._drivers: list[subprocess.Popen] = []
+        self._closed = False
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self, timeout_s: float = 120.0) -> "Hosts":
+        why = available()
+        if why:
+            raise RuntimeError(why)
+        sweep_stale()
+        atexit.register(self.close)
+        self.shared = tempfile.mkdtemp(prefix=f"{self.id}-", dir="/var/tmp")
+        os.chmod(self.shared, 0o700)
+        # Ray's token authentication, as on a real cluster: one token, in a file every host reads.
+        with open(os.path.join(self.shared, "auth_token"), "w", opener=lambda p, f: os.open(p, f, 0o600)) as f:
+            f.write(secrets.token_hex(32))
+        try:
+            _ip("netns", "add", self.switch)
+            _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", "br0", "up")
+            _ip("-n", self.switch, "link", "set", "lo", "up")
+            specs = [("head", self.head_cpus, True)] + [(f"w{i}", self.worker_cpus, False)
+                                                         for i in range(1, self.workers + 1)]
+            for index, (name, cpus, head) in enumerate(specs):
+                host = Host(name, f"{self.id}-{name}", f"{SUBNET}.{index + 1}", cpus, head)
+                self._wire(host, index)
+                self.hosts.append(host)
+            self._launch(self.head)
+            self.wait_nodes(1, timeout_s)
+            for host in self.worker_hosts:
+                self._launch(host)
+            self.wait_nodes(1 + self.workers, timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _wire(self, host: Host, index: int) -> None:
+        _ip("netns", "add", host.ns)
+        _ip("-n", host.ns, "link", "set", "lo", "up")
+        port = f"p{index}"
+        _ip("-n", host.ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", self.switch)
+        _ip("-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        _ip("-n", host.ns, "link", "set", "eth0", "up")
+        _ip("-n", self.switch, "link", "set", port, "master", "br0")
+        _ip("-n", self.switch, "link", "set", port, "up")
+        host.port = port
+
+    @property
+    def head(self) -> Host:
+        return self.hosts[0]
+
+    @property
+    def worker_hosts(self) -> list[Host]:
+        return self.hosts[1:]
+
+    @property
+    def address(self) -> str:
+        return f"{self.head.ip}:{RAY_PORT}"
+
+    def host_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k in ("RAY_DEDUP_LOGS",)}
+        env.update({"RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": "/tmp", "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN_PATH": os.path.join(self.shared, "auth_token"), **HEALTH_ENV, **self.env})
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env.pop("SPARK_LOCAL_IP", None)
+        return env
+
+    def _launch(self, host: Host) -> None:
+        ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        args = [ray, "start", "--block", f"--node-ip-address={host.ip}", f"--num-cpus={host.cpus}",
+                f"--object-store-memory={self.object_store_mb * 2**20}", "--disable-usage-stats",
+                f"--resources={json.dumps({f'host:{host.name}': 1})}"]
+        if host.head:
+            args += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"]
+        else:
+            args += [f"--address={self.address}"]
+        os.makedirs(self.disk(host), mode=0o1777, exist_ok=True)
+        script = (f"mount --bind {_quote(self.disk(host))} /tmp && "
+                  f"mount -t tmpfs -o size={self.object_store_mb * 3}m,mode=1777 tmpfs /dev/shm && "
+                  f"exec {' '.join(_quote(a) for a in args)}")
+        host.log_path = os.path.join(self.shared, f"{host.name}.log")
+        with open(host.log_path, "ab") as log:
+            host.proc = subprocess.Popen(
+                ["ip", "netns", "exec", host.ns, "unshare", "--mount", "--propagation", "private", "--pid",
+                 "--mount-proc", "--kill-child", "--", "/bin/sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.host_env(),
+                start_new_session=True)
+        host.crashed = False
+
+    def wait_nodes(self, count: int, timeout_s: float = 120.0) -> None:
+        """Until Ray's head lists `count` live nodes (asked from the head's host)."""
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            for host in self.hosts:
+                if host.proc is not None and host.proc.poll() is not None and not host.crashed:
+                    raise RuntimeError(f"host {host.name}'s `ray start` exited {host.proc.returncode}: "
+                                       f"{_tail(host.log_path)}")
+            if self.head.init_pid is not None:
+                probe = self.run_on_head([sys.executable, "-c", _COUNT_NODES], timeout_s=30, check=False)
+                last = probe.stdout.strip() or probe.stderr.strip()[-300:]
+                if probe.returncode == 0 and last.isdigit() and int(last) >= count:
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"{count} Ray nodes were not up within {timeout_s:.0f}s (last: {last}); host logs "
+                           f"under {self.shared}")
+
+    def disk(self, host: Host) -> str:
+        """The host's /tmp, seen from outside (also while the host is down)."""
+        return os.path.join(self.shared, f"disk-{host.name}")
+
+    # -- run ---------------------------------------------------------------------------------
+    def _enter(self, host: Host) -> list[str]:
+        pid = host.init_pid
+        if pid is None:
+            raise RuntimeError(f"host {host.name} is not running")
+        return ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--"]
+
+    def run_on_head(self, args: list[str], timeout_s: float = 300.0, check: bool = True,
+                    env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run a command on the head's host (its network, /tmp and PID namespace) to the end."""
+        proc = self.popen_on_head(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill_group(proc)
+            out, err = proc.communicate()
+            raise TimeoutError(f"{args[:3]} on the head host did not end within {timeout_s:.0f}s: "
+                               f"{err.decode(errors='replace')[-2000:]}") from None
+        result = subprocess.CompletedProcess(args, proc.returncode, out.decode(errors="replace"),
+                                             err.decode(errors="replace"))
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{args[:3]} on the head host exited {result.returncode}: {result.stderr[-3000:]}")
+        return result
+
+    def popen_on_head(self, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+        """Start a command on the head's host, in the background (the driver of a test)."""
+        full = {**self.host_env(), "RAY_ADDRESS": self.address, **(env or {})}
+        proc = subprocess.Popen([*self._enter(self.head), *args], env=full, cwd=os.getcwd(),
+                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        self._drivers.append(proc)
+        return proc
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # -- faults ------------------------------------------------------------------------------
+    def crash(self, host: Host, wipe: bool = True) -> int:
+        """Power cut: SIGKILL the host's init; the kernel ends every process of its PID namespace,
+        and its /dev/shm goes with its mount namespace; `wipe`: its disk (/tmp) is lost too.
+        Returns the init's pid."""
+        pid = host.init_pid
+        if pid is None:
+            raise RuntimeError(f"host {host.name} is not running")
+        host.crashed = True
+        os.kill(pid, signal.SIGKILL)
+        host.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _netns_pids(host.ns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if wipe:
+            shutil.rmtree(self.disk(host), ignore_errors=True)
+        return pid
+
+    def restart(self, host: Host, timeout_s: float = 120.0) -> None:
+        """The host comes back (a new boot: a fresh /tmp) and its Ray node joins the head again."""
+        live = self.live_count()
+        self._launch(host)
+        self.wait_nodes(live + 1, timeout_s)
+
+    def live_count(self) -> int:
+        probe = self.run_on_head([sys.executable, "-c", _COUNT_NODES], timeout_s=30)
+        return int(probe.stdout.strip())
+
+    def partition(self, host: Host) -> None:
+        """Cut the host off: its switch port goes down (packets vanish, no reset is sent)."""
+        _ip("-n", self.switch, "link", "set", host.port, "down")
+
+    def heal(self, host: Host) -> None:
+        _ip("-n", self.switch, "link", "set", host.port, "up")
+
+    # -- inspect -----------------------------------------------------------------------------
+    def files_under(self, host: Host, inside: str) -> dict[str, int]:
+        """{path inside the host: size} of every file under `inside` (a path under /tmp) on that host."""
+        if not inside.startswith("/tmp"):
+            raise ValueError("only a host's /tmp is its own disk")
+        root = self.disk(host)
+        inside = inside[len("/tmp"):]
+        out = {}
+        for base, _, names in os.walk(root + inside):
+            for name in names:
+                full = os.path.join(base, name)
+                try:
+                    out["/tmp" + full[len(root):]] = os.path.getsize(full)
+                except OSError:
+                    continue
+        return out
+
+    # -- stop --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for proc in self._drivers:
+            self._kill_group(proc)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for host in reversed(self.hosts):
+            if host.proc is not None and host.proc.poll() is None:
+                pid = host.init_pid
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    host.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self._kill_group(host.proc)
+            _kill_netns(host.ns)
+        _kill_netns(self.switch)
+        if self.shared:
+            shutil.rmtree(self.shared, ignore_errors=True)
+
+
+_COUNT_NODES = ("import ray, logging; ray.init(address='auto', logging_level=logging.ERROR, log_to_driver=False); "
+                "print(sum(1 for n in ray.nodes() if n['Alive']))")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
