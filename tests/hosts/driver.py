@@ -1,0 +1,131 @@
+"""The driver of tests/hosts/test_hosts.py: a PySpark + ftbridge program on the head host.
+
+Each step prints one JSON line ({"step": ...}) and, where the test injects a fault, waits for
+the test's go-file (`$FTBRIDGE_HOSTS_SHARED/go-<step>`) before it goes on, so every fault lands
+while the work it hits is under way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+SHARED = os.environ["FTBRIDGE_HOSTS_SHARED"]
+WAIT_S = 300.0
+
+
+def say(step: str, **payload) -> None:
+    print(json.dumps({"step": step, **payload}, default=str), flush=True)
+
+
+def wait_go(step: str) -> dict:
+    path = os.path.join(SHARED, f"go-{step}")
+    deadline = time.monotonic() + WAIT_S
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test did not answer step {step!r} within {WAIT_S:.0f}s")
+        time.sleep(0.05)
+    with open(path) as f:
+        return json.loads(f.read() or "{}")
+
+
+def main() -> None:
+    import pyarrow as pa
+    import ray
+
+    import ftbridge
+    from ftbridge.cluster import session
+    from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+    from lineage import queries
+    from lineage.catalog import Catalog
+    from lineage.writer import flush
+
+    catalog = os.environ["FTBRIDGE_CATALOG"]
+    spark = ftbridge.init_spark("hosts", num_executors=2, executor_cores=1, executor_memory="512m")
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    say("started", executors={e.executor_id: ips[e.node_id] for e in ftbridge.executors()})
+
+    def frame(seed: int):
+        return spark.range(0, 200_000, numPartitions=8).selectExpr(
+            "id", f"(id * {seed}) % 1009 as a", "sha1(cast(id as string)) as h")
+
+    def catalog_rows(cid: str) -> dict:
+        flush(Catalog(catalog))
+        with Catalog(catalog).read() as con:
+            parts = queries.partitions(con, cid)
+            events = queries.events(con, cid)
+        nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        return {"parts": [{"id": p["partition_id"], "path": p["path"], "host": nodes.get(p["node_id"]),
+                           "state": p["state"]} for p in parts],
+                "events": [{"kind": e["kind"], "partition": e["partition_id"], "detail": e["detail"]}
+                           for e in events]}
+
+    def read_through(ds, step: str):
+        """Read `ds` as a trainer would; after the first batch, let the test inject its fault."""
+        it = iter(ds.iter_batches(batch_size=2000, batch_format="pyarrow", prefetch_batches=0))
+        tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in [next(it)]]
+        say(step, rows_so_far=tables[0].num_rows)
+        wait_go(step)
+        started = time.monotonic()
+        tables.extend(pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in it)
+        return pa.concat_tables(tables), time.monotonic() - started
+
+    # 1. Files on every host, freed on every host.
+    ds = ftbridge.from_spark_recoverable(frame(3))
+    cid = ftbridge.conversion_id(ds)
+    say("converted", cid=cid, **catalog_rows(cid))
+    wait_go("converted")
+    freed = ftbridge.release(ds)
+    say("released", cid=cid, freed=freed, **catalog_rows(cid))
+    wait_go("released")
+
+    # 2. A host crashes (its disk wiped) during a materialized read.
+    df = frame(5)
+    reference = spark_to_arrow(df)
+    ds = ftbridge.from_spark_recoverable(df)
+    cid = ftbridge.conversion_id(ds)
+    say("converted-crash", cid=cid, **catalog_rows(cid))
+    wait_go("converted-crash")
+    table, seconds = read_through(ds, "reading-crash")
+    result = check(reference, table)
+    # The Dataset in use kept its blocks; opening the conversion again needs the lost files.
+    started = time.monotonic()
+    again = check(reference, read_all(ftbridge.open_recoverable(cid)))
+    say("read-after-crash", cid=cid, ok=result.ok and again.ok, result=f"{result}; reopened: {again}",
+        seconds=seconds, reopen_seconds=time.monotonic() - started,
+        checksum_ok=result.checksum_read == result.checksum_expected == again.checksum_read, **catalog_rows(cid))
+    wait_go("read-after-crash")  # the test restarts the host
+    session.wait_for_executors(2)
+
+    # 3. A host partitioned from the head during a read, never healed.
+    df = frame(7)
+    reference = spark_to_arrow(df)
+    ds = ftbridge.from_spark_recoverable(df)
+    cid = ftbridge.conversion_id(ds)
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    say("converted-partition", cid=cid, executors={e.executor_id: ips[e.node_id] for e in ftbridge.executors()},
+        **catalog_rows(cid))
+    wait_go("converted-partition")
+    table, seconds = read_through(ds, "reading-partition")
+    result = check(reference, table)
+    say("read-after-partition", cid=cid, ok=result.ok, result=str(result), seconds=seconds,
+        checksum_ok=result.checksum_read == result.checksum_expected,
+        removed=[{"executor": e, "host": ips.get(n)} for e, n in session.current().node_watch.removed],
+        **catalog_rows(cid))
+
+    # 4. Stop with cleanup: every reachable host frees its files; the cut-off host's wait for gc.
+    ftbridge.stop_spark(cleanup_data=True)
+    flush(Catalog(catalog))
+    with Catalog(catalog).read() as con:
+        released = [e["detail"] for e in queries.events(con) if e["kind"] == "released"]
+        leftovers = queries.leftovers(con)
+    say("stopped", released=released, leftovers=[{"path": f["path"], "host": f["host"], "reason": f["reason"]}
+                                                 for f in leftovers])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    main()

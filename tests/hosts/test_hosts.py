@@ -1,0 +1,200 @@
+"""Real hosts (chaos/hosts.py): a head and two worker hosts, each with its own address, disk and
+processes. One driver on the head host (tests/hosts/driver.py) walks through the faults only real
+hosts have; this test injects them while the driver's work runs and checks every host's disk.
+
+- the files of a conversion are on both worker hosts, and `release` frees them on both;
+- a worker host crashes (power cut, disk wiped) while a materialized Dataset is being read: the
+  read finishes exact, and reopening the conversion rebuilds exactly the crashed host's
+  partitions through Spark (ids and content checked row by row, both times);
+- a worker host is cut off from the network during a read and never healed: Ray declares it dead,
+  ftbridge removes its Spark executor at once, every row comes back;
+- `stop_spark(cleanup_data=True)` leaves no spill file on a reachable host, and records the
+  cut-off host's files as leftovers; that host comes back with its old disk, and `ftbridge gc`
+  frees them there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from chaos import hosts as hostlib
+
+pytestmark = pytest.mark.hosts
+
+SPILL = "/tmp/ftbridge-0/spill"
+STEP_S = 300.0
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    why = hostlib.available()
+    if why:
+        pytest.skip(why)
+    env = hostlib.Hosts(workers=2, worker_cpus=1).start()
+    try:
+        yield env
+    finally:
+        env.close()
+        assert not os.path.exists(env.shared), "the host environment left its folder"
+        assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+                    .stdout.split() if n.startswith(env.id)], "the host environment left namespaces"
+
+
+class Driver:
+    """The driver process on the head host, step by step."""
+
+    def __init__(self, env: hostlib.Hosts) -> None:
+        self.env = env
+        driver_env = {"FTBRIDGE_HOSTS_SHARED": env.shared, "FTBRIDGE_CATALOG": os.path.join(env.shared, "c.duckdb"),
+                      "PYTHONPATH": os.getcwd()}
+        for name in ("FTBRIDGE_SPILL_DIR", "FTBRIDGE_LOG_DIR"):
+            driver_env[name] = ""  # each host's own default, under its own /tmp
+        self.stderr_path = os.path.join(env.shared, "driver.err")
+        self.err = open(self.stderr_path, "wb")
+        self.proc = env.popen_on_head([sys.executable, os.path.join(os.path.dirname(__file__), "driver.py")],
+                                      env=driver_env, stdout=subprocess.PIPE, stderr=self.err)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.decode(errors="replace"))
+        self.lines.put(None)
+
+    def step(self, name: str) -> dict:
+        deadline = time.monotonic() + STEP_S
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"the driver ended (rc {self.proc.wait()}) before step {name!r}: "
+                                     f"{self.stderr_tail()}")
+            if line.startswith("{"):
+                msg = json.loads(line)
+                assert msg["step"] == name, f"driver at step {msg['step']!r}, test expected {name!r}"
+                return msg
+        raise AssertionError(f"no step {name!r} from the driver within {STEP_S:.0f}s: {self.stderr_tail()}")
+
+    def go(self, name: str, **payload) -> None:
+        tmp = os.path.join(self.env.shared, f".go-{name}")
+        with open(tmp, "w") as f:
+            json.dump(payload, f)
+        os.rename(tmp, os.path.join(self.env.shared, f"go-{name}"))
+
+    def stderr_tail(self) -> str:
+        self.err.flush()
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()[-4000:]
+
+
+def spill_files(env: hostlib.Hosts, host: hostlib.Host, cid: str | None = None) -> dict[str, int]:
+    return {p: s for p, s in env.files_under(host, SPILL).items() if cid is None or f"/{cid}/" in p}
+
+
+def by_ip(env: hostlib.Hosts) -> dict[str, hostlib.Host]:
+    return {h.ip: h for h in env.hosts}
+
+
+def busiest(env: hostlib.Hosts, parts: list[dict]) -> hostlib.Host:
+    """The worker host holding the most of these partitions' files."""
+    counts = {}
+    for p in parts:
+        counts[p["host"]] = counts.get(p["host"], 0) + 1
+    return by_ip(env)[max((ip for ip in counts if ip != env.head.ip), key=counts.get)]
+
+
+def test_hosts_crash_partition_and_free_their_files(hosts):
+    env = hosts
+    driver = Driver(env)
+    try:
+        started = driver.step("started")
+        assert sorted(started["executors"].values()) == sorted(h.ip for h in env.worker_hosts), \
+            "one executor on each worker host"
+
+        # 1. Both worker hosts hold files of the conversion; release frees them on both.
+        conv = driver.step("converted")
+        cid = conv["cid"]
+        holders = {p["host"] for p in conv["parts"]}
+        assert holders == {h.ip for h in env.worker_hosts}, f"spill files on {holders}"
+        on_disk = {h.ip: spill_files(env, h, cid) for h in env.hosts}
+        for p in conv["parts"]:  # each file is on its own host's disk, and only there
+            assert [ip for ip, files in on_disk.items() if p["path"] in files] == [p["host"]]
+        driver.go("converted")
+        released = driver.step("released")
+        assert all(not spill_files(env, h, cid) for h in env.hosts), "release left files on a host"
+        (detail,) = [e["detail"] for e in released["events"] if e["kind"] == "released"]
+        for h in env.worker_hosts:  # the bytes each host freed, as the files were on its disk
+            assert f"{h.ip}: {sum(on_disk[h.ip].values())} bytes" in detail, detail
+        assert released["freed"] == sum(sum(f.values()) for f in on_disk.values()) > 0
+        driver.go("released")
+
+        # 2. A worker host crashes, its disk wiped, during a materialized read; then the conversion is reopened.
+        conv = driver.step("converted-crash")
+        victim = busiest(env, conv["parts"])
+        lost = {p["id"] for p in conv["parts"] if p["host"] == victim.ip}
+        driver.go("converted-crash")
+        driver.step("reading-crash")
+        env.crash(victim, wipe=True)
+        assert not os.path.exists(env.disk(victim))
+        driver.go("reading-crash")
+        after = driver.step("read-after-crash")
+        assert after["ok"] and after["checksum_ok"], after["result"]
+        rebuilt = {e["partition"] for e in after["events"] if e["kind"] == "rebuilt_from_spark"}
+        assert rebuilt == lost, f"rebuilt {rebuilt}, the crashed host held {lost}: {after['events']}"
+        env.restart(victim)  # a new boot: a fresh disk, a new Ray node on the same address
+        driver.go("read-after-crash")
+
+        # 3. A worker host is cut off during a read and never healed.
+        conv = driver.step("converted-partition")
+        cut = busiest(env, conv["parts"])
+        cut_executor = next(e for e, ip in conv["executors"].items() if ip == cut.ip)
+        cut_files = spill_files(env, cut, conv["cid"])
+        assert cut_files
+        driver.go("converted-partition")
+        driver.step("reading-partition")
+        env.partition(cut)
+        driver.go("reading-partition")
+        after = driver.step("read-after-partition")
+        assert after["ok"] and after["checksum_ok"], after["result"]
+        assert {"executor": cut_executor, "host": cut.ip} in after["removed"], \
+            f"ftbridge did not remove the cut-off host's executor: {after['removed']}"
+        assert {e["partition"] for e in after["events"] if e["kind"] == "rebuilt_from_spark"}
+
+        # 4. Stop with cleanup: reachable hosts hold nothing; the cut-off host's files wait.
+        stopped = driver.step("stopped")
+        for h in env.hosts:
+            if h is not cut:
+                assert not spill_files(env, h), f"{h.name} still holds {spill_files(env, h)}"
+        waiting = {f["path"] for f in stopped["leftovers"] if f["host"] == cut.ip}
+        assert all(f["host"] == cut.ip for f in stopped["leftovers"]), stopped["leftovers"]
+        assert set(cut_files) <= waiting, "the cut-off host's files are not recorded as leftovers"
+        assert driver.proc.wait(timeout=120) == 0, driver.stderr_tail()
+    finally:
+        if driver.proc.poll() is None:
+            env._kill_group(driver.proc)
+        driver.err.close()
+
+    # The cut-off host comes back with its old disk (its Ray node was declared dead: it boots
+    # again), and gc, run on the head host against the cluster, frees its files there.
+    env.heal(cut)
+    env.crash(cut, wipe=False)
+    kept = spill_files(env, cut)
+    assert set(cut_files) <= set(kept), "the host's disk did not keep its files"
+    assert set(kept) <= waiting, "a file on the cut-off host is not recorded as a leftover"
+    env.restart(cut)
+    gc = env.run_on_head([os.path.join(os.path.dirname(sys.executable), "ftbridge"), "gc", "--json", "--catalog",
+                          os.path.join(env.shared, "c.duckdb"), "--ray-address", env.address], timeout_s=180)
+    report = json.loads(gc.stdout)
+    assert report["by_host"].get(cut.ip) == sum(kept.values()) and report["waiting"] == 0, report
+    for h in env.hosts:
+        assert not spill_files(env, h), f"{h.name} still holds {spill_files(env, h)} after gc"
