@@ -17,6 +17,10 @@ _STOPS_SPARK = ["spark_stopped_then_blocks_lost", "net_driver_link_faults", "dri
 CI_SUBSET = [s for s in SCENARIOS if s not in _STOPS_SPARK[1:]]
 CI_SUBSET[CI_SUBSET.index(_STOPS_SPARK[0]) + 1:CI_SUBSET.index(_STOPS_SPARK[0]) + 1] = _STOPS_SPARK[1:]
 assert sorted(CI_SUBSET) == sorted(SCENARIOS)
+# `./dev test` leaves out two scenarios whose faults tests/hosts and the other scenarios cover
+# (an executor killed, a node's blocks lost: node_blocks_and_spill_lost loses both blocks and
+# files, tests/hosts crashes a real host); `tox -e chaos` and `python -m chaos run` run them all.
+SUITE_SUBSET = [s for s in CI_SUBSET if s not in ("executor_killed_after_conversion", "node_blocks_lost")]
 
 # Run by CI on the newest releases too: one executor kill, one node loss.
 CORE_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost"]

@@ -34,7 +34,11 @@ def partitions(con, conversion_id: str) -> list[dict]:
 
 
 def leftovers(con, conversion_id: str | None = None) -> list[dict]:
-    """Files that are no partition's copy but may still be on a host (see `records.add_leftovers`)."""
+    """Files that are no partition's copy but may still be on a host (see `records.add_leftovers`);
+    [] for a catalog of schema < 6 opened read-only (migrated by the next writer)."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'leftover_files'"
+                       ).fetchone()[0]:
+        return []
     if conversion_id is None:
         return _dicts(con.execute("SELECT * FROM leftover_files ORDER BY recorded_at, path"))
     return _dicts(con.execute("SELECT * FROM leftover_files WHERE conversion_id = ? ORDER BY partition_id, path",

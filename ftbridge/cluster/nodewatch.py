@@ -33,6 +33,7 @@ class DeadNodeWatcher:
         self._dead: set[str] = set()
         self._mapped_at = 0.0
         self.removed: list[tuple[str, str]] = []  # (executor id, node id) told to Spark, for operators and tests
+        self.removed_at: float | None = None      # when Spark was last told (time.time())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ftbridge-node-watch", daemon=True)
         self._thread.start()
@@ -87,5 +88,6 @@ class DeadNodeWatcher:
             if executor_id in told:
                 self.removed.append((executor_id, node))
         if told:
+            self.removed_at = time.time()
             log.warning("Ray declared node(s) %s dead: removed Spark executor(s) %s so that retries and rebuilds "
                         "go to live executors", ", ".join(sorted(new)), ", ".join(told))

@@ -422,11 +422,13 @@ class SparkOnRay:
             actors = [a for a in [*self.executor_actors, self.master] if a is not None]
         # An executor actor Ray never placed (its CPUs are held elsewhere) would not run a
         # shutdown call before the wait below runs out: it is killed at once, and so is one
-        # whose constructor is still running; the reaper of any JVM it started ends it.
-        unknown = [a for a in self.executor_actors if a not in self._placed]
-        if unknown:
-            probes = {a.info.remote(): a for a in unknown}
-            answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=1)
+        # whose constructor is still running or that does not answer within 2 s; the reaper
+        # of any JVM it started ends it.
+        # An actor Ray is restarting (its node died) is asked too: it may never be placed again.
+        if self.executor_actors:
+            probes = {a.info.remote(): a for a in self.executor_actors}
+            answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=2)
+            self._placed.intersection_update(probes[r] for r in answered)
             self._placed.update(probes[r] for r in answered)
         graceful = [a for a in actors if a is self.master or a in self._placed]
         refs = [a.shutdown.remote() for a in graceful]

@@ -69,12 +69,14 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
     with cat.read() as con:  # readers never migrate
         assert queries.conversion(con, conv["conversion_id"]).get("spill_format") is None
         assert queries.runs(con) == [] and queries.run(con, "anything") is None  # no runs tables yet
+        assert queries.leftovers(con) == []  # no leftover_files table before version 6
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 5
+    assert cat.schema_version() == SCHEMA_VERSION == 6
     with cat.read() as con:
         assert queries.runs(con) == []  # version 5: the training-run tables exist, empty
+        assert queries.leftovers(con) == []  # version 6: the leftover-files table exists, empty
     with cat.read() as con:
         old = queries.conversion(con, conv["conversion_id"])
         assert old["spill_format"] is None and old["num_partitions"] == 3

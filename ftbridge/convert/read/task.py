@@ -28,6 +28,7 @@ from lineage.kinds import EventKind, PartitionState
 from lineage.writer import emit
 
 log = logging.getLogger(__name__)
+FETCH_POLL_S = 1.0  # how often a fetch from another node checks that the node is still alive
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -45,10 +46,22 @@ def _load(ref: PartitionRef, here: str) -> tuple[pa.Table | None, EventKind | No
         return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} is gone"
     strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
     timeout_s = settings().fetch_timeout_s
+    task = fetch_partition.options(scheduling_strategy=strategy).remote(ref)
+    deadline = time.monotonic() + timeout_s
+    # A host cut off from the network never answers, and Ray may not fail a task already leased
+    # there when it declares the node dead: the wait ends as soon as the node is dead, not at the bound.
+    while True:
+        ready, _ = ray.wait([task], timeout=min(FETCH_POLL_S, max(0.0, deadline - time.monotonic())))
+        if ready:
+            break
+        if time.monotonic() >= deadline:
+            ray.cancel(task, force=True)
+            return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} did not serve it within {timeout_s:.0f}s"
+        if not any(n["NodeID"] == ref.node_id and n.get("Alive") for n in ray.nodes()):
+            ray.cancel(task, force=True)
+            return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} died while serving it"
     try:
-        return ray.get(fetch_partition.options(scheduling_strategy=strategy).remote(ref), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} did not serve it within {timeout_s:.0f}s"
+        return ray.get(task)
     except ray.exceptions.RayError as exc:  # node died, worker crashed, task unschedulable
         return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} could not serve it ({type(exc).__name__})"
 

@@ -163,7 +163,7 @@ def delete_conversion_dirs(target: SpillTarget, conversion_id: str) -> None:
             if os.path.isdir(d):
                 shutil.rmtree(d, ignore_errors=True)
                 if target.node_local:
-                    _rmdir_quietly(os.path.dirname(d))
+                    rmdir_quietly(os.path.dirname(d))
         return
     try:
         fs.delete_dir(f"{base.rstrip('/')}/{conversion_id}")
@@ -171,7 +171,7 @@ def delete_conversion_dirs(target: SpillTarget, conversion_id: str) -> None:
         pass
 
 
-def _rmdir_quietly(path: str) -> None:
+def rmdir_quietly(path: str) -> None:
     try:
         os.rmdir(path)  # only when empty: a node folder that holds no conversion any more
     except OSError:
