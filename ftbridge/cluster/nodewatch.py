@@ -21,6 +21,25 @@ from ftbridge.adapters.spark import remove_executors
 log = logging.getLogger(__name__)
 
 
+def wait_pinned(pinned: dict, timeout_s: float, poll_s: float = 1.0) -> tuple[list, list, list]:
+    """Wait for tasks pinned to nodes ({ref: node id}) until each is done, its node is dead, or
+    `timeout_s` passes: (done, node died, timed out). A host cut off from the network never
+    answers, and Ray may not fail a task already leased there when it declares the node dead,
+    so the wait ends for such a task as soon as its node is dead, not at the bound."""
+    done, died, pending = [], [], list(pinned)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=len(pending),
+                                  timeout=min(poll_s, max(0.0, deadline - time.monotonic())))
+        done += ready
+        if not pending or time.monotonic() >= deadline:
+            break
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        died += [ref for ref in pending if pinned[ref] not in alive]
+        pending = [ref for ref in pending if pinned[ref] in alive]
+    return done, died, pending
+
+
 class DeadNodeWatcher:
     """A driver thread: polls Ray's node table; removes the executors of nodes that died."""
 

@@ -428,8 +428,7 @@ class SparkOnRay:
         if self.executor_actors:
             probes = {a.info.remote(): a for a in self.executor_actors}
             answered, _ = ray.wait(list(probes), num_returns=len(probes), timeout=2)
-            self._placed.intersection_update(probes[r] for r in answered)
-            self._placed.update(probes[r] for r in answered)
+            self._placed = {probes[r] for r in answered}
         graceful = [a for a in actors if a is self.master or a in self._placed]
         refs = [a.shutdown.remote() for a in graceful]
         ray.wait(refs, num_returns=len(refs), timeout=30)

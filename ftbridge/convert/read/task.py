@@ -18,6 +18,7 @@ import ray
 import ray.data  # noqa: F401  (a prewarmed read worker has it loaded: ~0.5 s in a fresh worker)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.cluster.nodewatch import wait_pinned
 from ftbridge.convert.partition import PartitionRef, ReadContext, event
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.rebuild.service import request_rebuild
@@ -47,19 +48,11 @@ def _load(ref: PartitionRef, here: str) -> tuple[pa.Table | None, EventKind | No
     strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
     timeout_s = settings().fetch_timeout_s
     task = fetch_partition.options(scheduling_strategy=strategy).remote(ref)
-    deadline = time.monotonic() + timeout_s
-    # A host cut off from the network never answers, and Ray may not fail a task already leased
-    # there when it declares the node dead: the wait ends as soon as the node is dead, not at the bound.
-    while True:
-        ready, _ = ray.wait([task], timeout=min(FETCH_POLL_S, max(0.0, deadline - time.monotonic())))
-        if ready:
-            break
-        if time.monotonic() >= deadline:
-            ray.cancel(task, force=True)
-            return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} did not serve it within {timeout_s:.0f}s"
-        if not any(n["NodeID"] == ref.node_id and n.get("Alive") for n in ray.nodes()):
-            ray.cancel(task, force=True)
-            return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} died while serving it"
+    _, died, timed_out = wait_pinned({task: ref.node_id}, timeout_s, FETCH_POLL_S)
+    if died or timed_out:
+        ray.cancel(task, force=True)
+        why = "died while serving it" if died else f"did not serve it within {timeout_s:.0f}s"
+        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} {why}"
     try:
         return ray.get(task)
     except ray.exceptions.RayError as exc:  # node died, worker crashed, task unschedulable

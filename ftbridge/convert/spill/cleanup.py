@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import socket
-import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -22,6 +21,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.cluster.nodewatch import wait_pinned
 from ftbridge.convert.spill.target import SpillTarget, rmdir_quietly
 from ftbridge_common.config import settings
 
@@ -153,19 +153,10 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
     tasks = {_delete_on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
              .remote(target.root, conv["conversion_id"], [f["path"] for f in group], dry_run): group
              for node, group in groups.items()}
-    nodes = {ref: node for ref, node in zip(tasks, groups)}
-    ready, pending = [], list(tasks)
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        done, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, deadline - time.monotonic()))
-        ready += done
-        if pending:  # a node that died after its task was sent will not answer: stop waiting for it
-            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-            gone = [ref for ref in pending if nodes[ref] not in alive]
-            pending = [ref for ref in pending if ref not in gone]
-            for ref in gone:
-                ray.cancel(ref, force=True)
-                freed.waiting.extend(_leftover(f, f["host"]) for f in tasks[ref])
+    ready, died, pending = wait_pinned(dict(zip(tasks, groups)), timeout_s)
+    for ref in died:  # a node that died after its task was sent will not answer
+        ray.cancel(ref, force=True)
+        freed.waiting.extend(_leftover(f, f["host"]) for f in tasks[ref])
     for ref in pending:  # a host that does not answer (partitioned): its files wait
         ray.cancel(ref, force=True)
         log.warning("host %s did not answer within %.0fs; its %d files of conversion %s wait for `ftbridge gc`",
