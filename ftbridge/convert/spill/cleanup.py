@@ -143,6 +143,12 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
         if f.get("node_id") is None:  # written outside a Ray node (an old catalog): this host only
             size, = delete_local(target.root, conv["conversion_id"], [f["path"]], dry_run)
             freed.add(here, f["path"], size)
+        elif ip is None:  # a node of another, gone cluster (a dead driver's own Ray): try this host
+            size, = delete_local(target.root, conv["conversion_id"], [f["path"]], dry_run)
+            if size is not None:
+                freed.add(here, f["path"], size)
+            else:
+                freed.waiting.append(_leftover(f, None))
         elif node is None:
             freed.waiting.append(_leftover(f, ip))
         else:
