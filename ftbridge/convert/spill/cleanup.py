@@ -126,33 +126,22 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
     if not (target.node_local and target.is_local):
         _free_shared(target, conv["conversion_id"], files, dry_run, freed)
         return freed
-    here = socket.gethostname()
     if not ray.is_initialized():
-        for f, size in zip(files, delete_local(target.root, conv["conversion_id"], [f["path"] for f in files],
-                                               dry_run)):
-            if size is not None or f.get("node_id") is None:
-                freed.add(here, f["path"], size)
-            else:
-                freed.waiting.append(_leftover(f, f.get("host")))
+        _free_here(target, conv["conversion_id"], files, dry_run, freed)
         return freed
     ips, live = _nodes()
     groups: dict[str, list[dict]] = {}
+    here: list[dict] = []
     for f in files:
         ip = f.get("host") or ips.get(f.get("node_id"))
         node = f.get("node_id") if f.get("node_id") in live.values() else live.get(ip)
-        if f.get("node_id") is None:  # written outside a Ray node (an old catalog): this host only
-            size, = delete_local(target.root, conv["conversion_id"], [f["path"]], dry_run)
-            freed.add(here, f["path"], size)
-        elif ip is None:  # a node of another, gone cluster (a dead driver's own Ray): try this host
-            size, = delete_local(target.root, conv["conversion_id"], [f["path"]], dry_run)
-            if size is not None:
-                freed.add(here, f["path"], size)
-            else:
-                freed.waiting.append(_leftover(f, None))
+        if ip is None:  # written outside a Ray node, or on a node of a cluster that is gone: this host
+            here.append(f)
         elif node is None:
             freed.waiting.append(_leftover(f, ip))
         else:
             groups.setdefault(node, []).append({**f, "host": ip})
+    _free_here(target, conv["conversion_id"], here, dry_run, freed)
     if not groups:
         return freed
     timeout_s = settings().fetch_timeout_s if timeout_s is None else timeout_s
@@ -179,6 +168,17 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
         for f, size in zip(group, sizes):
             freed.add(host, f["path"], size)
     return freed
+
+
+def _free_here(target: SpillTarget, conversion_id: str, files: list[dict], dry_run: bool, freed: Freed) -> None:
+    """Files no live node can be asked about: deleted if this host holds them. One written on a Ray
+    node and not found here may be on another host (its cluster gone): it waits for `gc`."""
+    here = socket.gethostname()
+    for f, size in zip(files, delete_local(target.root, conversion_id, [f["path"] for f in files], dry_run)):
+        if size is not None or f.get("node_id") is None:
+            freed.add(here, f["path"], size)
+        else:
+            freed.waiting.append(_leftover(f, f.get("host")))
 
 
 def _leftover(f: dict, host: str | None) -> dict:
