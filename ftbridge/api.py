@@ -103,8 +103,9 @@ def to_spark(ds, spark, *, staging_dir=None, catalog=None, name=None):
         ds: a ray.data.Dataset (materialized or lazy).
         spark: the SparkSession to read into (executors must see `staging_dir`).
         staging_dir: None for node-local staging under FTBRIDGE_SPILL_DIR (on a multi-node
-            cluster, blocks are then staged again on the node that reads them), or a shared
-            path / pyarrow.fs-readable local mount every executor sees.
+            cluster each file is staged on a node with an executor, and a Spark task on another
+            host fetches it from there through Ray), or a shared path / pyarrow.fs-readable
+            local mount every executor sees.
         catalog: catalog file (default: env FTBRIDGE_CATALOG, else ~/.ftbridge/catalog.duckdb).
         name: a name for the audit.
 

@@ -188,14 +188,20 @@ def quiet_execution(ds):
                 data_logger.setLevel(_QUIET["level"])
 
 
-def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):
-    """Call a named actor's method from a process outside the Ray job (a Spark Python worker),
-    joining the cluster as a driver on first use. Ray is imported only here, so such processes
-    pay for it only when they need it."""
+def join_cluster(gcs_address: str, namespace: str) -> None:
+    """Join the cluster as a driver from a process outside the Ray job (a Spark Python worker),
+    on first use. Ray is imported only here, so such processes pay for it only when they need it."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=gcs_address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
+
+
+def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):
+    """Call a named actor's method from a process outside the Ray job (see `join_cluster`)."""
+    import ray
+
+    join_cluster(gcs_address, namespace)
     actor = ray.get_actor(name, namespace=namespace)
     return ray.get(getattr(actor, method).remote(*args), timeout=timeout_s)
 
@@ -248,6 +254,21 @@ def train_run_id(run_context) -> str | None:
     return getattr(run_context, "run_id", None)
 
 
+def object_nodes(refs: list) -> list[set[str]]:
+    """The nodes holding a copy of each object, in order (an empty set where Ray does not know).
+
+    `ray.experimental.get_object_locations`: the only way to ask; bounded, and an answer that
+    fails costs only placement, so it gives empty sets rather than an error.
+    """
+    from ray.experimental import get_object_locations
+
+    try:
+        found = get_object_locations(refs, timeout_ms=5000)
+    except Exception:  # GCS slow or the API changed shape: place without it
+        return [set() for _ in refs]
+    return [set((found.get(ref) or {}).get("node_ids") or ()) for ref in refs]
+
+
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data
@@ -263,6 +284,10 @@ def check() -> list[str]:
             missing.append("ExecutionOptions.preserve_order")
         if not hasattr(ray.data.DataContext.get_current(), "enable_progress_bars"):
             missing.append("DataContext.enable_progress_bars")
+    import ray.experimental
+
+    if not callable(getattr(ray.experimental, "get_object_locations", None)):
+        missing.append("ray.experimental.get_object_locations")
     import ray._private.worker as worker
 
     if not callable(getattr(worker, "print_to_stdstream", None)):

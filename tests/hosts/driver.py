@@ -7,6 +7,7 @@ while the work it hits is under way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,12 @@ def main() -> None:
     from lineage.writer import flush
 
     catalog = os.environ["FTBRIDGE_CATALOG"]
+    # For step 1b, made before Spark takes every CPU (Ray Data's from_arrow runs a task): its
+    # blocks are put by this driver, so they are on the head, where no executor runs.
+    ids = pa.array(range(200_000), pa.int64())
+    staged_reference = pa.table({"id": ids, "h": [hashlib.sha1(str(i).encode()).hexdigest() for i in range(200_000)]})
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    staged_source = ray.data.from_arrow([staged_reference.slice(i * 25_000, 25_000) for i in range(8)])
     spark = ftbridge.init_spark("hosts", num_executors=2, executor_cores=1, executor_memory="512m")
     ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     say("started", executors={e.executor_id: ips[e.node_id] for e in ftbridge.executors()})
@@ -82,6 +89,18 @@ def main() -> None:
     freed = ftbridge.release(ds)
     say("released", cid=cid, freed=freed, **catalog_rows(cid))
     wait_go("released")
+
+    # 1b. Ray -> Spark, node-local staging: the blocks are on the head (the driver put them
+    # there; no executor runs there). Fault-free, so the audit must show no recovery.
+    df = ftbridge.to_spark(staged_source, spark)
+    cid = ftbridge.conversion_id(df)
+    result = check(staged_reference, spark_to_arrow(df))
+    say("to-spark", cid=cid, ok=result.ok, result=str(result),
+        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    wait_go("to-spark")
+    freed = ftbridge.release(df)
+    say("to-spark-released", cid=cid, freed=freed, **catalog_rows(cid))
+    wait_go("to-spark-released")
 
     # 2. A host crashes (its disk wiped) during a materialized read.
     df = frame(5)

@@ -3,6 +3,8 @@ processes. One driver on the head host (tests/hosts/driver.py) walks through the
 hosts have; this test injects them while the driver's work runs and checks every host's disk.
 
 - the files of a conversion are on both worker hosts, and `release` frees them on both;
+- `to_spark` with node-local staging stages each block on an executor's host although the head
+  holds the blocks, and Spark reads every row (checked) with no block staged again;
 - a worker host crashes (power cut, disk wiped) while a materialized Dataset is being read: the
   read finishes exact, and reopening the conversion rebuilds exactly the crashed host's
   partitions through Spark (ids and content checked row by row, both times);
@@ -143,6 +145,24 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
             assert f"{h.ip}: {sum(on_disk[h.ip].values())} bytes" in detail, detail
         assert released["freed"] == sum(sum(f.values()) for f in on_disk.values()) > 0
         driver.go("released")
+
+        # 1b. to_spark with node-local staging: each block staged on an executor's host (not the
+        # head, which holds the blocks), read by Spark wherever it places the task, no restaging.
+        staged = driver.step("to-spark")
+        cid = staged["cid"]
+        assert staged["ok"] and staged["checksum_ok"], staged["result"]
+        holders = {p["host"] for p in staged["parts"]}
+        assert holders <= {h.ip for h in env.worker_hosts} and holders, f"staged on {holders}"
+        on_disk = {h.ip: spill_files(env, h, cid) for h in env.hosts}
+        for p in staged["parts"]:
+            assert [ip for ip, files in on_disk.items() if p["path"] in files] == [p["host"]]
+        recoveries = [e for e in staged["events"] if e["kind"] != "created"]
+        assert not recoveries, f"a fault-free to_spark recorded {recoveries}"
+        driver.go("to-spark")
+        released = driver.step("to-spark-released")
+        assert all(not spill_files(env, h, cid) for h in env.hosts), "release left staged files on a host"
+        assert released["freed"] == sum(sum(f.values()) for f in on_disk.values()) > 0
+        driver.go("to-spark-released")
 
         # 2. A worker host crashes, its disk wiped, during a materialized read; then the conversion is reopened.
         conv = driver.step("converted-crash")

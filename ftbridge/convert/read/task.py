@@ -1,7 +1,7 @@
 """Serving one partition inside a read task: load, check, fetch from its node, rebuild.
 
 `read_group` is the body of the Datasource's read tasks (see `datasource.py`). A node-local
-spill file on another node is loaded by a small task pinned to that node; a file that is
+spill file on another node is loaded by a small task pinned to that node (`fetch.py`); a file that is
 missing, corrupt or on a dead node is rebuilt through Spark (the rebuild service) and checked
 against the recorded checksum; when nothing can rebuild it the read fails with a
 `PartitionLostError` naming conversion, partition, node and cause.
@@ -18,9 +18,8 @@ import ray
 import ray.data  # noqa: F401  (a prewarmed read worker has it loaded: ~0.5 s in a fresh worker)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ftbridge.cluster.nodewatch import wait_pinned
 from ftbridge.convert.partition import PartitionRef, ReadContext, event
-from ftbridge.convert.read.files import load_checked
+from ftbridge.convert.read import fetch
 from ftbridge.convert.rebuild.service import request_rebuild
 from ftbridge_common import foreign
 from ftbridge_common.config import settings
@@ -29,48 +28,18 @@ from lineage.kinds import EventKind, PartitionState
 from lineage.writer import emit
 
 log = logging.getLogger(__name__)
-FETCH_POLL_S = 1.0  # how often a fetch from another node checks that the node is still alive
-
-
-@ray.remote(num_cpus=0, max_retries=0)
-def fetch_partition(ref: PartitionRef):
-    """`load_checked` on the node that holds a node-local spill file (pinned there)."""
-    return load_checked(ref)
-
-
-def _load(ref: PartitionRef, here: str) -> tuple[pa.Table | None, EventKind | None, str]:
-    """`load_checked` here, or on the file's node when it is node-local elsewhere."""
-    if not (ref.target.node_local and ref.node_id and ref.node_id != here):
-        return load_checked(ref)
-    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-    if ref.node_id not in alive:
-        return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} is gone"
-    strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
-    timeout_s = settings().fetch_timeout_s
-    task = fetch_partition.options(scheduling_strategy=strategy).remote(ref)
-    _, died, timed_out = wait_pinned({task: ref.node_id}, timeout_s, FETCH_POLL_S)
-    if died or timed_out:
-        ray.cancel(task, force=True)
-        why = "died while serving it" if died else f"did not serve it within {timeout_s:.0f}s"
-        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} {why}"
-    try:
-        return ray.get(task)
-    except ray.exceptions.RayError as exc:  # node died, worker crashed, task unschedulable
-        return None, EventKind.SPILL_MISSING, f"{ref.path}: node {ref.node_id} could not serve it ({type(exc).__name__})"
-
-
 def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:
     """Read and check one partition's spill file; rebuild it through Spark if needed.
 
     Appends the read event to `reads`; the caller sends all of a task's read events at once.
     """
     started = time.time()
-    table, problem, why = _load(ref, here)
+    table, problem, why = fetch.load(ref, here)
     for _ in range(2):  # a file rebuilt earlier (streaming passes read the original paths) may be lost too
         if problem is None:
             break
         ref, reused = _rebuild(ref, ctx, here, started, problem, why)
-        table, problem, why = _load(ref, here)
+        table, problem, why = fetch.load(ref, here)
         if problem is not None and not reused:
             break
     if problem is not None:

@@ -85,7 +85,8 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
             refs = ds.to_arrow_refs()  # runs a lazy Dataset, in block order
     except Exception as exc:  # the user's transforms or Ray Data failed: one error naming the cause
         raise foreign.dataset_failed(exc, conversion_id) from None
-    partitions, schemas = stage_all(refs, target, conversion_id)
+    nodes = sorted({e.node_id for e in spark_owner.executors()}) if spark_owner is not None and target.node_local else []
+    partitions, schemas = stage_all(refs, target, conversion_id, nodes)
     arrow_schema = _unified(schemas, ds.schema())
     sschema = spark_schema(arrow_schema)
     large = spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false").lower() == "true"

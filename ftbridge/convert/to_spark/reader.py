@@ -2,9 +2,11 @@
 
 `make_reader` builds the `mapInArrow` function. It runs in Spark's Python workers, which are
 not part of the Ray job: the normal path only memory-maps the staged file, checks its bytes
-against the recorded checksum and hands the batches to the JVM. A file that is missing,
-corrupt or on another node is staged again by the conversion's Restager (joining Ray only
-then), so a retried Spark task gets the same bytes back.
+against the recorded checksum and hands the batches to the JVM. Spark places these tasks
+without knowing where the files are, so a node-local file staged on another host is fetched
+from that host's node (joining Ray only then) - a fault-free conversion records no recovery.
+A file that is missing, corrupt or on a node that cannot serve it is staged again by the
+conversion's Restager, so a retried Spark task gets the same bytes back.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
            restager: str):
     ref = PartitionRef.of(conversion_id, row, target)
     table, problem, why = load_checked(ref)
+    if problem is not None and _elsewhere(ref):
+        table, problem, why = _fetch(ref, gcs_address)
     if problem is not None:
         row = _restage(ref, why, gcs_address, restager)
         ref = PartitionRef.of(conversion_id, row, target)
@@ -53,6 +57,19 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
             raise foreign.schema_mismatch(exc, conversion_id, ref.partition_id, ref.node_id, table.schema,
                                           expected) from exc
     yield from table.to_batches()
+
+
+def _elsewhere(ref: PartitionRef) -> bool:
+    return bool(ref.target.node_local and ref.node_id and executor_node_id() and ref.node_id != executor_node_id())
+
+
+def _fetch(ref: PartitionRef, gcs_address: str):
+    """The file from the node that staged it (another host: Spark does not know where it is);
+    (None, kind, why) if that node cannot serve it, and the block is staged again here."""
+    ray_adapter.join_cluster(gcs_address, RAY_NAMESPACE)
+    from ftbridge.convert.read import fetch  # imports Ray: only Python workers that fetch pay for it
+
+    return fetch.load_from_node(ref)
 
 
 def _restage(ref: PartitionRef, why: str, gcs_address: str, restager: str) -> dict:

@@ -2,7 +2,8 @@
 
 The files have the spill files' format and checksum (`spill/write.py`), so `verify`, `gc` and
 `release` treat them alike. Staging tasks ask for no CPU, for the read tasks' reason: Spark
-executors may hold every CPU.
+executors may hold every CPU. Node-local files are staged on the executors' nodes (a node with
+no executor, such as a head that holds the blocks, is where Spark never reads).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import pyarrow as pa
 import ray
 from ray.data.block import BlockAccessor
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import write_messages
 from ftbridge_common import foreign
@@ -28,10 +31,33 @@ def stage_block(block, target: SpillTarget, conversion_id: str, index: int) -> t
     return meta, table.schema
 
 
-def stage_all(block_refs: list, target: SpillTarget, conversion_id: str) -> tuple[list[dict], list[pa.Schema]]:
-    """Stage every block, bounded by FTBRIDGE_TO_SPARK_TIMEOUT_S; metadata rows in block order."""
+def placement(block_refs: list, nodes: list[str]) -> list[str | None]:
+    """The node each block is staged on: one of `nodes` (Spark's executors) that already holds
+    the block if there is one, else the one with the fewest blocks so far; None (Ray's choice)
+    when there are no such nodes."""
+    if not nodes:
+        return [None] * len(block_refs)
+    load = dict.fromkeys(nodes, 0)
+    out = []
+    for holders in ray_adapter.object_nodes(block_refs):
+        local = [n for n in nodes if n in holders]
+        node = min(local or nodes, key=load.__getitem__)
+        load[node] += 1
+        out.append(node)
+    return out
+
+
+def stage_all(block_refs: list, target: SpillTarget, conversion_id: str,
+              nodes: list[str] | None = None) -> tuple[list[dict], list[pa.Schema]]:
+    """Stage every block, bounded by FTBRIDGE_TO_SPARK_TIMEOUT_S; metadata rows in block order.
+
+    With `nodes` (the executors' nodes, for node-local staging) each file lands on a node where
+    Spark reads; the pin is soft, so a node that died meanwhile does not fail the staging.
+    """
     timeout_s = settings().to_spark_timeout_s
-    tasks = [stage_block.remote(ref, target, conversion_id, i) for i, ref in enumerate(block_refs)]
+    tasks = [stage_block.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True) if node
+                                 else "DEFAULT").remote(ref, target, conversion_id, i)
+             for i, (ref, node) in enumerate(zip(block_refs, placement(block_refs, nodes or [])))]
     ready, pending = ray.wait(tasks, num_returns=len(tasks), timeout=timeout_s)
     if pending:
         for task in pending:
