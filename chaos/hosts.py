@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 PREFIX = "ftbh"
 SUBNET = "10.213.7"  # the hosts' /24: only the switch namespace routes it
 RAY_PORT = 6379
+DASHBOARD_PORT = 8265
 # Ray's health checks, tightened so that a partitioned host is declared dead in seconds
 # (defaults: a 3 s period, 10 s timeout, 5 failures); the same for every host.
 HEALTH_ENV = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
@@ -152,6 +153,7 @@ class Hosts:
     worker_cpus: int = 1
     head_cpus: int = 0
     object_store_mb: int = 150
+    dashboard: bool = False                    # the head's dashboard (Ray Jobs API) on DASHBOARD_PORT
     env: dict = field(default_factory=dict)   # extra environment of every host's processes
     hosts: list[Host] = field(default_factory=list)
     shared: str = ""                           # a folder every host sees (outside /tmp): results, catalog
@@ -218,6 +220,22 @@ class Hosts:
     def address(self) -> str:
         return f"{self.head.ip}:{RAY_PORT}"
 
+    @property
+    def jobs_address(self) -> str:
+        """The head's Ray Jobs API (with `dashboard=True`), as `ray job submit --address` takes it."""
+        return f"http://{self.head.ip}:{DASHBOARD_PORT}"
+
+    def processes(self, host: Host) -> dict[int, str]:
+        """{pid: command line} of every process running on the host."""
+        out = {}
+        for pid in _netns_pids(host.ns):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out[pid] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+        return out
+
     def host_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k in ("RAY_DEDUP_LOGS",)}
         env.update({"RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": "/tmp", "RAY_AUTH_MODE": "token",
@@ -232,7 +250,9 @@ class Hosts:
                 f"--object-store-memory={self.object_store_mb * 2**20}", "--disable-usage-stats",
                 f"--resources={json.dumps({f'host:{host.name}': 1})}"]
         if host.head:
-            args += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"]
+            args += ["--head", f"--port={RAY_PORT}"]
+            args += ([f"--dashboard-host={host.ip}", f"--dashboard-port={DASHBOARD_PORT}"] if self.dashboard
+                     else ["--include-dashboard=false"])
         else:
             args += [f"--address={self.address}"]
         os.makedirs(self.disk(host), mode=0o1777, exist_ok=True)
@@ -359,6 +379,22 @@ class Hosts:
                     out["/tmp" + full[len(root):]] = os.path.getsize(full)
                 except OSError:
                     continue
+        return out
+
+    def session_leftovers(self) -> dict[str, list[str]]:
+        """Per host: JVMs, Spark actors and ftbridge session folders (its logs are kept on purpose)."""
+        out = {}
+        for host in self.hosts:
+            found = [f"process {pid}: {cmd[:160]}" for pid, cmd in self.processes(host).items()
+                     if "java" in cmd.split(" ")[0] or "ray::SparkExecutor" in cmd or "ray::SparkMaster" in cmd]
+            root = os.path.join(self.disk(host), "ftbridge-0")
+            if os.path.isdir(root):
+                found += [f"folder {n}" for n in os.listdir(root) if n.startswith("driver-")]
+                for kind in ("master", "worker"):
+                    where = os.path.join(root, "spark", kind)
+                    found += [f"folder spark/{kind}/{n}" for n in (os.listdir(where) if os.path.isdir(where) else [])]
+            if found:
+                out[host.name] = found
         return out
 
     # -- stop --------------------------------------------------------------------------------

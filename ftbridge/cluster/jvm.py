@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ftbridge.adapters.spark import spark_home
 from ftbridge.cluster import java_runtime
-from ftbridge.cluster.reaper import group_alive
+from ftbridge.cluster.reaper import group_alive, pid_alive, spawn
 from ftbridge_common.config import settings
 from ftbridge_common.errors import ClusterStartTimeoutError, ConfigurationError
 
@@ -123,7 +124,7 @@ class JvmProcess:
     """A JVM we started: it leads its own process group and a reaper watches its owner."""
 
     popen: subprocess.Popen
-    reaper: subprocess.Popen
+    reaper: int   # the reaper's pid (not a child: see reaper.spawn)
     log_path: str
 
     @property
@@ -147,10 +148,12 @@ class JvmProcess:
             if not group_alive(self.popen.pid):
                 break
         self.popen.poll()
-        try:
-            self.reaper.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.reaper.kill()
+        deadline = time.monotonic() + 5
+        while pid_alive(self.reaper) and time.monotonic() < deadline:  # it exits once the group is gone
+            time.sleep(0.1)
+        if pid_alive(self.reaper):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.reaper, signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         return file_tail(self.log_path, lines)
@@ -179,13 +182,12 @@ def launch(args: list[str], env: dict[str, str], log_path: str, work_dir: str | 
         )
     finally:
         log_file.close()
-    reaper = subprocess.Popen(
-        [sys.executable, "-m", "ftbridge.cluster.reaper", str(os.getpid()), str(popen.pid)]
-        + ([work_dir] if work_dir else []),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        # Ray kills a dead worker's process group; the reaper must outlive it to do its job.
-        start_new_session=True,
-    )
+    try:
+        # Ray kills a dead worker's process group and children; the reaper must outlive them.
+        reaper = spawn([str(os.getpid()), str(popen.pid)] + ([work_dir] if work_dir else []))
+    except RuntimeError:
+        os.killpg(popen.pid, signal.SIGKILL)  # nothing would end this JVM after its owner
+        raise
     log.debug("started %s (pid %d, log %s)", args[0], popen.pid, log_path)
     return JvmProcess(popen, reaper, log_path)
 

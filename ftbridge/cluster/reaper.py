@@ -7,7 +7,8 @@ ftbridge starts leads its own process group (the worker's executor JVMs inherit 
 this small process, started beside it, polls the owner and kills the whole group with
 SIGKILL once the owner is gone. It exits by itself once the group is empty.
 
-Run as ``python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]``; WORK_DIR (the
+Started with `spawn` (detached from the owner's process tree), or run as
+``python -m ftbridge.cluster.reaper OWNER_PID PGID [WORK_DIR]``; WORK_DIR (the
 JVM's scratch folder) is removed once the group is gone. The driver JVM PySpark starts is a
 plain child of the driver (not a group of its own), and the driver can die before PySpark
 hands back its pid (a SIGKILL or SIGTERM while the JVM starts leaves one that never exits:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,22 +50,91 @@ def pid_alive(pid: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` runs."""
+    """Whether any process of group `pgid` runs (zombies do not count).
+
+    A JVM a Spark worker started is orphaned when the worker dies; where PID 1 does not reap
+    orphans (a container whose first process is `ray start`), it stays a zombie of the group
+    for good, and a group of zombies must count as gone, or the folder is never removed.
+    """
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return any(_group_and_state(int(e)) == (pgid, False) for e in os.listdir("/proc") if e.isdigit())
+
+
+def _group_and_state(pid: int) -> tuple[int, bool] | None:
+    """(process group, is a zombie) of `pid`; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[2]), fields[0] == b"Z"
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_ticks(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot; None if it does not run): a pid with other
+    ticks is another process that reuses the number."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+class Owner:
+    """The process a reaper watches, told apart from a later process with the same pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.ticks = pid, start_ticks(pid)
+
+    def alive(self) -> bool:
+        return self.ticks is not None and pid_alive(self.pid) and start_ticks(self.pid) == self.ticks
+
+
+def spawn(args: list[str], timeout_s: float = 10.0) -> int:
+    """Start a reaper (`args` as for `main`) detached from its owner's process tree; its pid.
+
+    Not a child of the owner: Ray kills a dead worker's children, and `ray job stop` sends
+    SIGTERM then SIGKILL to every descendant of a job's driver, which would take the reaper with
+    the owner it is there to clean up after. A short-lived intermediate forks the reaper and
+    exits, so the reaper belongs to init (or the nearest subreaper) and to a session of its own.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "ftbridge.cluster.reaper", "--detach", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"ftbridge's reaper did not start within {timeout_s:.0f}s") from None
+    if proc.returncode != 0 or not out.strip().isdigit():
+        raise RuntimeError(f"ftbridge's reaper did not start (exit {proc.returncode})")
+    return int(out)
+
+
+def _detach(argv: list[str]) -> int:
+    """The intermediate of `spawn`: fork the reaper, print its pid, exit."""
+    child = os.fork()
+    if child:
+        print(child, flush=True)
+        os._exit(0)
+    os.close(1)
+    os.open(os.devnull, os.O_WRONLY)  # fd 1 again: nothing holds the caller's pipe open
+    return main(argv)
 
 
 def watch(owner_pid: int, pgid: int, work_dir: str | None = None) -> int:
     """Block until the owner dies (then kill the group) or the group empties."""
+    owner = Owner(owner_pid)
     while True:  # bounded by the owner's and the group's lifetimes, polled
         if not group_alive(pgid):
             break
-        if not pid_alive(owner_pid) or os.getppid() != owner_pid:
+        if not owner.alive():
             _kill_and_wait(lambda: os.killpg(pgid, signal.SIGKILL), lambda: group_alive(pgid))
             break
         time.sleep(POLL_SECONDS)
@@ -105,7 +176,8 @@ def end_processes(pids: list[int], grace_s: float) -> None:
 
 def watch_driver(owner_pid: int, work_dir: str, grace_s: float = 20.0) -> int:
     """Block until the owner dies; then end its driver JVM (after `grace_s`) and remove `work_dir`."""
-    while pid_alive(owner_pid) and os.getppid() == owner_pid:  # bounded by the owner's lifetime
+    owner = Owner(owner_pid)
+    while owner.alive():  # bounded by the owner's lifetime
         time.sleep(POLL_SECONDS)
     end_processes(processes_with(driver_marker(work_dir)), grace_s)
     remove_tree(work_dir)
@@ -142,8 +214,12 @@ def remove_empty(path: str, stop_at: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    # The reaper must not die with the terminal's SIGINT before it has done its job.
+    # The reaper must not die with the terminal's SIGINT, or a SIGTERM sent to the owner's whole
+    # tree, before it has done its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if argv[:1] == ["--detach"]:
+        return _detach(argv[1:])
     if len(argv) in (3, 4) and argv[0] == "--driver":
         return watch_driver(int(argv[1]), argv[2], *(float(a) for a in argv[3:]))
     if len(argv) not in (2, 3):

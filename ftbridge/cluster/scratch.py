@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-from ftbridge.cluster.reaper import driver_marker, end_processes, pid_alive, processes_with, remove_empty
+from ftbridge.cluster.reaper import (driver_marker, end_processes, pid_alive, processes_with, remove_empty, spawn,
+                                     start_ticks)
 from ftbridge_common.config import settings
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,21 @@ def make_owned_dir(parent: str, prefix: str) -> str:
 
 
 def _stamp_owner(path: str) -> None:
-    """Name this process as the folder's owner (what `sweep` checks)."""
+    """Name this process as the folder's owner (what `sweep` checks): its pid, and what tells it
+    from a later process with the same pid (its start time since boot, and the boot)."""
     with open(os.path.join(path, OWNER_FILE), "w") as f:
-        f.write(str(os.getpid()))
+        f.write(_identity(os.getpid()))
+
+
+def _identity(pid: int) -> str:
+    """`pid start-ticks boot-id` ("pid" alone where /proc cannot tell)."""
+    ticks = start_ticks(pid)
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        return str(pid)
+    return f"{pid} {ticks} {boot}" if ticks else str(pid)
 
 
 def driver_dir() -> str:
@@ -107,11 +118,7 @@ def watch_driver_jvm() -> None:
     with _LOCK:
         if _STATE.get("driver_reaper") is not None:
             return
-        _STATE["driver_reaper"] = subprocess.Popen(
-            [sys.executable, "-m", "ftbridge.cluster.reaper", "--driver", str(os.getpid()), work_dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        _STATE["driver_reaper"] = spawn(["--driver", str(os.getpid()), work_dir])
 
 
 def kill_unstarted_driver_jvm() -> list[int]:
@@ -124,7 +131,11 @@ def kill_unstarted_driver_jvm() -> list[int]:
 def _owner_alive(path: str, grace_s: float) -> bool:
     try:
         with open(os.path.join(path, OWNER_FILE)) as f:
-            return pid_alive(int(f.read().strip() or 0))
+            owner = f.read().split()
+        pid = int(owner[0]) if owner else 0
+        # A host that rebooted (or a PID namespace started again) reuses small pids: the same
+        # pid is the owner only if it is the same process.
+        return pid_alive(pid) and (len(owner) < 3 or _identity(pid) == " ".join(owner))
     except (OSError, ValueError):
         try:
             return time.time() - os.path.getmtime(path) < grace_s

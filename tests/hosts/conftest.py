@@ -1,0 +1,40 @@
+"""One host-level cluster (chaos/hosts.py) for every test of this folder, torn down after the last."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from chaos import hosts as hostlib
+
+
+def jobs_overlay() -> tuple[str, str | None]:
+    """(folder with ray[default]'s packages, why it cannot be used or None); see overlay.py."""
+    from tests.hosts import overlay
+
+    path = os.environ.get("FTBRIDGE_RAY_DEFAULT_OVERLAY", "")
+    if not path:
+        return "", ("FTBRIDGE_RAY_DEFAULT_OVERLAY is not set: run the tests with ./dev test, or "
+                    "`python tests/hosts/overlay.py DIR` and set it to DIR")
+    return path, overlay.ready(path)
+
+
+@pytest.fixture(scope="package")
+def hosts():
+    why = hostlib.available()
+    if why:
+        pytest.skip(why)
+    path, problem = jobs_overlay()
+    # With ray[default]'s packages on the hosts' path, the head serves Ray's Jobs API (test_jobs.py).
+    env = hostlib.Hosts(workers=2, worker_cpus=1, dashboard=problem is None,
+                        env={} if problem else {"PYTHONPATH": path}).start()
+    env.jobs_problem = problem
+    try:
+        yield env
+    finally:
+        env.close()
+        assert not os.path.exists(env.shared), "the host environment left its folder"
+        assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+                    .stdout.split() if n.startswith(env.id)], "the host environment left namespaces"
