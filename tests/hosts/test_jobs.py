@@ -31,12 +31,14 @@ def ray_cli() -> str:
 
 
 def submit(env: hostlib.Hosts, mode: str, *extra: str) -> list[str]:
+    """`ray job submit ... -- ftbridge submit ... job.py MODE`: one executor (each worker host has
+    one CPU, so the two jobs run side by side, one on each)."""
     runtime_env = {"env_vars": {"FTBRIDGE_HOSTS_SHARED": env.shared,
                                 "FTBRIDGE_CATALOG": os.path.join(env.shared, "jobs.duckdb")}}
     return [ray_cli(), "job", "submit", "--address", env.jobs_address, *extra,
             "--runtime-env-json", json.dumps(runtime_env), "--",
             os.path.join(os.path.dirname(sys.executable), "ftbridge"), "submit", "--address", "auto",
-            "--num-executors", "2", "--executor-memory", "512m", JOB, mode]
+            "--num-executors", "1", "--executor-memory", "512m", JOB, mode]
 
 
 def test_drivers_as_ray_jobs_succeed_and_a_stopped_job_leaves_nothing(hosts):
@@ -49,6 +51,8 @@ def test_drivers_as_ray_jobs_succeed_and_a_stopped_job_leaves_nothing(hosts):
     print(f"hosts: before the jobs: {env.session_leftovers()}")
 
     t0 = time.monotonic()
+    started = env.run_on_head(submit(env, "hold", "--no-wait", "--submission-id", f"hold-{env.id}"), timeout_s=120)
+    assert f"hold-{env.id}" in started.stdout + started.stderr
     done = env.run_on_head(submit(env, "convert"), timeout_s=300, check=False)
     print(f"hosts: the converting job ran {time.monotonic() - t0:.1f}s")
     out = done.stdout + done.stderr
@@ -57,8 +61,6 @@ def test_drivers_as_ray_jobs_succeed_and_a_stopped_job_leaves_nothing(hosts):
     result = json.loads(line[len("RESULT "):])
     assert result["ok"] and result["checksum_ok"] and result["freed"] > 0, result
 
-    started = env.run_on_head(submit(env, "hold", "--no-wait", "--submission-id", f"hold-{env.id}"), timeout_s=120)
-    assert f"hold-{env.id}" in started.stdout + started.stderr
     ready = os.path.join(env.shared, "job-ready")
     deadline = time.monotonic() + 180
     while not os.path.exists(ready):
@@ -70,7 +72,7 @@ def test_drivers_as_ray_jobs_succeed_and_a_stopped_job_leaves_nothing(hosts):
     print(f"hosts: the held job's Spark was up {time.monotonic() - t0:.1f}s after the first submit")
     with open(ready) as f:
         held = json.load(f)
-    assert len(held["executors"]) == 2 and all(e["jvm_pid"] for e in held["executors"]), held
+    assert len(held["executors"]) == 1 and all(e["jvm_pid"] for e in held["executors"]), held
     assert env.session_leftovers(), "the running job shows no JVM or folder: the check would see nothing"
 
     env.run_on_head([ray_cli(), "job", "stop", "--address", env.jobs_address, f"hold-{env.id}"], timeout_s=120)
