@@ -381,6 +381,20 @@ class Hosts:
                     continue
         return out
 
+    def traffic(self) -> dict[str, int]:
+        """{host name: bytes its interface has sent so far}. Every byte a host sends goes to
+        another host, so the sum over hosts of a difference is what moved between hosts then
+        (data and Ray's own control traffic). The counters outlive a crash: the interface
+        belongs to the host's network namespace, which a crash leaves in place."""
+        out = {}
+        for host in self.hosts:
+            proc = _ip("-n", host.ns, "-s", "-j", "link", "show", "eth0", check=False)
+            try:
+                out[host.name] = int(json.loads(proc.stdout)[0]["stats64"]["tx"]["bytes"])
+            except (ValueError, LookupError, TypeError):
+                out[host.name] = 0
+        return out
+
     def session_leftovers(self) -> dict[str, list[str]]:
         """Per host: JVMs, Spark actors and ftbridge session folders (its logs are kept on purpose)."""
         out = {}

@@ -106,16 +106,24 @@ def busiest(env: hostlib.Hosts, parts: list[dict]) -> hostlib.Host:
     return by_ip(env)[max((ip for ip in counts if ip != env.head.ip), key=counts.get)]
 
 
+def moved(env: hostlib.Hosts, since: dict[str, int]) -> int:
+    """Bytes sent between hosts since the `env.traffic()` snapshot `since`."""
+    return sum(n - since.get(name, 0) for name, n in env.traffic().items())
+
+
 def test_hosts_crash_partition_and_free_their_files(hosts):
     env = hosts
     driver = Driver(env)
+    figures: dict = {}  # for benchmarks/hosts.py (FTBRIDGE_HOSTS_FIGURES): timings are not asserted
     try:
         started = driver.step("started")
+        traffic = env.traffic()
         assert sorted(started["executors"].values()) == sorted(h.ip for h in env.worker_hosts), \
             "one executor on each worker host"
 
         # 1. Both worker hosts hold files of the conversion; release frees them on both.
         conv = driver.step("converted")
+        figures["from_spark_moved_bytes"] = moved(env, traffic)
         cid = conv["cid"]
         holders = {p["host"] for p in conv["parts"]}
         assert holders == {h.ip for h in env.worker_hosts}, f"spill files on {holders}"
@@ -129,11 +137,14 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         for h in env.worker_hosts:  # the bytes each host freed, as the files were on its disk
             assert f"{h.ip}: {sum(on_disk[h.ip].values())} bytes" in detail, detail
         assert released["freed"] == sum(sum(f.values()) for f in on_disk.values()) > 0
+        figures["spilled_bytes_per_host"] = {h.name: sum(on_disk[h.ip].values()) for h in env.hosts}
+        traffic = env.traffic()
         driver.go("released")
 
         # 1b. to_spark with node-local staging: each block staged on an executor's host (not the
         # head, which holds the blocks), read by Spark wherever it places the task, no restaging.
         staged = driver.step("to-spark")
+        figures["to_spark_moved_bytes"] = moved(env, traffic)
         cid = staged["cid"]
         assert staged["ok"] and staged["checksum_ok"], staged["result"]
         holders = {p["host"] for p in staged["parts"]}
@@ -157,8 +168,12 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         driver.step("reading-crash")
         env.crash(victim, wipe=True)
         assert not os.path.exists(env.disk(victim))
+        traffic = env.traffic()
         driver.go("reading-crash")
         after = driver.step("read-after-crash")
+        figures["crash"] = {"read_s": after["seconds"], "reopen_and_rebuild_s": after["reopen_seconds"],
+                            "partitions_rebuilt": len(lost), "of_partitions": len(conv["parts"]),
+                            "moved_bytes": moved(env, traffic)}
         print(f"hosts: read after the crash {after['seconds']:.1f}s; reopened and rebuilt in "
               f"{after['reopen_seconds']:.1f}s")
         assert after["ok"] and after["checksum_ok"], after["result"]
@@ -176,10 +191,12 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         driver.go("converted-partition")
         driver.step("reading-partition")
         env.partition(cut)
+        cut_wall = time.time()  # the driver's clock: its dead_at is time.time() too
         driver.go("reading-partition")
         cut_at = time.monotonic()
         after = driver.step("read-after-partition")
-        print(f"hosts: partitioned read finished {time.monotonic() - cut_at:.1f}s after the cut "
+        finished_s = time.monotonic() - cut_at
+        print(f"hosts: partitioned read finished {finished_s:.1f}s after the cut "
               f"(the read itself {after['seconds']:.1f}s; reopened and rebuilt in {after['reopen_seconds']:.1f}s)")
         assert after["ok"] and after["checksum_ok"], after["result"]
         assert {"executor": cut_executor, "host": cut.ip} in after["removed"], \
@@ -188,9 +205,13 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
             print(f"hosts:   {e['at'] - after['cut_at']:+7.1f}s {e['kind']} {e['partition']} {e['duration_s']:.1f}s "
                   f"{e['source']} {str(e['detail'])[:100]}")
         print(f"hosts:   executor removed at {(after['dead_at'] or 0) - after['cut_at']:+.1f}s")
+        figures["partition"] = {"executor_removed_after_cut_s": (after["dead_at"] or cut_wall) - cut_wall,
+                                "reopened_read_finished_after_cut_s": finished_s,
+                                "reopen_and_rebuild_s": after["reopen_seconds"]}
         held = {p["id"] for p in conv["parts"] if p["host"] == cut.ip}
         rebuilt = {e["partition"] for e in after["events"] if e["kind"] == "rebuilt_from_spark"}
         assert rebuilt == held, f"rebuilt {rebuilt}, the cut-off host held {held}: {after['events']}"
+        figures["partition"].update(partitions_rebuilt=len(held), of_partitions=len(conv["parts"]))
 
         # 4. Stop with cleanup: reachable hosts hold nothing; the cut-off host's files wait.
         stopped = driver.step("stopped")
@@ -227,3 +248,6 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
     # host's executor folder is on its old disk: the next executor there sweeps it, test_jobs.py).
     left = {name: what for name, what in env.session_leftovers().items() if name != cut.name}
     assert not left, f"the driver's session left {left}"
+    if os.environ.get("FTBRIDGE_HOSTS_FIGURES"):
+        with open(os.environ["FTBRIDGE_HOSTS_FIGURES"], "w") as f:
+            json.dump(figures, f, indent=2)
