@@ -7,6 +7,7 @@ report and the catalog can be compared afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -19,7 +20,7 @@ import ray
 
 import ftbridge
 
-from chaos.proctable import wait_gone
+from chaos.proctable import descendants, wait_gone
 
 
 @dataclass
@@ -70,9 +71,19 @@ def kill_executor(log: FaultLog, rng: random.Random, check_jvm: bool = True) -> 
 
 
 def remove_node(cluster, node, log: FaultLog, wipe_spill: bool, spill_root: str | None = None) -> Fault:
-    """Remove a worker node of a ray.cluster_utils.Cluster; optionally wipe its local spill dir."""
+    """Remove a worker node of a ray.cluster_utils.Cluster; optionally wipe its local spill dir.
+
+    A host that dies takes every process with it: what Ray started on the node (its raylet's
+    descendants) and still runs once Ray has removed the node is SIGKILLed. A Ray worker can
+    outlive its raylet (seen: a Ray Train controller, orphaned, that never exited).
+    """
     node_id = node.node_id
+    raylet = node.all_processes["raylet"][0].process.pid
+    on_node = descendants(raylet)
     cluster.remove_node(node)
+    for pid in wait_gone(on_node, timeout_s=5):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     wiped = None
     if wipe_spill and spill_root:
         wiped = os.path.join(spill_root, node_id)

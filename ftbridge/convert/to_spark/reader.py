@@ -5,6 +5,7 @@ not part of the Ray job: the normal path only memory-maps the staged file, check
 against the recorded checksum and hands the batches to the JVM. Spark places these tasks
 without knowing where the files are, so a node-local file staged on another host is fetched
 from that host's node (joining Ray only then) - a fault-free conversion records no recovery.
+Importing this module imports Ray (for that fetch: about 0.4 s, once per Python worker).
 A file that is missing, corrupt or on a node that cannot serve it is staged again by the
 conversion's Restager, so a retried Spark task gets the same bytes back.
 """
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.convert.partition import PartitionRef
+from ftbridge.convert.read import fetch
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge_common import foreign
@@ -67,8 +69,6 @@ def _fetch(ref: PartitionRef, gcs_address: str):
     """The file from the node that staged it (another host: Spark does not know where it is);
     (None, kind, why) if that node cannot serve it, and the block is staged again here."""
     ray_adapter.join_cluster(gcs_address, RAY_NAMESPACE)
-    from ftbridge.convert.read import fetch  # imports Ray: only Python workers that fetch pay for it
-
     return fetch.load_from_node(ref)
 
 
