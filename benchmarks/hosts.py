@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{'figure':58s} {'median':>14s}   rounds")
     for key, value in medians.items():
         runs = " / ".join(f"{r.get(key, float('nan')):.1f}" if key.endswith("_s") else str(r.get(key)) for r in rows)
-        shown = f"{value:.1f} s" if key.endswith("_s") else (f"{value / 2**20:.1f} MiB" if key.endswith("bytes")
+        shown = f"{value:.1f} s" if key.endswith("_s") else (f"{value / 2**20:.1f} MiB" if "bytes" in key
                                                              else f"{value:g}")
         print(f"{key:58s} {shown:>14s}   {runs}")
     path = write_results("hosts", f"./dev bench hosts {rounds}", rounds=rounds, medians=medians, per_round=per_round)
