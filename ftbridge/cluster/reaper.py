@@ -32,6 +32,15 @@ import time
 POLL_SECONDS = 0.2
 
 
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie counts as dead)."""
     try:
@@ -41,12 +50,8 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state != b"Z"
-    except OSError:
-        return False
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != b"Z"
 
 
 def group_alive(pgid: int) -> bool:
@@ -62,27 +67,15 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return any(_group_and_state(int(e)) == (pgid, False) for e in os.listdir("/proc") if e.isdigit())
-
-
-def _group_and_state(pid: int) -> tuple[int, bool] | None:
-    """(process group, is a zombie) of `pid`; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[2]), fields[0] == b"Z"
-    except (OSError, IndexError, ValueError):
-        return None
+    stats = (_stat(int(e)) for e in os.listdir("/proc") if e.isdigit())
+    return any(f and f[0] != b"Z" and f[2] == str(pgid).encode() for f in stats)
 
 
 def start_ticks(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot; None if it does not run): a pid with other
     ticks is another process that reuses the number."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
+    fields = _stat(pid)
+    return fields[19].decode() if fields and len(fields) > 19 else None
 
 
 class Owner:
