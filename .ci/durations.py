@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     table = rows(args.xml)
     total = sum(r[2] for r in table)
-    print(f"| test file | tests | seconds | share |\n| --- | ---: | ---: | ---: |")
+    print("| test file | tests | seconds | share |\n| --- | ---: | ---: | ---: |")
     for name, n, secs, failed in table:
         mark = f" ({failed} failed)" if failed else ""
         print(f"| `{name}` | {n}{mark} | {secs:.0f} | {100 * secs / total:.0f} % |")

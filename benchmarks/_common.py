@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
 
 
 def rss_bytes() -> int:
@@ -112,12 +116,27 @@ def bench_session(batch_rows: int | None = 100_000, encrypt: bool = False):
 
 
 
+def run_elsewhere(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a temp folder of its own, removed afterwards: what a child's JVMs
+    leave in their working folder (a crash log, a Derby metastore) never lands in the checkout.
+    A JVM crash log is kept in reports/ and named on stderr."""
+    with tempfile.TemporaryDirectory(prefix="ftbridge-bench-") as cwd:
+        try:
+            return subprocess.run(cmd, cwd=cwd, **kwargs)
+        finally:
+            for crash in glob.glob(os.path.join(cwd, "hs_err_pid*.log")):
+                os.makedirs(REPORTS, exist_ok=True)
+                shutil.copy(crash, REPORTS)
+                print(f"a JVM of the benchmark crashed: {os.path.join(REPORTS, os.path.basename(crash))}",
+                      file=sys.stderr)
+
+
 def child_result(cmd: list[str], env: dict, timeout_s: float, label: str) -> dict:
     """Run one benchmark round as its own process (`cmd`) and return what it printed after
     'RESULT ' (JSON); exit with its stderr when it printed none."""
     env = dict(env)
     env.pop("RAY_ADDRESS", None)  # each round embeds its own Ray
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    proc = run_elsewhere(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         sys.exit(f"{label} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

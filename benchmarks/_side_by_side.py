@@ -130,7 +130,7 @@ def main(engine_name: str, spec: dict) -> None:
     out["first_conversion_s"] = time.perf_counter() - t0
     paths = {"floor": lambda: floor(df), "recoverable": lambda: engine.recoverable(df),
              "plain": lambda: engine.plain(df)}
-    for name, fn in paths.items():
+    for name in paths:
         out[f"{name}_s"] = []
     for rep in range(spec["warmup"] + spec["reps"]):
         order = list(paths) if rep % 2 == 0 else list(reversed(paths))

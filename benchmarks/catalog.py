@@ -17,9 +17,10 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import ray_init  # noqa: E402
-from lineage import records  # noqa: E402
-from lineage.catalog import Catalog, now  # noqa: E402
+from _common import ray_init
+
+from ftbridge.lineage import records
+from ftbridge.lineage.catalog import Catalog, now
 
 
 def conversion_rows(n: int):
@@ -46,7 +47,7 @@ def main(n: int = 10_000) -> None:
 
         import ray
 
-        from lineage.writer import call, get_writer
+        from ftbridge.lineage.writer import call, get_writer
         ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         writer = get_writer(cat)
         call(writer, "pid")
@@ -63,9 +64,9 @@ def growth(n: int = 1000) -> None:
     partitions, one per batch of events (reads, a rebuild), one for the release."""
     from datetime import timedelta
 
-    from lineage.catalog import new_event
-    from lineage.kinds import EventKind
-    from lineage.retention import file_bytes, prune
+    from ftbridge.lineage.catalog import new_event
+    from ftbridge.lineage.kinds import EventKind
+    from ftbridge.lineage.retention import file_bytes, prune
 
     with tempfile.TemporaryDirectory() as tmp:
         cat = Catalog(os.path.join(tmp, "c.duckdb"))
@@ -110,8 +111,8 @@ def reports(n: int = 300) -> None:
 
     import ray
 
+    from ftbridge.lineage.writer import call, start_writer
     from ftbridge.train.recorder import record_start, recorder
-    from lineage.writer import call, start_writer
 
     ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,11 +29,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, bench_session, median, size_args, timed  # noqa: E402
+import ray
+from _common import PeakRss, bench_session, median, size_args, timed
 
-import ray  # noqa: E402
-
-import ftbridge  # noqa: E402
+import ftbridge
 
 
 def make_df(spark, rows: int):
@@ -89,7 +88,7 @@ def measure(spark, rows, reps, tmp, catalog, warmup=1):
         for name in (list(PATHS) if rep % 2 == 0 else list(reversed(PATHS))):
             arg = catalog if name.startswith("recov") else tmp
             with PeakRss() as peak:
-                secs, size_ = timed(lambda: PATHS[name](spark, rows, arg))
+                secs, size_ = timed(lambda name=name, arg=arg: PATHS[name](spark, rows, arg))
             if rep < warmup:
                 continue
             size = size_ or size

@@ -18,7 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import bench_session, child_result, median, size_args, timed, write_results  # noqa: E402
+from _common import bench_session, child_result, median, size_args, timed, write_results
 
 
 def child(rows: int, encrypt: bool) -> None:

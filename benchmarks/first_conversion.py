@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median  # noqa: E402
+from _common import median, run_elsewhere
 
 CHILD = r"""
 import json, os, sys, tempfile, time
@@ -67,7 +67,7 @@ PRELUDES = ("none", "pause", "job")
 
 def run_child(rows: int, prelude: str, pause: float, warm: bool, log) -> dict:
     env = {**os.environ, "FTBRIDGE_WARM_UP": "true" if warm else "false"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(rows), prelude, os.path.dirname(__file__), str(pause)],
+    proc = run_elsewhere([sys.executable, "-c", CHILD, str(rows), prelude, os.path.dirname(os.path.abspath(__file__)), str(pause)],
                           env=env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=CHILD_TIMEOUT_S)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):

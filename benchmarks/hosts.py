@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, write_results  # noqa: E402
+from _common import median, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUND_TIMEOUT_S = 900

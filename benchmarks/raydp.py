@@ -26,7 +26,7 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median  # noqa: E402
+from _common import median, run_elsewhere
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -85,7 +85,7 @@ def _run_child(python: str, engine: str, spec: dict, log_path: str, env: dict) -
         log.write(f"\n===== {engine} {time.strftime('%H:%M:%S')}\n")
         log.flush()
         try:
-            proc = subprocess.run([python, os.path.join(HERE, "_side_by_side.py"), engine, json.dumps(spec)],
+            proc = run_elsewhere([python, os.path.join(HERE, "_side_by_side.py"), engine, json.dumps(spec)],
                                   env=env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=CHILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             sys.exit(f"{engine} did not finish within {CHILD_TIMEOUT_S}s; its output is in {log_path}")

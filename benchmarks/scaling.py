@@ -31,11 +31,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, ray_init  # noqa: E402
+import ray
+from _common import PeakRss, ray_init
 
-import ray  # noqa: E402
-
-import ftbridge  # noqa: E402
+import ftbridge
 
 PATHS = ("recoverable", "collect", "parquet")
 

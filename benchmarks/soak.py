@@ -28,19 +28,19 @@ from datetime import timedelta
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import pyarrow as pa  # noqa: E402
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import pyarrow as pa
+import ray
+from _common import ray_init, rss_bytes
+from ray.cluster_utils import Cluster
 
-import ftbridge  # noqa: E402
-from _common import rss_bytes, ray_init  # noqa: E402
-from ftbridge.cluster import scratch  # noqa: E402
-from ftbridge.cluster.session import wait_for_executors  # noqa: E402
-from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow  # noqa: E402
-from ftbridge.convert.spill.target import SpillTarget  # noqa: E402
-from ftbridge_common.config import settings  # noqa: E402
-from lineage.catalog import Catalog  # noqa: E402
-from lineage.retention import file_bytes, prune  # noqa: E402
+import ftbridge
+from ftbridge.cluster import scratch
+from ftbridge.cluster.session import wait_for_executors
+from ftbridge.common.config import settings
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.retention import file_bytes, prune
 
 NODE = "soak_node"
 ROWS = 50_000

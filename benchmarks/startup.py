@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, ray_init, write_results  # noqa: E402
+from _common import median, ray_init, run_elsewhere, write_results
 
 
 def child() -> None:
@@ -60,7 +59,7 @@ def child() -> None:
 def main(rounds: int) -> None:
     results = []
     for i in range(rounds):
-        proc = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, timeout=900)
+        proc = run_elsewhere([sys.executable, os.path.abspath(__file__), "--child"], capture_output=True, text=True, timeout=900)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"round {i} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

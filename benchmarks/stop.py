@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import child_result, median, ray_init, write_results  # noqa: E402
+from _common import child_result, median, ray_init, write_results
 
 
 def child() -> None:

@@ -20,13 +20,12 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, median, ray_init  # noqa: E402
+from _common import PeakRss, median, ray_init, run_elsewhere
 
 MODES = ("materialized", "streaming")
 
@@ -123,7 +122,7 @@ def child(mode: str, rows: int, store_mb: int, epochs: int) -> None:
 
     spilled = spills.stop()
     store = _plasma_bytes(raylet) if raylet else -1
-    from lineage.catalog import Catalog  # the conversion's recorded size
+    from ftbridge.lineage.catalog import Catalog  # the conversion's recorded size
 
     total_bytes = Catalog().load(ftbridge.conversion_id(ds))[0]["total_bytes"]
     ftbridge.release(ds)
@@ -141,7 +140,7 @@ def child(mode: str, rows: int, store_mb: int, epochs: int) -> None:
 def run_child(mode: str, args, tmp: str) -> dict:
     env = dict(os.environ, BENCH_TMP=tmp, FTBRIDGE_CATALOG=os.path.join(tmp, "catalog.duckdb"),
                FTBRIDGE_SPILL_DIR=os.path.join(tmp, "spill"))
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--rows", str(args.rows), "--store-mb",
+    proc = run_elsewhere([sys.executable, os.path.abspath(__file__), "--child", mode, "--rows", str(args.rows), "--store-mb",
                            str(args.store_mb), "--epochs", str(args.epochs)], capture_output=True, text=True,
                           timeout=1800, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -23,11 +23,10 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, bench_session, median, size_args, timed  # noqa: E402
+import ray
+from _common import PeakRss, bench_session, median, size_args, timed
 
-import ray  # noqa: E402
-
-import ftbridge  # noqa: E402
+import ftbridge
 
 
 def make_ds(spark, rows: int, catalog: str):
@@ -76,7 +75,7 @@ def measure(ds, spark, reps, tmp, catalog, paths=PATHS):
     for _ in range(reps):
         for name, fn in paths.items():
             with PeakRss() as peak:
-                secs, out = timed(lambda: fn(ds, spark, tmp, catalog))
+                secs, out = timed(lambda fn=fn: fn(ds, spark, tmp, catalog))
             results[name].append(float("inf") if out == "limit" else secs)
             rss[name] = max(rss[name], peak.delta)
     return results, rss

@@ -1,4 +1,4 @@
-"""`python -m chaos run [--scenarios a,b] [--seeds N] [--report out.json]`"""
+"""`python -m ftbridge.chaos run [--scenarios a,b] [--seeds N] [--report out.json]`"""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from chaos.env import ChaosEnv, start_cluster
-from chaos.matrix import CI_SUBSET, SCENARIOS
-from chaos.runner import report
-from chaos.runner import run as run_all
+from ftbridge.chaos.env import ChaosEnv, start_cluster
+from ftbridge.chaos.matrix import CI_SUBSET, SCENARIOS
+from ftbridge.chaos.runner import report
+from ftbridge.chaos.runner import run as run_all
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -14,11 +14,11 @@ from ray.cluster_utils import Cluster
 import ftbridge
 from ftbridge.adapters.ray import head_node_args
 from ftbridge.cluster import session
+from ftbridge.common.errors import FtbridgeError
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common.errors import FtbridgeError
-from lineage import queries
-from lineage.catalog import Catalog
-from lineage.kinds import ConversionStatus
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.kinds import ConversionStatus
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ChaosEnv:
 
 
 def start_cluster():
-    """A fresh local cluster for `python -m chaos run`: a head node the driver uses."""
+    """A fresh local cluster for `python -m ftbridge.chaos run`: a head node the driver uses."""
 
     cluster = Cluster(initialize_head=True, head_node_args=head_node_args(num_cpus=2, include_dashboard=False))
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")

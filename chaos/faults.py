@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 import ray
 
 import ftbridge
-
-from chaos.proctable import descendants, wait_gone
+from ftbridge.chaos.proctable import descendants, wait_gone
 
 
 @dataclass

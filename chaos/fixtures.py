@@ -1,6 +1,6 @@
 """pytest fixtures for the chaos harness: a chaos cluster, a fault log, and one fixture per killer.
 
-Use from a conftest: ``pytest_plugins = ["chaos.fixtures"]``. Each killer fixture is bound to
+Use from a conftest: ``pytest_plugins = ["ftbridge.chaos.fixtures"]``. Each killer fixture is bound to
 the test's seed (``--chaos-seed``, default 1) and records into the test's `fault_log`.
 """
 
@@ -13,11 +13,11 @@ import subprocess
 
 import pytest
 
-from chaos import faults
-from chaos.env import ChaosEnv
-from ftbridge_common.config import env_name
-from lineage.catalog import Catalog
-from lineage.writer import get_writer
+from ftbridge.chaos import faults
+from ftbridge.chaos.env import ChaosEnv
+from ftbridge.common.config import env_name
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import get_writer
 
 
 def pytest_addoption(parser):
@@ -27,7 +27,7 @@ def pytest_addoption(parser):
 
 def commit_seed(root: str | None = None) -> int:
     """A seed from the checked-out commit (1-9999): each commit runs other schedules, and a failure
-    reproduces with `python -m chaos run --scenarios NAME --seed N`. 1 outside a git checkout."""
+    reproduces with `python -m ftbridge.chaos run --scenarios NAME --seed N`. 1 outside a git checkout."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or os.path.dirname(os.path.abspath(__file__)),
                               capture_output=True, text=True, timeout=10).stdout.strip()

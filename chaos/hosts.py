@@ -165,7 +165,7 @@ class Hosts:
         self._closed = False
 
     # -- start -------------------------------------------------------------------------------
-    def start(self, timeout_s: float = 120.0) -> "Hosts":
+    def start(self, timeout_s: float = 120.0) -> Hosts:
         why = available()
         if why:
             raise RuntimeError(why)

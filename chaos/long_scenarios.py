@@ -14,11 +14,11 @@ import pyarrow as pa
 import ray
 
 import ftbridge
-from chaos import faults
-from chaos.proctable import spark_daemon_jvms, wait_gone
-from ftbridge_common.config import env_name
-from chaos.scenarios import Outcome, block_node, convert_frame, frame, partitions_and_events, record_check
+from ftbridge.chaos import faults
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.chaos.scenarios import Outcome, block_node, convert_frame, frame, partitions_and_events, record_check
 from ftbridge.cluster.session import wait_for_executors
+from ftbridge.common.config import env_name
 from ftbridge.convert.ops.rowcheck import CheckResult, read_all, spark_to_arrow
 
 
@@ -52,9 +52,9 @@ DRIVER = textwrap.dedent("""
     ray.init(address=sys.argv[1], log_to_driver=False)
     spark = ftbridge.init_spark("chaos-driver", num_executors=1, executor_cores=1, executor_memory="512MB",
                                 executor_resources={"chaos_node": 1})
-    from chaos.long_scenarios import driver_frame
+    from ftbridge.chaos.long_scenarios import driver_frame
     ds = ftbridge.from_spark_recoverable(driver_frame(spark), catalog=sys.argv[2], name="driver-kill",
-                                         recipe="chaos.long_scenarios:driver_frame")
+                                         recipe="ftbridge.chaos.long_scenarios:driver_frame")
     print("CID", ftbridge.conversion_id(ds), flush=True)
     while True:                                    # training, until SIGKILL
         for batch in ds.iter_batches(batch_size=1000):
@@ -84,7 +84,7 @@ def driver_killed_reopened(env, seed, out: Outcome):
         proc.kill()
         proc.wait(timeout=60)
         with open(err_path, errors="replace") as f:
-            tail = "".join(l for l in f.readlines() if "WARN" not in l)[-1500:]
+            tail = "".join(ln for ln in f.readlines() if "WARN" not in ln)[-1500:]
         raise RuntimeError(f"the driver did not start its conversion (exit {proc.returncode}): {tail}")
     cid = line.split()[1]
     time.sleep(rng.uniform(0.5, 3))

@@ -1,14 +1,14 @@
 """Every scenario by name; what CI runs of them (all, once each), and the newest-releases subset."""
 
-from chaos.long_scenarios import LONG_SCENARIOS
-from chaos.netscenarios import NET_SCENARIOS
-from chaos.scenarios import SCENARIOS as CORE
-from chaos.train_scenarios import TRAIN_SCENARIOS
+from ftbridge.chaos.long_scenarios import LONG_SCENARIOS
+from ftbridge.chaos.netscenarios import NET_SCENARIOS
+from ftbridge.chaos.scenarios import SCENARIOS as CORE
+from ftbridge.chaos.train_scenarios import TRAIN_SCENARIOS
 
 SCENARIOS = {**CORE, **LONG_SCENARIOS, **NET_SCENARIOS, **TRAIN_SCENARIOS}
 
 # Every CI run runs every scenario once, with a seed derived from the commit (tests/chaos);
-# `python -m chaos run --scenarios ci` is the same set. The order spares Spark sessions: the three
+# `python -m ftbridge.chaos run --scenarios ci` is the same set. The order spares Spark sessions: the three
 # scenarios that stop the session run one after another, so the one a scenario leaves stopped is
 # the one the next would stop anyway (spark_stopped_then_blocks_lost ends with no session,
 # net_driver_link_faults starts and stops its own proxied one, driver_killed_reopened needs the
@@ -19,7 +19,7 @@ CI_SUBSET[CI_SUBSET.index(_STOPS_SPARK[0]) + 1:CI_SUBSET.index(_STOPS_SPARK[0]) 
 assert sorted(CI_SUBSET) == sorted(SCENARIOS)
 # `./dev test` leaves out two scenarios whose faults tests/hosts and the other scenarios cover
 # (an executor killed, a node's blocks lost: node_blocks_and_spill_lost loses both blocks and
-# files, tests/hosts crashes a real host); `tox -e chaos` and `python -m chaos run` run them all.
+# files, tests/hosts crashes a real host); `tox -e chaos` and `python -m ftbridge.chaos run` run them all.
 # Nor spark_stopped_then_blocks_lost (a node's blocks lost after stop_spark, re-read from durable
 # spill): test_convert_after_stop reads a conversion back from its files after stop_spark, and
 # it paid for the Ray Jobs test on real hosts.

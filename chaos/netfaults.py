@@ -1,7 +1,7 @@
 """Network faults through toxiproxy-python, with request timeouts (the client sets none).
 
 Uses a real Toxiproxy when TOXIPROXY_URL (http://host:port) is set; otherwise starts
-`chaos.toxiproxy_server` in a subprocess on a free loopback port, and stops it on exit.
+`ftbridge.chaos.toxiproxy_server` in a subprocess on a free loopback port, and stops it on exit.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class NetFaults:
             host, port = parsed.hostname, parsed.port or 8474
         else:
             host, port = "127.0.0.1", free_port("127.0.0.1")
-            self.proc = subprocess.Popen([sys.executable, "-m", "chaos.toxiproxy_server", "--host", host,
+            self.proc = subprocess.Popen([sys.executable, "-m", "ftbridge.chaos.toxiproxy_server", "--host", host,
                                           "--port", str(port)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
         self.client = Toxiproxy()

@@ -1,4 +1,4 @@
-"""Scenarios with network faults, through Toxiproxy (real, or chaos.toxiproxy_server).
+"""Scenarios with network faults, through Toxiproxy (real, or ftbridge.chaos.toxiproxy_server).
 
 Link 1, executors <-> the Spark driver: the driver binds 127.0.0.2 and advertises
 127.0.0.1 on the same ports, where proxies forward to it, so every executor-to-driver
@@ -21,11 +21,11 @@ import time
 import pyarrow.fs as pafs
 
 import ftbridge
-from chaos import faults
-from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
-from chaos.netfaults import NetFaults
-from chaos.scenarios import BackgroundConversion, Outcome, frame, partitions_and_events, record_check
+from ftbridge.chaos import faults
+from ftbridge.chaos.netfaults import NetFaults
+from ftbridge.chaos.scenarios import BackgroundConversion, Outcome, frame, partitions_and_events, record_check
 from ftbridge.cluster.net import free_port
+from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
 
 BIND, ADVERTISE = "127.0.0.2", "127.0.0.1"
 
@@ -92,7 +92,7 @@ def s3_store(net: NetFaults, bucket: str = "ftbridge-chaos"):
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the S3 test server did not start")
+                    raise RuntimeError("the S3 test server did not start") from None
                 time.sleep(0.1)
         proxy = net.proxy("s3", f"127.0.0.1:{port}")
         uri = (f"s3://testing:testing@{bucket}/spill?endpoint_override={proxy.listen}&scheme=http"

@@ -6,9 +6,9 @@ import json
 import threading
 import time
 
-from chaos.faults import FaultLog
-from chaos.matrix import SCENARIOS
-from chaos.scenarios import Outcome
+from ftbridge.chaos.faults import FaultLog
+from ftbridge.chaos.matrix import SCENARIOS
+from ftbridge.chaos.scenarios import Outcome
 from ftbridge.errors import PartitionLostError
 
 SCENARIO_TIMEOUT_S = 420

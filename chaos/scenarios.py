@@ -8,14 +8,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-
 import ftbridge
-from chaos import faults
+from ftbridge.chaos import faults
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-from lineage import queries
-from lineage.catalog import Catalog
-from lineage.writer import flush, get_writer
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import flush, get_writer
 
 ROWS = 60_000
 PARTITIONS = 8

@@ -1,7 +1,7 @@
 """A small asyncio server speaking the part of Toxiproxy's HTTP API that toxiproxy-python uses.
 
 No package registry ships a Toxiproxy server, and this kernel has no `tc netem` or iptables.
-When TOXIPROXY_URL points at a real Toxiproxy, `chaos.netfaults` uses that instead.
+When TOXIPROXY_URL points at a real Toxiproxy, `ftbridge.chaos.netfaults` uses that instead.
 
 API: GET /version, GET|POST /proxies, GET|POST|DELETE /proxies/{name}, POST /populate,
 POST /reset, GET|POST /proxies/{name}/toxics, GET|POST|DELETE /proxies/{name}/toxics/{toxic}.
@@ -10,7 +10,7 @@ reset_peer (timeout ms), limit_data (bytes); per stream (upstream = client to se
 downstream = server to client), with toxicity (probability per connection).
 One upstream connection per client connection.
 
-Run: ``python -m chaos.toxiproxy_server [--host 127.0.0.1] [--port 8474]``.
+Run: ``python -m ftbridge.chaos.toxiproxy_server [--host 127.0.0.1] [--port 8474]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import random
 import socket
 import struct
 
-log = logging.getLogger("chaos.toxiproxy")
+log = logging.getLogger("ftbridge.chaos.toxiproxy")
 VERSION = "ftbridge-toxiproxy 1.0 (API subset of Toxiproxy 2.x)"
 TOXIC_TYPES = {"latency", "bandwidth", "timeout", "reset_peer", "limit_data", "slow_close"}
 CHUNK = 32 * 1024
@@ -62,7 +62,7 @@ class Proxy:
         host, port = self.upstream.rsplit(":", 1)
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             writer.close()
             self.conns.discard(task)
             return
@@ -234,7 +234,7 @@ async def _http(api: Api, reader: asyncio.StreamReader, writer: asyncio.StreamWr
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+            headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
             length = int(headers.get("content-length", 0))
             raw = await reader.readexactly(length) if length else b""
             try:
@@ -252,7 +252,7 @@ async def _http(api: Api, reader: asyncio.StreamReader, writer: asyncio.StreamWr
             await writer.drain()
             if headers.get("connection", "").lower() == "close":
                 break
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, ValueError):
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass
     finally:
         writer.close()

@@ -2,7 +2,7 @@
 recoverable conversion for several epochs while nodes die, executors are killed and spill files vanish.
 
 Each scenario checks, for every epoch attempt all workers completed, that the workers together
-saw every row exactly once with its content (`chaos.training.check_epochs`); that training
+saw every row exactly once with its content (`ftbridge.chaos.training.check_epochs`); that training
 finished from its checkpoints; and that the catalog shows the run with its failures.
 """
 
@@ -17,15 +17,15 @@ from ray.train import ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 import ftbridge
-from chaos import faults
-from chaos.env import TRAIN_RESOURCE
-from chaos.scenarios import Outcome, add_check, frame, partitions_and_events
-from chaos.training import check_epochs, epoch_loop, read_progress
+from ftbridge.chaos import faults
+from ftbridge.chaos.env import TRAIN_RESOURCE
+from ftbridge.chaos.scenarios import Outcome, add_check, frame, partitions_and_events
+from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import spark_to_arrow
-from lineage import queries
-from lineage.audit import run_record
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.audit import run_record
+from ftbridge.lineage.catalog import Catalog
 
 EPOCHS = 3
 WORKERS = 2

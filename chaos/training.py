@@ -114,7 +114,7 @@ def check_epochs(out: str, reference: pa.Table, world_size: int, epochs: int) ->
                 epoch, rank = name[1:-6].split("-r")
                 by_attempt[attempt][int(epoch)][int(rank)] = os.path.join(folder, name)
     checks, done, incomplete = [], set(), 0
-    for attempt, epochs_seen in by_attempt.items():
+    for epochs_seen in by_attempt.values():
         for epoch, ranks in sorted(epochs_seen.items()):
             if len(ranks) < world_size:
                 incomplete += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ftbridge.errors import *  # noqa: F401,F403
+from ftbridge.errors import *  # noqa: F403
 
 __version__ = "0.1.0"
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ftbridge.cluster.session import ExecutorInfo, executors, init_spark, spark_session, stop_spark
-from ftbridge.cluster.session import current_or_none
+from ftbridge.cluster.session import ExecutorInfo, current_or_none, executors, init_spark, spark_session, stop_spark
 from ftbridge.convert import conversion
 from ftbridge.convert.to_spark import conversion as ray_to_spark
 from ftbridge.train import fit as train_fit

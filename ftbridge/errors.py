@@ -1,3 +1,3 @@
-"""Errors raised by ftbridge: the tree is drawn in `ftbridge_common.errors`, public here."""
+"""Errors raised by ftbridge: the tree is drawn in `ftbridge.common.errors`, public here."""
 
-from ftbridge_common.errors import *  # noqa: F401,F403
+from ftbridge.common.errors import *  # noqa: F403

@@ -1,5 +1,5 @@
 """The DuckDB lineage catalog: schema and migrations, the single writer, audit queries."""
 
-from lineage.catalog import Catalog, default_catalog_path
+from ftbridge.lineage.catalog import Catalog, default_catalog_path
 
 __all__ = ["Catalog", "default_catalog_path"]

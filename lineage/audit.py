@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 
-from lineage import queries
-from lineage.kinds import EventKind as K
-from lineage.kinds import PartitionState, RunStatus
-from lineage.kinds import RunEventKind as RK
+from ftbridge.lineage import queries
+from ftbridge.lineage.kinds import EventKind as K
+from ftbridge.lineage.kinds import PartitionState, RunStatus
+from ftbridge.lineage.kinds import RunEventKind as RK
 
 DETECTIONS = (K.SPILL_MISSING, K.CHECKSUM_MISMATCH, K.VERIFY_FAILED)
 REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE, K.REBUILT_FROM_RAY)

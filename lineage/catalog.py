@@ -16,18 +16,18 @@ import logging
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from ftbridge_common.errors import CatalogCorruptError, CatalogMissingError, CatalogVersionError
-from ftbridge_common.retry import catalog_lock_retry
-from lineage import queries
-from lineage.kinds import EventKind
-from lineage.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
+from ftbridge.common.errors import CatalogCorruptError, CatalogMissingError, CatalogVersionError
+from ftbridge.common.retry import catalog_lock_retry
+from ftbridge.lineage import queries
+from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def default_catalog_path(path: str | os.PathLike | None = None) -> str:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_event_id() -> str:
@@ -52,8 +52,8 @@ def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, sta
     finished = time.time()
     started = finished if started is None else started
     return {"event_id": new_event_id(), "conversion_id": conversion_id, "partition_id": partition_id,
-            "kind": kind, "started_at": datetime.fromtimestamp(started, timezone.utc),
-            "finished_at": datetime.fromtimestamp(finished, timezone.utc),
+            "kind": kind, "started_at": datetime.fromtimestamp(started, UTC),
+            "finished_at": datetime.fromtimestamp(finished, UTC),
             "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
 
 
@@ -62,7 +62,7 @@ def new_run_event(run_id: str, kind: str, at: float | None = None, epoch: int | 
     """A run_events-table row; `at` is a time.time() value (default: now)."""
     at = time.time() if at is None else at
     return {"event_id": new_event_id(), "run_id": run_id, "kind": kind,
-            "happened_at": datetime.fromtimestamp(at, timezone.utc), "epoch": epoch, "checkpoint": checkpoint,
+            "happened_at": datetime.fromtimestamp(at, UTC), "epoch": epoch, "checkpoint": checkpoint,
             "detail": detail}
 
 

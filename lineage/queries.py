@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ftbridge_common.errors import UnknownConversionError
+from ftbridge.common.errors import UnknownConversionError
 
 
 def _dicts(cursor) -> list[dict]:

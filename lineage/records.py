@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from lineage.catalog import now
-from lineage.kinds import PartitionState
+from ftbridge.lineage.catalog import now
+from ftbridge.lineage.kinds import PartitionState
 
 PARTITION_COLUMNS = ("conversion_id", "partition_id", "path", "node_id", "num_rows", "num_bytes", "checksum",
                      "state", "rebuilt_count", "updated_at")

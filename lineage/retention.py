@@ -16,9 +16,9 @@ from datetime import timedelta
 
 import duckdb
 
-from ftbridge_common import foreign
-from lineage.catalog import Catalog, now
-from lineage.kinds import ConversionStatus
+from ftbridge.common import foreign
+from ftbridge.lineage.catalog import Catalog, now
+from ftbridge.lineage.kinds import ConversionStatus
 
 log = logging.getLogger(__name__)
 

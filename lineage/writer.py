@@ -16,11 +16,11 @@ import time
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ftbridge_common import foreign
-from ftbridge_common.config import RAY_NAMESPACE, settings
-from lineage import records
-from lineage.catalog import Catalog
-from lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.common import foreign
+from ftbridge.common.config import RAY_NAMESPACE, settings
+from ftbridge.lineage import records
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import time
 
 import hypothesis  # noqa: F401  (loaded now: its plugin imports it at the terminal summary, and a
+
 #                 compile that late has failed in CPython 3.11 with "AST constructor recursion
 #                 depth mismatch", ending the run without its summary line)
 import pytest
@@ -21,13 +23,13 @@ from ray.cluster_utils import Cluster
 
 import ftbridge
 from ftbridge.adapters.ray import head_node_args
+from ftbridge.chaos.fixtures import SHARED_CHAOS
+from ftbridge.chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster import scratch
 from ftbridge.cluster import session as session_module
-from ftbridge.convert.conversion import REGISTRY
-from lineage.catalog import default_catalog_path
-from chaos.fixtures import SHARED_CHAOS
-from chaos.proctable import descendants, ray_processes, spark_daemon_jvms, wait_gone
 from ftbridge.cluster.jvm import cmdline
+from ftbridge.convert.conversion import REGISTRY
+from ftbridge.lineage.catalog import default_catalog_path
 
 logging.getLogger("ftbridge").setLevel(logging.INFO)
 # Every Spark session of the suite is short and small: the driver's and executors' JVMs run with
@@ -46,6 +48,7 @@ os.environ.setdefault("FTBRIDGE_WARM_UP", "false")
 os.environ.setdefault("FTBRIDGE_READ_TASKS_PER_NODE", "1")
 
 HEAD_CPUS = 2
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,8 +57,22 @@ def private_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ftbridge")
     os.environ["FTBRIDGE_SPILL_DIR"] = str(root / "spill")
     os.environ.setdefault("FTBRIDGE_CATALOG", str(root / "default-catalog.duckdb"))
+    before = jvm_leftovers()
     yield root
     shutil.rmtree(root, ignore_errors=True)
+    new = sorted(jvm_leftovers() - before)
+    assert not new, f"the test session left JVM files in the checkout (a JVM crashed or ran in it): {new}"
+
+
+# What a JVM leaves in its working folder: crash logs and replay files, core and heap dumps,
+# Spark SQL's warehouse and Derby metastore. None may appear in the checkout.
+JVM_LEFTOVERS = ("hs_err_pid*.log", "replay_pid*.log", "core", "core.[0-9]*", "*.hprof", "javacore*",
+                 "derby.log", "metastore_db", "spark-warehouse")
+
+
+def jvm_leftovers(root: pathlib.Path = REPO_ROOT) -> set[str]:
+    return {str(path.relative_to(root)) for pattern in JVM_LEFTOVERS for folder in (root, root / "benchmarks")
+            for path in folder.glob(pattern)}
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +257,7 @@ def run_child(args: list[str], *, timeout: float, env: dict | None = None, **_ig
         out, err = proc.communicate(timeout=60)
         left = wait_gone(tree, timeout_s=30)
         raise AssertionError(f"{args[:4]} did not finish within {timeout:.0f}s; killed it and its "
-                             f"{len(tree) - 1} processes ({len(left)} still alive)\n{out[-2000:]}\n{err[-3000:]}")
+                             f"{len(tree) - 1} processes ({len(left)} still alive)\n{out[-2000:]}\n{err[-3000:]}") from None
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

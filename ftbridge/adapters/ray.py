@@ -238,7 +238,7 @@ def train_configs() -> tuple[type, type, type]:
     return RunConfig, FailureConfig, CheckpointConfig
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train_callback_class(mixin: type) -> type:
     """`mixin` combined with Ray Train v2's `UserCallback` (called in the Train controller).
 
@@ -293,8 +293,8 @@ def check() -> list[str]:
     if not callable(getattr(worker, "print_to_stdstream", None)):
         missing.append("ray._private.worker.print_to_stdstream")
     try:
-        from ray.train.v2.api.callback import UserCallback
         from ray.train.v2._internal.constants import is_v2_enabled  # noqa: F401
+        from ray.train.v2.api.callback import UserCallback
 
         missing += [f"UserCallback.{m}" for m in ("after_report", "after_exception") if not hasattr(UserCallback, m)]
     except ImportError:

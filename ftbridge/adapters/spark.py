@@ -308,12 +308,12 @@ def error_text(exc: BaseException) -> str:
 def check() -> list[str]:
     """Names this module uses that the installed PySpark lacks ([] when all are there)."""
     import pyspark.find_spark_home as fsh
+    import pyspark.java_gateway as java_gateway
     import pyspark.rdd as rdd
     import pyspark.serializers as ser
-    import pyspark.sql.types as types
-    import pyspark.java_gateway as java_gateway
-    from pyspark import SparkContext
     import pyspark.sql.pandas.types as pandas_types
+    import pyspark.sql.types as types
+    from pyspark import SparkContext
     from pyspark.sql.pandas.conversion import PandasConversionMixin
 
     wanted = [(fsh, "_find_spark_home"), (ser, "NoOpSerializer"), (rdd, "RDD"),

@@ -25,13 +25,13 @@ from ftbridge.cli.output import console, short_paths
 from ftbridge.cluster import scratch
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.cluster.spark_on_ray import route_ray_output
+from ftbridge.common.config import settings
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common.config import settings
-from lineage import queries
-from lineage.audit import summarize
-from lineage.catalog import Catalog
-from lineage.kinds import EventKind
+from ftbridge.lineage import queries
+from ftbridge.lineage.audit import summarize
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.kinds import EventKind
 
 NODE_RESOURCE = "ftbridge_demo_node"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from ftbridge_common.errors import (
+from ftbridge.common.errors import (
     CatalogError,
     ConfigurationError,
     ConversionReleasedError,

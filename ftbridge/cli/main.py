@@ -19,22 +19,30 @@ from rich.table import Table
 
 from ftbridge.cli.exit_codes import ExitCode
 from ftbridge.cli.exit_codes import table as exit_code_table
-from ftbridge.cli.output import catalog_options, console, emit_json, err_console, handle_errors, human_bytes, \
-    native_stderr_to, short_paths
+from ftbridge.cli.output import (
+    catalog_options,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    human_bytes,
+    native_stderr_to,
+    short_paths,
+)
 from ftbridge.cli.runs import runs_table, show_run
 from ftbridge.cluster import scratch
+from ftbridge.common.config import env_name
+from ftbridge.common.errors import UnknownConversionError
 from ftbridge.convert.ops.gc import collect
 from ftbridge.convert.ops.verify import Health
 from ftbridge.convert.ops.verify import verify as run_verify
 from ftbridge.convert.types import schema_from_b64
-from lineage import queries
-from lineage.audit import audit as run_audit
-from lineage.audit import runs_audit
-from lineage.catalog import Catalog
-from ftbridge_common.config import env_name
-from ftbridge_common.errors import UnknownConversionError
-from lineage.kinds import PartitionState
-from lineage.retention import prune
+from ftbridge.lineage import queries
+from ftbridge.lineage.audit import audit as run_audit
+from ftbridge.lineage.audit import runs_audit
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.kinds import PartitionState
+from ftbridge.lineage.retention import prune
 
 _EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
 
@@ -216,7 +224,7 @@ def _parse_age(text: str) -> timedelta:
 def connect_ray(address: str) -> None:
     """Join the Ray cluster at `address` (for commands that reach other hosts), or say why not."""
     from ftbridge.cluster.spark_on_ray import ensure_ray
-    from ftbridge_common.errors import ConfigurationError
+    from ftbridge.common.errors import ConfigurationError
 
     os.environ["RAY_ADDRESS"] = address
     try:

@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from ftbridge.cli.exit_codes import ExitCode, for_error
-from ftbridge_common.errors import FtbridgeError
+from ftbridge.common.errors import FtbridgeError
 
 # Piped output (CI logs, `| less`) gets a wide table instead of Rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 180)

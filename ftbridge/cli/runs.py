@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from ftbridge.cli.output import console, emit_json, short_paths
-from lineage.audit import run_record
+from ftbridge.lineage.audit import run_record
 
 
 def runs_table(runs: list[dict]) -> Table:

@@ -20,7 +20,7 @@ import ray
 
 import ftbridge
 from ftbridge.cluster.spark_on_ray import ensure_ray
-from ftbridge_common.errors import ConfigurationError
+from ftbridge.common.errors import ConfigurationError
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
 

@@ -14,7 +14,7 @@ import time
 import ray
 
 from ftbridge.cluster import auth, jvm, net, scratch
-from ftbridge_common.config import EXECUTOR_ACTOR_ENV, EXECUTOR_NODE_ENV
+from ftbridge.common.config import EXECUTOR_ACTOR_ENV, EXECUTOR_NODE_ENV
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 
-from ftbridge_common.errors import ConfigurationError
+from ftbridge.common.errors import ConfigurationError
 
 SECRET_CONF = "spark.authenticate.secret"
 SECRET_ENV = "_SPARK_AUTH_SECRET"  # Spark's SecurityManager.ENV_AUTH_SECRET

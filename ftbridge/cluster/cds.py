@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ftbridge.cluster.jvm import cmdline as jvm_cmdline
-from ftbridge_common.config import settings
+from ftbridge.common.config import settings
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from ftbridge.cluster import auth
 from ftbridge.cluster.jvm import parse_memory
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ConfigurationError
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConfigurationError
 
 PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 

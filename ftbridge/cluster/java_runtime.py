@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ftbridge.adapters.spark import pyspark_version
-from ftbridge_common.errors import JavaRuntimeError
+from ftbridge.common.errors import JavaRuntimeError
 
 log = logging.getLogger(__name__)
 

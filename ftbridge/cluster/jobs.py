@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from ftbridge_common import foreign
+from ftbridge.common import foreign
 
 
 def run_bounded(sc, timeout_s: float, what: str, fn, **fields):

@@ -17,8 +17,8 @@ from pathlib import Path
 from ftbridge.adapters.spark import spark_home
 from ftbridge.cluster import java_runtime
 from ftbridge.cluster.reaper import group_alive, pid_alive, spawn
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ClusterStartTimeoutError, ConfigurationError
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ClusterStartTimeoutError, ConfigurationError
 
 log = logging.getLogger(__name__)
 

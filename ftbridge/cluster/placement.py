@@ -7,7 +7,7 @@ import logging
 import ray
 
 from ftbridge.cluster.config import ClusterConfig
-from ftbridge_common.errors import ConfigurationError, InsufficientResourcesError
+from ftbridge.common.errors import ConfigurationError, InsufficientResourcesError
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,16 @@ import tempfile
 import threading
 import time
 
-from ftbridge.cluster.reaper import (driver_marker, end_processes, pid_alive, processes_with, remove_empty, spawn,
-                                     start_ticks)
-from ftbridge_common.config import settings
+from ftbridge.cluster.reaper import (
+    driver_marker,
+    end_processes,
+    pid_alive,
+    processes_with,
+    remove_empty,
+    spawn,
+    start_ticks,
+)
+from ftbridge.common.config import settings
 
 log = logging.getLogger(__name__)
 

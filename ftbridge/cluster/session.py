@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.spark_on_ray import ExecutorInfo, SparkOnRay, ensure_ray
-from ftbridge_common.errors import ClusterStartTimeoutError, SparkAlreadyRunningError, SparkNotRunningError
+from ftbridge.common.errors import ClusterStartTimeoutError, SparkAlreadyRunningError, SparkNotRunningError
 
 __all__ = ["ExecutorInfo", "current", "current_or_none", "ensure_ray", "executors", "init_spark", "spark_session",
            "stop_spark", "wait_for_executors"]
@@ -21,7 +21,7 @@ __all__ = ["ExecutorInfo", "current", "current_or_none", "ensure_ray", "executor
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
-_CURRENT: "SparkOnRay | None" = None
+_CURRENT: SparkOnRay | None = None
 # Called with each new session once it is up (the conversion layer warms its read path here).
 START_HOOKS: list[Callable[[SparkOnRay], None]] = []
 

@@ -10,8 +10,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import ray
 from pyspark.sql import SparkSession
@@ -28,9 +28,9 @@ from ftbridge.cluster.actors import SparkExecutor, SparkMaster
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.nodewatch import DeadNodeWatcher
 from ftbridge.cluster.placement import bundle_demand, check_resources
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from ftbridge_common.errors import (
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
+from ftbridge.common.errors import (
     ClusterStartTimeoutError,
     ConfigurationError,
     InsufficientResourcesError,

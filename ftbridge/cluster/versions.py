@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from ftbridge_common.errors import DependencyVersionError
+from ftbridge.common.errors import DependencyVersionError
 
 PANDAS_3_SINCE_PYSPARK = (4, 3)
 

@@ -19,6 +19,7 @@ from pyspark import StorageLevel
 
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session as cluster
+from ftbridge.common.errors import ConfigurationError, ConversionReleasedError
 from ftbridge.convert import warm
 from ftbridge.convert.read.dataset import open_dataset
 from ftbridge.convert.read.task import prewarm_readers
@@ -30,11 +31,10 @@ from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_all
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64, schema_to_b64
-from ftbridge_common.errors import ConfigurationError, ConversionReleasedError
-from lineage import queries, records
-from lineage.catalog import Catalog, new_event, now
-from lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
-from lineage.writer import call, start_writer
+from ftbridge.lineage import queries, records
+from ftbridge.lineage.catalog import Catalog, new_event, now
+from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
+from ftbridge.lineage.writer import call, start_writer
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ftbridge.convert.spill.target import SpillTarget
-from lineage.catalog import new_event
-from lineage.kinds import EventKind
+from ftbridge.lineage.catalog import new_event
+from ftbridge.lineage.kinds import EventKind
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class PartitionRef:
     target: SpillTarget
 
     @staticmethod
-    def of(conversion_id: str, row: dict, target: SpillTarget) -> "PartitionRef":
+    def of(conversion_id: str, row: dict, target: SpillTarget) -> PartitionRef:
         """From a spill job's metadata row or a catalog partitions row."""
         return PartitionRef(conversion_id, int(row["partition_id"]), row["path"], row.get("node_id"),
                             int(row["num_rows"]), int(row["num_bytes"]), row["checksum"], target)

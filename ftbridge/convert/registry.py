@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import ray
 
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.to_spark.restage import start_restager
-from lineage.writer import end_writers, writer_paths
+from ftbridge.lineage.writer import end_writers, writer_paths
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import base64
 import pyarrow as pa
 
 from ftbridge.adapters import spark as spark_adapter
-from ftbridge_common.errors import UnsupportedTypeError
+from ftbridge.common.errors import UnsupportedTypeError
 
 # Spark type classes (by name: some do not exist on older releases) carried exactly.
 _SCALARS = {

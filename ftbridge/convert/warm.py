@@ -26,8 +26,8 @@ from ray.data import Datasource
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.cluster import session
+from ftbridge.common.config import settings
 from ftbridge.convert.read.task import prewarm_readers
-from ftbridge_common.config import settings
 
 log = logging.getLogger(__name__)
 

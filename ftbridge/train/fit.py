@@ -18,12 +18,12 @@ import ray.data
 from pyspark.sql import DataFrame as SparkDataFrame
 
 from ftbridge.adapters import ray as ray_adapter
+from ftbridge.common import foreign
+from ftbridge.common.errors import ConfigurationError, FtbridgeError
 from ftbridge.convert import conversion
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import start_writer
 from ftbridge.train.recorder import record_end, record_start, recorder
-from ftbridge_common import foreign
-from ftbridge_common.errors import ConfigurationError, FtbridgeError
-from lineage.catalog import Catalog
-from lineage.writer import start_writer
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import time
 import ray
 
 from ftbridge.adapters import ray as ray_adapter
-from ftbridge_common import foreign
-from ftbridge_common.config import RAY_NAMESPACE
-from lineage.catalog import new_run_event, now
-from lineage.kinds import RunEventKind, RunStatus
-from lineage.writer import actor_name, call, emit
+from ftbridge.common import foreign
+from ftbridge.common.config import RAY_NAMESPACE
+from ftbridge.lineage.catalog import new_run_event, now
+from ftbridge.lineage.kinds import RunEventKind, RunStatus
+from ftbridge.lineage.writer import actor_name, call, emit
 
 log = logging.getLogger(__name__)
 

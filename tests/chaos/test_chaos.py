@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from ftbridge.chaos.matrix import CORE_SUBSET, SUITE_SUBSET
+from ftbridge.chaos.runner import report, run_one
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-from chaos.matrix import CORE_SUBSET, SUITE_SUBSET
-from chaos.runner import report, run_one
 
 pytestmark = pytest.mark.chaos
 
@@ -26,7 +26,7 @@ def test_scenario_recovers_with_nothing_lost(chaos_env, scenario, chaos_seed, tm
     assert [(f["kind"], f["target"]) for f in written["faults"]] == [(f["kind"], f["target"]) for f in result.faults]
     assert written["rows_lost"] == result.rows_lost and written["rows_changed"] == result.rows_changed
     assert result.faults, "no fault was injected"
-    assert result.outcome == "recovered", (f"{result.outcome}: {result.detail} (reproduce: python -m chaos run "
+    assert result.outcome == "recovered", (f"{result.outcome}: {result.detail} (reproduce: python -m ftbridge.chaos run "
                                            f"--scenarios {scenario} --seed {chaos_seed})")
     assert result.rows_lost == result.rows_duplicated == result.rows_unexpected == result.rows_changed == 0
     assert all(c.ok and c.checksum_read == c.checksum_expected for c in result.checks)
@@ -35,8 +35,8 @@ def test_scenario_recovers_with_nothing_lost(chaos_env, scenario, chaos_seed, tm
 def test_fixtures_compose_a_scenario(chaos_env, executor_killer, spill_corruptor, fault_log, tmp_path):
     """The killer fixtures, used directly: kill an executor, corrupt a file, read everything back."""
     import ftbridge
-    from lineage import queries
-    from lineage.catalog import Catalog
+    from ftbridge.lineage import queries
+    from ftbridge.lineage.catalog import Catalog
 
     spark = chaos_env.ensure_spark()
     df = spark.range(0, 20_000, numPartitions=4).selectExpr("id", "id % 7 as m")
@@ -58,10 +58,10 @@ def test_the_other_fixtures_compose_a_scenario(chaos_env, random_executor_killer
     """The seeded random killer, the writer killer, the pauser and the node killer, used directly:
     each fault lands while a conversion or a read is under way, and every row comes back."""
     import ftbridge
-    from chaos.scenarios import block_node
+    from ftbridge.chaos.scenarios import block_node
     from ftbridge.cluster.session import wait_for_executors
-    from lineage.catalog import Catalog
-    from lineage.writer import flush
+    from ftbridge.lineage.catalog import Catalog
+    from ftbridge.lineage.writer import flush
 
     spark = chaos_env.ensure_spark()
     df = spark.range(0, 20_000, numPartitions=4).selectExpr("id", "sha1(cast(id as string)) as h")

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from chaos.proctable import spark_daemon_jvms
+from ftbridge.chaos.proctable import spark_daemon_jvms
 from ftbridge.cluster.jvm import cmdline
 from tests.conftest import python_env, run_child
 
@@ -77,7 +77,7 @@ def test_chaos_run_leaves_no_temp_files_no_spill_files_no_processes(tmp_path, fr
     for name in ("FTBRIDGE_SPILL_DIR", "FTBRIDGE_CATALOG"):
         env.pop(name, None)  # defaults: the spill root under the fresh TMPDIR
     env["FTBRIDGE_CATALOG"] = str(tmp_path / "catalog.duckdb")
-    proc = run_child([sys.executable, "-m", "chaos", "run", "--scenarios", SCENARIOS, "--seeds", "1",
+    proc = run_child([sys.executable, "-m", "ftbridge.chaos", "run", "--scenarios", SCENARIOS, "--seeds", "1",
                       "--report", str(tmp_path / "report.json")], env=env, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "report.json").read_text())["scenarios"]  # the runner's own report
@@ -105,6 +105,6 @@ def test_chaos_run_leaves_no_temp_files_no_spill_files_no_processes(tmp_path, fr
 
 
 def test_chaos_run_refuses_an_unknown_scenario_before_starting_anything():
-    bad = run_child([sys.executable, "-m", "chaos", "run", "--scenarios", "no_such_scenario"], env=python_env(),
+    bad = run_child([sys.executable, "-m", "ftbridge.chaos", "run", "--scenarios", "no_such_scenario"], env=python_env(),
                     timeout=120)
     assert bad.returncode == 2 and "unknown scenarios" in bad.stderr, bad.stderr[-2000:]

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from chaos import hosts as hostlib
+from ftbridge.chaos import hosts as hostlib
 
 
 def jobs_overlay() -> tuple[str, str | None]:

@@ -40,9 +40,9 @@ def main() -> None:
     import ftbridge
     from ftbridge.cluster import session
     from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-    from lineage import queries
-    from lineage.catalog import Catalog
-    from lineage.writer import flush
+    from ftbridge.lineage import queries
+    from ftbridge.lineage.catalog import Catalog
+    from ftbridge.lineage.writer import flush
 
     catalog = os.environ["FTBRIDGE_CATALOG"]
     # For step 1b, made before Spark takes every CPU (Ray Data's from_arrow runs a task): its

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from chaos import hosts as hostlib
+from ftbridge.chaos import hosts as hostlib
 
 pytestmark = pytest.mark.hosts
 

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import ftbridge
 from ftbridge.adapters.spark import spark_home
 from ftbridge.cluster import cds, session

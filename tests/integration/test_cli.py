@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from chaos.proctable import spark_daemon_jvms, wait_gone
 import tests.recipes  # noqa: F401  (the recipes the CLI commands import: an error here fails, never skips)
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
 from tests.conftest import cli_in_process, python_env, run_child
 
 DRIVER = textwrap.dedent("""
@@ -51,8 +51,8 @@ def cli(*args, catalog, expect=None, env_extra=None, timeout=300, own_process=Fa
 
 
 def parts(catalog, cid):
-    from lineage import queries
-    from lineage.catalog import Catalog
+    from ftbridge.lineage import queries
+    from ftbridge.lineage.catalog import Catalog
 
     with Catalog(catalog).read() as con:
         return queries.partitions(con, cid)
@@ -173,7 +173,7 @@ def test_clear_errors_with_distinct_exit_codes(tmp_path):
     proc = cli("audit", catalog=str(tmp_path / "missing.duckdb"), expect=3)
     assert "no catalog at" in proc.stderr
     good = tmp_path / "good.duckdb"
-    from lineage.catalog import Catalog
+    from ftbridge.lineage.catalog import Catalog
 
     with Catalog(good).write():
         pass

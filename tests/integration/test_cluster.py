@@ -14,7 +14,7 @@ import pytest
 import ray
 
 import ftbridge
-from chaos.proctable import pid_alive, wait_gone
+from ftbridge.chaos.proctable import pid_alive, wait_gone
 from ftbridge.cluster import jvm
 from ftbridge.cluster.jvm import cmdline
 from ftbridge.errors import SparkAlreadyRunningError

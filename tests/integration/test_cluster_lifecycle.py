@@ -8,9 +8,9 @@ import pytest
 import ray
 
 import ftbridge
-from chaos.proctable import spark_daemon_jvms, wait_gone
-from tests.conftest import free_cpus_settle_at
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.errors import InsufficientResourcesError
+from tests.conftest import free_cpus_settle_at
 
 
 def test_more_cpus_than_the_cluster_has_fails_fast(ray_cluster):
@@ -74,8 +74,8 @@ def test_stop_and_restart_in_one_process_warm_up_off_and_on(ray_cluster, monkeyp
 
 def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_cluster, tmp_path, monkeypatch):
     from ftbridge.cluster import session
+    from ftbridge.common.config import RAY_NAMESPACE
     from ftbridge.convert.conversion import REGISTRY
-    from ftbridge_common.config import RAY_NAMESPACE
 
     monkeypatch.setenv("FTBRIDGE_WARM_UP", "true")  # the default (the suite turns it off: conftest)
     # Two 1-core executors on the 2-CPU head: they hold every Ray CPU, and the warm-up, which

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from chaos.proctable import spark_daemon_jvms, wait_gone
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import python_env, run_child
 
 DEMO_TIMEOUT_S = 480  # below the test's timeout: a stuck demo is killed with everything it started

@@ -19,8 +19,8 @@ from ftbridge.errors import (
     NonDeterministicRebuildError,
     UnknownConversionError,
 )
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import python_env
 
 

@@ -9,8 +9,8 @@ import pytest
 import ftbridge
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.errors import PartitionLostError
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 
 
 def test_stop_spark_keeps_or_cleans_data(ray_cluster, tmp_path):

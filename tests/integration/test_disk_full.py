@@ -15,8 +15,9 @@ import ftbridge
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.spill.job import STRAGGLER_SWEEPS_S
 from ftbridge.errors import SpillDiskFullError, TransientError
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
+
 
 @pytest.fixture
 def small_disk(tmp_path):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from chaos.proctable import descendants, wait_gone
+from ftbridge.chaos.proctable import descendants, wait_gone
 from ftbridge.cluster import scratch
 from tests.conftest import python_env
 

@@ -15,8 +15,8 @@ import ftbridge
 from ftbridge.adapters.spark import executor_target
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.errors import ConfigurationError
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import free_cpus_settle_at
 
 FAST = {"spark.dynamicAllocation.executorIdleTimeout": "3s", "spark.dynamicAllocation.schedulerBacklogTimeout": "1s"}

@@ -11,7 +11,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
 import ftbridge
-from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.errors import ConfigurationError, InsufficientResourcesError
 from tests.conftest import free_cpus_settle_at, python_env
 

@@ -16,11 +16,10 @@ import threading
 
 import pytest
 
-
 import ftbridge
 from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow
-from lineage import queries
-from lineage.catalog import Catalog
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import python_env
 
 CONVERSIONS = 2
@@ -84,7 +83,7 @@ def test_threads_and_another_driver_process_share_one_catalog(spark, tmp_path):
                 proc.wait(timeout=60)
     assert not errors, f"a converting thread failed: {errors[0]!r}"
     assert all(not th.is_alive() for th in threads)
-    for code, out, err in outputs:
+    for code, _out, err in outputs:
         assert code == 0, err[-3000:]
         assert not re.search(r"Catalog\w*Error|could not record", err), err[-3000:]
     assert len(results) == 4 * CONVERSIONS and all(ok for _, ok, _ in results.values()), results
@@ -97,7 +96,7 @@ def test_threads_and_another_driver_process_share_one_catalog(spark, tmp_path):
             assert recorded[name]["conversion_id"] == cid
             states = [p["state"] for p in queries.partitions(con, cid)]
             assert states == ["healthy"] * 4, (name, states)
-    for _, name, cid, checksum in done:  # what each driver read is what its DataFrame holds
+    for _, name, _cid, checksum in done:  # what each driver read is what its DataFrame holds
         tag, i = name.rsplit("-", 1)
         expected = spark.range(0, 30_000, numPartitions=4).selectExpr(
             "id", f"concat('{tag}-{i}-', cast(id as string)) as s")

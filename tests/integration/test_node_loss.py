@@ -8,7 +8,7 @@ import threading
 import time
 
 import ftbridge
-from chaos.proctable import wait_gone
+from ftbridge.chaos.proctable import wait_gone
 from ftbridge.cluster.session import wait_for_executors
 from tests.conftest import wait_for_running_stage
 

@@ -16,7 +16,7 @@ import pytest
 from pyspark import StorageLevel
 
 import ftbridge
-from chaos.proctable import descendants, listening, wait_gone
+from ftbridge.chaos.proctable import descendants, listening, wait_gone
 from ftbridge.cluster import session
 from ftbridge.cluster.auth import SECRET_CONF, UI_HOST
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow

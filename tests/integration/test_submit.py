@@ -11,7 +11,7 @@ import time
 
 import ray
 
-from chaos.proctable import spark_daemon_jvms, wait_gone
+from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
 from tests.conftest import cli_in_process, python_env
 
 SCRIPT = textwrap.dedent("""

@@ -13,11 +13,10 @@ import ftbridge
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.ops.verify import verify
 from ftbridge.errors import ConfigurationError, ConversionError, UnsupportedTypeError
-from lineage import queries
-from lineage.catalog import Catalog
-from tests.integration.test_types import random_frames
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import SHARED_SPARK
-
+from tests.integration.test_types import random_frames
 
 
 @pytest.fixture

@@ -21,16 +21,17 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
 import ftbridge
-from chaos.training import check_epochs, epoch_loop, read_progress
-from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-from ftbridge.convert import conversion
+from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
+from ftbridge.convert import conversion
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.errors import ConfigurationError, PartitionLostError, TrainingFailedError
-from lineage import queries
-from lineage.audit import run_record
-from lineage.catalog import Catalog
-from lineage.writer import flush
+from ftbridge.lineage import queries
+from ftbridge.lineage.audit import run_record
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import flush
 from tests.conftest import cli_in_process
+
 
 @pytest.fixture
 def train_cluster(chaos_env):

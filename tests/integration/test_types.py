@@ -14,7 +14,6 @@ import ftbridge
 from ftbridge.convert.ops.rowcheck import read_all, spark_to_arrow
 from ftbridge.errors import UnsupportedTypeError
 
-
 ALL_TYPES = """
     id BIGINT, b BOOLEAN, i8 TINYINT, i16 SMALLINT, i32 INT, i64 BIGINT, f32 FLOAT, f64 DOUBLE,
     dec DECIMAL(20,4), s STRING, bin BINARY, d DATE, ts TIMESTAMP, ntz TIMESTAMP_NTZ,
@@ -30,7 +29,7 @@ def rows():
             i, None if null else i % 2 == 0, i % 100, i * 3, i * 1000, i * 10**10, float(i) / 3, i / 7.0,
             None if null else decimal.Decimal(i) / 8, None if null else f"s{i}-ü✓", bytes([i % 256, 0, 255]),
             dt.date(2020, 1, 1) + dt.timedelta(days=i),
-            dt.datetime(2021, 3, 4, 5, 6, 7, i * 1000, tzinfo=dt.timezone.utc),
+            dt.datetime(2021, 3, 4, 5, 6, 7, i * 1000, tzinfo=dt.UTC),
             dt.datetime(2022, 1, 1, 0, 0, 0, i),
             None if null else [i, None, -i], (i, f"y{i}"), {f"k{i}": float(i), "z": None},
             [(f"k{i}", [i, i + 1])],
@@ -216,7 +215,7 @@ def test_types_without_an_exact_arrow_form_are_refused_up_front(spark, tmp_path,
     try:
         df = spark.sql(f"SELECT 1 AS ok, {expr}")
         if column == "time_col":
-            df.schema  # resolved while the flag is on
+            _ = df.schema  # resolved while the flag is on
     finally:
         if column == "time_col":
             spark.conf.unset("spark.sql.timeType.enabled")

@@ -51,7 +51,7 @@ def test_private_engine_calls_stay_in_the_adapters():
     """No module outside ftbridge/adapters touches Py4J handles or Ray Data internals."""
     private = ("_jdf", "_jvm", "_jsc", "_jconf", "_getJavaStorageLevel", "_collect_as_arrow", "_find_spark_home")
     offenders = []
-    for path in [*ROOT.glob("ftbridge/**/*.py"), *ROOT.glob("ftbridge_common/**/*.py"), *ROOT.glob("lineage/**/*.py"),
+    for path in [*ROOT.glob("ftbridge/**/*.py"), *ROOT.glob("ftbridge/common/**/*.py"), *ROOT.glob("lineage/**/*.py"),
                  *ROOT.glob("chaos/**/*.py")]:
         if "adapters" in path.parts:
             continue

@@ -14,10 +14,10 @@ import duckdb
 import pytest
 
 from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogVersionError, UnknownConversionError
-from lineage import queries, records
-from lineage.audit import audit, recovery_times
-from lineage.catalog import Catalog, default_catalog_path, now
-from lineage.schema import SCHEMA_VERSION
+from ftbridge.lineage import queries, records
+from ftbridge.lineage.audit import audit, recovery_times
+from ftbridge.lineage.catalog import Catalog, default_catalog_path, now
+from ftbridge.lineage.schema import SCHEMA_VERSION
 from tests.conftest import python_env
 
 
@@ -55,7 +55,7 @@ def test_create_migrate_and_record(tmp_path):
 
 
 def test_version_1_catalog_is_readable_then_migrated(tmp_path):
-    from lineage.schema import MIGRATIONS
+    from ftbridge.lineage.schema import MIGRATIONS
 
     path = tmp_path / "v1.duckdb"
     conv, parts = conv_record()
@@ -152,8 +152,8 @@ def test_reader_in_another_process_while_writer_works(tmp_path):
         pass
     reader = textwrap.dedent(f"""
         import time
-        from lineage.catalog import Catalog
-        from lineage import queries
+        from ftbridge.lineage.catalog import Catalog
+        from ftbridge.lineage import queries
         seen = 0
         end = time.time() + 4
         while time.time() < end:
@@ -182,8 +182,8 @@ def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
     cat = Catalog(tmp_path / "c.duckdb")
     writer = textwrap.dedent(f"""
         import sys, uuid
-        from lineage.catalog import Catalog, now
-        from lineage import records
+        from ftbridge.lineage.catalog import Catalog, now
+        from ftbridge.lineage import records
         cat = Catalog({str(cat.path)!r})
         i = 0
         while True:
@@ -209,9 +209,9 @@ def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
 def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_path):
     from datetime import timedelta
 
-    from lineage.catalog import new_event
-    from lineage.kinds import EventKind
-    from lineage.retention import file_bytes, prune
+    from ftbridge.lineage.catalog import new_event
+    from ftbridge.lineage.kinds import EventKind
+    from ftbridge.lineage.retention import file_bytes, prune
 
     cat = Catalog(tmp_path / "c.duckdb")
     ids = {"old": [], "young": [], "active": []}
@@ -232,7 +232,7 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
                 con.execute("UPDATE conversions SET released_at = released_at - INTERVAL 40 DAY "
                             "WHERE conversion_id = ?", [conv["conversion_id"]])
         ids[kind].append(conv["conversion_id"])
-    from lineage.catalog import new_run_event
+    from ftbridge.lineage.catalog import new_run_event
 
     runs = {}
     for kind, ended in (("old", now() - timedelta(days=40)), ("young", now() - timedelta(days=1)), ("active", None)):
@@ -267,9 +267,9 @@ def test_training_run_summary_and_timeline(tmp_path):
     inside the run's window join its timeline, those outside do not."""
     from datetime import timedelta
 
-    from lineage.audit import run_record, runs_audit
-    from lineage.catalog import new_event, new_run_event
-    from lineage.kinds import RunEventKind as RK
+    from ftbridge.lineage.audit import run_record, runs_audit
+    from ftbridge.lineage.catalog import new_event, new_run_event
+    from ftbridge.lineage.kinds import RunEventKind as RK
 
     cat = Catalog(tmp_path / "c.duckdb")
     conv, parts = conv_record()

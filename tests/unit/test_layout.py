@@ -13,8 +13,8 @@ import pytest
 
 from ftbridge.cli.exit_codes import ExitCode, for_error
 from ftbridge.cli.exit_codes import table as exit_code_table
-from ftbridge_common import config
-from ftbridge_common.errors import (
+from ftbridge.common import config
+from ftbridge.common.errors import (
     CatalogCorruptError,
     CatalogUnavailableError,
     ConfigurationError,
@@ -26,7 +26,13 @@ from ftbridge_common.errors import (
 
 pytestmark = pytest.mark.core
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PACKAGES = ("ftbridge_common", "lineage", "ftbridge", "chaos")
+# Each folder of the repository and the name it installs under (pyproject's package-dir).
+FOLDERS = {"ftbridge": "ftbridge", "lineage": "ftbridge.lineage", "chaos": "ftbridge.chaos"}
+# The layers, lowest first. The base is what importing any ftbridge module runs first (the
+# package's __init__, which loads the API lazily, and the error tree it re-exports) plus
+# ftbridge.common; it imports no engine.
+BASE = ("ftbridge", "ftbridge.errors", "ftbridge.common")
+LAYERS = ("base", "lineage", "ftbridge", "chaos")
 # Imports inside functions that are allowed, and why: the adapters load an engine only when a
 # call needs it (and `check()` probes names), and two CLI commands start Ray and Spark, which
 # the read-only commands must not pay for.
@@ -35,12 +41,21 @@ LAZY_ALLOWED = ("ftbridge/adapters/", "ftbridge/cli/main.py")
 
 def _modules() -> dict[str, pathlib.Path]:
     out = {}
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    for folder, installed in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((installed, *(parts[:-1] if parts[-1] == "__init__" else parts)))
             out[name] = path
     return out
+
+
+def _layer(module: str) -> str:
+    if module in BASE or module.startswith("ftbridge.common."):
+        return "base"
+    for room in ("lineage", "chaos"):
+        if module == f"ftbridge.{room}" or module.startswith(f"ftbridge.{room}."):
+            return room
+    return "ftbridge"
 
 
 def _imports(path: pathlib.Path, known: dict) -> list[tuple[str, int, bool]]:
@@ -112,11 +127,12 @@ def test_no_import_cycle():
 
 
 def test_layers_point_one_way():
-    """ftbridge_common <- lineage <- ftbridge <- chaos, and the shipped code never imports chaos."""
-    allowed = {"ftbridge_common": {"ftbridge_common"}, "lineage": {"ftbridge_common", "lineage"},
-               "ftbridge": {"ftbridge_common", "lineage", "ftbridge"}, "chaos": set(PACKAGES)}
-    wrong = [f"{name} imports {dep}" for name, deps in _graph().items() for dep in deps
-             if dep.split(".")[0] not in allowed[name.split(".")[0]]]
+    """base (ftbridge.common) <- lineage <- ftbridge <- chaos: each layer imports only the ones
+    below it and itself, so the library never imports the chaos harness."""
+    graph = _graph()
+    assert set(BASE) <= set(graph), f"a base module is missing: {sorted(set(BASE) - set(graph))}"
+    wrong = [f"{name} ({_layer(name)}) imports {dep} ({_layer(dep)})" for name, deps in graph.items()
+             for dep in deps if LAYERS.index(_layer(dep)) > LAYERS.index(_layer(name))]
     assert not wrong, wrong
 
 
@@ -144,7 +160,7 @@ def test_no_private_name_crosses_a_module():
     offenders = []
     for path in _modules().values():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ftbridge":
                 offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
                               if a.name.startswith("_")]
     assert not offenders, offenders
@@ -155,7 +171,7 @@ def test_ftbridge_settings_are_read_only_in_the_config_module():
     name = re.compile(r"^FTBRIDGE_[A-Z0-9_]+$")
     offenders = []
     for path in _modules().values():
-        if path == ROOT / "ftbridge_common" / "config.py":
+        if path == ROOT / "ftbridge" / "common" / "config.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and name.match(node.value):
@@ -187,7 +203,7 @@ def test_settings_load_at_call_time_and_refuse_bad_values(monkeypatch):
 
 def test_readme_shows_every_setting_and_exit_code():
     readme = (ROOT / "README.md").read_text()
-    assert config.markdown_table() in readme, "README's settings table differs from `python -m ftbridge_common.config`"
+    assert config.markdown_table() in readme, "README's settings table differs from `python -m ftbridge.common.config`"
     for line in exit_code_table().splitlines():
         code, meaning = line.split(" ", 1)
         assert re.search(rf"\|\s*{code}\s*\|\s*{meaning}\s*\|", readme), f"README misses exit code {line!r}"

@@ -11,13 +11,13 @@ from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import write_messages
+from ftbridge.errors import ConfigurationError, ConversionError, FtbridgeError, PartitionLostError
 
 
 def write_partition(target, conversion_id, partition_id, node_id, schema, batches):
     """Spill pyarrow batches the way the Spark job spills Spark's batch messages."""
     messages = (batch.serialize() for batch in batches)
     return write_messages(target, conversion_id, partition_id, node_id, schema.serialize().to_pybytes(), messages)
-from ftbridge.errors import ConfigurationError, ConversionError, FtbridgeError, PartitionLostError
 
 
 def test_resolve_targets(tmp_path):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from chaos.netfaults import NetFaults
-from chaos.toxiproxy_server import VERSION
+from ftbridge.chaos.netfaults import NetFaults
+from ftbridge.chaos.toxiproxy_server import VERSION
 
 
 class Echo(socketserver.BaseRequestHandler):

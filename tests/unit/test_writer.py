@@ -8,10 +8,10 @@ import threading
 
 import ray
 
-from lineage import queries
-from lineage.catalog import Catalog
-from lineage.writer import actor_name, call, end_writers, get_writer, start_writer, writer_paths
-from ftbridge_common.config import RAY_NAMESPACE
+from ftbridge.common.config import RAY_NAMESPACE
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import actor_name, call, end_writers, get_writer, start_writer, writer_paths
 from tests.unit.test_catalog import conv_record
 
 THREADS = 8
@@ -43,10 +43,10 @@ REPEATS = 8  # each a fresh catalog raced by every thread (~2 s each on 2 cores)
 def test_threads_that_start_one_writer_at_once_all_keep_writing(ray_cluster, tmp_path):
     for rep in range(REPEATS):
         catalog = Catalog(str(tmp_path / f"race-{rep}.duckdb"))
-        assert not _in_threads(lambda i: start_writer(catalog))  # every thread drops its handle
+        assert not _in_threads(lambda i, catalog=catalog: start_writer(catalog))  # every thread drops its handle
         gc.collect()
         records = [conv_record(n=1) for _ in range(THREADS)]
-        errors = _in_threads(lambda i: call(get_writer(catalog), "record_conversion", *records[i], []))
+        errors = _in_threads(lambda i, catalog=catalog, records=records: call(get_writer(catalog), "record_conversion", *records[i], []))
         assert not errors, f"repetition {rep}: {errors[0]!r}"
         with catalog.read() as con:
             got = {c["conversion_id"] for c in queries.conversions(con)}
@@ -84,6 +84,6 @@ def test_ended_writer_leaves_no_actor(ray_cluster, tmp_path):
         raise AssertionError("the ended writer is still registered with Ray")
     except ValueError:
         pass
-    from chaos.proctable import wait_gone
+    from ftbridge.chaos.proctable import wait_gone
 
     assert not wait_gone([pid], timeout_s=30), "the ended writer's process is still running"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster.jvm import java_home
-from ftbridge_common.config import settings
+from ftbridge.common.config import settings
 
 log = logging.getLogger(__name__)
 

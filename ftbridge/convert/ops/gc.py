@@ -14,9 +14,9 @@ import ray
 
 from ftbridge.convert.spill import cleanup
 from ftbridge.convert.spill.target import SpillTarget
-from lineage import queries, records
-from lineage.catalog import Catalog, new_event, now
-from lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.lineage import queries, records
+from ftbridge.lineage.catalog import Catalog, new_event, now
+from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
 
 
 def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> dict:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from ftbridge.cluster import session as cluster
+from ftbridge.common.errors import ConversionError, FtbridgeError, PartitionLostError
 from ftbridge.convert.ops.verify import Health, verify
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder
-from ftbridge_common.errors import ConversionError, FtbridgeError, PartitionLostError
-from lineage.catalog import Catalog
-from lineage.kinds import BAD_STATES
-from lineage.writer import start_writer
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.kinds import BAD_STATES
+from ftbridge.lineage.writer import start_writer
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import pyarrow as pa
 
 from ftbridge.adapters.spark import collect_arrow_batches, pyspark_arrow_schema
 
-
 _NOT_UTF8 = ("<value not UTF-8>",)  # a tuple: its repr is no Arrow value's
 
 

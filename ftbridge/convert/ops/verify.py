@@ -11,10 +11,10 @@ import pyarrow as pa
 
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import file_checksum
-from lineage import records
-from lineage.catalog import Catalog, new_event
-from lineage.kinds import BAD_STATES, ConversionStatus, EventKind
-from lineage.kinds import PartitionState as S
+from ftbridge.lineage import records
+from ftbridge.lineage.catalog import Catalog, new_event
+from ftbridge.lineage.kinds import BAD_STATES, ConversionStatus, EventKind
+from ftbridge.lineage.kinds import PartitionState as S
 
 
 class Health(IntEnum):

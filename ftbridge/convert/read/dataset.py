@@ -10,12 +10,12 @@ import ray
 import ray.data
 
 from ftbridge.adapters import ray as ray_adapter
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
 from ftbridge.convert.partition import PartitionRef, ReadContext
 from ftbridge.convert.read.datasource import SpillDatasource
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from lineage.writer import call
+from ftbridge.lineage.writer import call
 
 
 def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget, schema: pa.Schema, writer,

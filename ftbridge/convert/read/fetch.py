@@ -13,10 +13,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.cluster.nodewatch import wait_pinned
+from ftbridge.common.config import settings
 from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read.files import load_checked
-from ftbridge_common.config import settings
-from lineage.kinds import EventKind
+from ftbridge.lineage.kinds import EventKind
 
 FETCH_POLL_S = 1.0  # how often a fetch from another node checks that the node is still alive
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ftbridge.common.retry import is_missing_file, remote_io_retry
 from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read.arrow_repair import well_formed
 from ftbridge.convert.spill.write import buffer_checksum
-from ftbridge_common.retry import is_missing_file, remote_io_retry
-from lineage.kinds import EventKind
+from ftbridge.lineage.kinds import EventKind
 
 
 def _read_whole(fs, path: str, remote: bool) -> pa.Buffer:

@@ -15,17 +15,17 @@ import time
 
 import pyarrow as pa
 import ray
-import ray.data  # noqa: F401  (a prewarmed read worker has it loaded: ~0.5 s in a fresh worker)
+import ray.data
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
+from ftbridge.common.errors import FtbridgeError, PartitionLostError
 from ftbridge.convert.partition import PartitionRef, ReadContext, event
 from ftbridge.convert.read import fetch
 from ftbridge.convert.rebuild.service import request_rebuild
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from ftbridge_common.errors import FtbridgeError, PartitionLostError
-from lineage.kinds import EventKind, PartitionState
-from lineage.writer import emit
+from ftbridge.lineage.kinds import EventKind, PartitionState
+from ftbridge.lineage.writer import emit
 
 log = logging.getLogger(__name__)
 def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:

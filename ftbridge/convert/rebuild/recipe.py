@@ -16,13 +16,13 @@ import threading
 from pyspark import StorageLevel
 
 from ftbridge.cluster import session as cluster
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConfigurationError, ConversionError
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.spill.batches import ArrowBatches, BatchSettings
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ConfigurationError, ConversionError
-from lineage.kinds import EventKind
+from ftbridge.lineage.kinds import EventKind
 
 log = logging.getLogger(__name__)
 

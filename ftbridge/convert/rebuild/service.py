@@ -15,16 +15,16 @@ import logging
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.common import foreign
+from ftbridge.common.config import RAY_NAMESPACE, settings
+from ftbridge.common.errors import PartitionLostError
 from ftbridge.convert.partition import PartitionRef, ReadContext
-from ftbridge_common import foreign
-from ftbridge_common.config import RAY_NAMESPACE, settings
-from ftbridge_common.errors import PartitionLostError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class RebuildService:
     async def next(self, timeout_s: float) -> list:
         try:
             first = await asyncio.wait_for(self.queue.get(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return []
         items = [first]
         while not self.queue.empty():

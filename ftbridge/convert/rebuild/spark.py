@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import time
 
+from ftbridge.common.errors import NonDeterministicRebuildError
 from ftbridge.convert.partition import PartitionRef, event
 from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_one
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common.errors import NonDeterministicRebuildError
-from lineage.kinds import EventKind, PartitionState
-from lineage.writer import call
+from ftbridge.lineage.kinds import EventKind, PartitionState
+from ftbridge.lineage.writer import call
 
 
 class SparkRebuilder:

@@ -23,10 +23,10 @@ from pyspark import StorageLevel
 
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import jars
+from ftbridge.common import foreign
+from ftbridge.common.errors import ConfigurationError
 from ftbridge.convert.spill.write import make_spill_fn
 from ftbridge.convert.types import dataset_schema, schema_of_message
-from ftbridge_common import foreign
-from ftbridge_common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class BatchSettings:
     format: str = SPILL_FORMAT
 
     @staticmethod
-    def of_session(spark) -> "BatchSettings":
+    def of_session(spark) -> BatchSettings:
         rows = int(spark.conf.get(_ROWS, "10000"))
         if rows <= 0:  # Spark reads <= 0 as "unlimited"; one batch per partition is still a valid file
             rows = 0
@@ -56,7 +56,7 @@ class BatchSettings:
         return json.dumps(asdict(self), sort_keys=True)
 
     @staticmethod
-    def from_json(text: str | None) -> "BatchSettings | None":
+    def from_json(text: str | None) -> BatchSettings | None:
         if not text:
             return None
         data = json.loads(text)

@@ -22,8 +22,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.cluster.nodewatch import wait_pinned
+from ftbridge.common.config import settings
 from ftbridge.convert.spill.target import SpillTarget, rmdir_quietly
-from ftbridge_common.config import settings
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import threading
 
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster.jobs import run_bounded
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConversionError, FtbridgeError
 from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
 from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ConversionError, FtbridgeError
 
 STRAGGLER_SWEEPS_S = (2.0, 10.0, 30.0)
 

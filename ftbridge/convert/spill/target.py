@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl, urlencode
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ConfigurationError
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SpillTarget:
     node_local: bool
 
     @staticmethod
-    def resolve(spill_dir: str | None) -> "SpillTarget":
+    def resolve(spill_dir: str | None) -> SpillTarget:
         """None: node-local temp dir (fast, lost with the node); otherwise durable/shared."""
         if spill_dir is None:
             return SpillTarget(os.path.abspath(default_spill_root()), node_local=True)
@@ -88,7 +88,7 @@ class SpillTarget:
         return SpillTarget(os.path.abspath(os.path.expanduser(path)), node_local=False)
 
     @staticmethod
-    def recorded(conv: dict) -> "SpillTarget":
+    def recorded(conv: dict) -> SpillTarget:
         """The target of a recorded conversion. Its root has no credentials: those given to this
         process for that root are used again, else pyarrow takes them from the environment."""
         return SpillTarget(_CREDENTIALED.get(conv["spill_root"], conv["spill_root"]), bool(conv["node_local"]))

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import xxhash
 
+from ftbridge.common import foreign
+from ftbridge.common.config import executor_node_id
+from ftbridge.common.errors import ConversionError
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common import foreign
-from ftbridge_common.config import executor_node_id
-from ftbridge_common.errors import ConversionError
 
 CHUNK = 8 << 20
 XXH64 = "xxh64:"  # checksums of the Arrow-stream spill files (the JVM writer computes the same one)

@@ -14,15 +14,15 @@ import ray
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
+from ftbridge.common import foreign
+from ftbridge.common.errors import UnsupportedTypeError
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.reader import make_reader
 from ftbridge.convert.to_spark.stage import stage_all
 from ftbridge.convert.types import schema_to_b64
-from ftbridge_common import foreign
-from ftbridge_common.errors import UnsupportedTypeError
-from lineage.catalog import Catalog, new_event, now
-from lineage.kinds import ConversionStatus, Direction, EventKind
-from lineage.writer import call, start_writer
+from ftbridge.lineage.catalog import Catalog, new_event, now
+from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind
+from ftbridge.lineage.writer import call, start_writer
 
 log = logging.getLogger(__name__)
 STAGE_FORMAT = '{"format": "arrow-ipc-stream/1", "source": "ray-blocks"}'

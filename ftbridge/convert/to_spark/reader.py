@@ -15,15 +15,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ftbridge.adapters import ray as ray_adapter
+from ftbridge.common import foreign
+from ftbridge.common.config import RAY_NAMESPACE, executor_node_id, settings
+from ftbridge.common.errors import PartitionLostError
 from ftbridge.convert.partition import PartitionRef
 from ftbridge.convert.read import fetch
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge_common import foreign
-from ftbridge_common.config import RAY_NAMESPACE, executor_node_id, settings
-from ftbridge_common.errors import PartitionLostError
-
-
 
 
 def make_reader(conversion_id: str, partitions: list[dict], target: SpillTarget, expected: pa.Schema,

@@ -16,14 +16,13 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.common.config import RAY_NAMESPACE, settings
+from ftbridge.common.errors import NonDeterministicRebuildError, PartitionLostError
 from ftbridge.convert.partition import PartitionRef, event
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.stage import stage_block
-from ftbridge_common.config import RAY_NAMESPACE, settings
-from ftbridge_common.errors import NonDeterministicRebuildError, PartitionLostError
-from lineage.kinds import EventKind, PartitionState
-from lineage.writer import call
-
+from ftbridge.lineage.kinds import EventKind, PartitionState
+from ftbridge.lineage.writer import call
 
 
 class _Staged:

@@ -14,11 +14,11 @@ from ray.data.block import BlockAccessor
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.adapters import ray as ray_adapter
+from ftbridge.common import foreign
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConversionTimeoutError
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import write_messages
-from ftbridge_common import foreign
-from ftbridge_common.config import settings
-from ftbridge_common.errors import ConversionTimeoutError
 
 
 @ray.remote(num_cpus=0, max_retries=3)

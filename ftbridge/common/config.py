@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ftbridge_common.errors import ConfigurationError
+from ftbridge.common.errors import ConfigurationError
 
 PREFIX = "FTBRIDGE_"
 # Set by ftbridge itself in each executor actor's environment (not a user setting): the Ray

@@ -13,8 +13,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ftbridge_common.config import settings
-from ftbridge_common.errors import CatalogUnavailableError
+from ftbridge.common.config import settings
+from ftbridge.common.errors import CatalogUnavailableError
 
 log = logging.getLogger("ftbridge.retry")
 

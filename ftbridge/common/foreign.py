@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ftbridge_common.errors import (
+from ftbridge.common.errors import (
     CatalogCorruptError,
     CatalogUnavailableError,
     ClusterError,
