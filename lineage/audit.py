@@ -76,7 +76,8 @@ def audit(con) -> list[dict]:
 
 def _epoch_seconds(run_events: list[dict]) -> tuple[list[float], list[float]]:
     """Lengths of the intervals between progress points (start, reports): (clean ones, ones with a failure)."""
-    clean, disrupted = [], []
+    clean: list[float] = []
+    disrupted: list[float] = []
     last, failed = None, False
     for ev in run_events:
         if ev["kind"] == RK.WORKER_FAILED:

@@ -66,7 +66,7 @@ def compact(catalog: Catalog) -> None:
         raise foreign.catalog_open_failed(exc, catalog.path) from exc
     try:
         con.execute("CHECKPOINT")  # nothing left in the WAL: closing the old file writes nothing
-        name = con.execute("SELECT current_database()").fetchone()[0]
+        (name,) = con.execute("SELECT current_database()").fetchone() or ("memory",)
         con.execute(f"ATTACH '{fresh}' AS ftbridge_compact")
         con.execute(f'COPY FROM DATABASE "{name}" TO ftbridge_compact')
         con.execute("DETACH ftbridge_compact")

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -139,11 +140,11 @@ def actor_name(path: str) -> str:
 # lives while its creating handle does (`max_restarts` does not bring back an actor whose
 # owner dropped it), so two threads that each created a handle, with the later one stored,
 # would end the writer when the first is dropped: lookup and creation happen under one lock.
-_HANDLES: dict[tuple[str, str], object] = {}
+_HANDLES: dict[tuple[str, str], Any] = {}  # Ray actor handles
 _LOCK = threading.RLock()  # re-entrant: a finaliser that runs inside the lock may look up too
 # Every handle this process created, with its catalog (kept alive, so ids are not reused): a
 # caller still holding one after its writer was ended or replaced reaches the current writer.
-_OWNED: dict[int, tuple[object, str]] = {}
+_OWNED: dict[int, tuple[Any, str]] = {}
 
 
 def _key(path: str) -> tuple[str, str]:

@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import logging
 import os
 import threading
 import warnings
+from typing import Any
 
 TESTED = ("2.50", "2.60")
 _CONTEXT_LOCK = threading.Lock()
@@ -48,8 +50,8 @@ def block_metadata(num_rows: int, size_bytes: int):
     from ray.data.block import BlockMetadata
 
     known = {f.name for f in dataclasses.fields(BlockMetadata)}
-    values = {"num_rows": num_rows, "size_bytes": size_bytes, "input_files": None, "exec_stats": None,
-              "schema": None}
+    values: dict[str, Any] = {"num_rows": num_rows, "size_bytes": size_bytes, "input_files": None,
+                              "exec_stats": None, "schema": None}
     return BlockMetadata(**{k: v for k, v in values.items() if k in known})
 
 
@@ -123,7 +125,6 @@ def ray_client_in_use(address: str | None) -> bool:
 def route_error_messages(log_path: str) -> None:
     """Send the error messages Ray pushes to this driver ("A worker died ...", printed to stdout
     whatever `log_to_driver` says) to the `ftbridge.ray` logger and the file `log_path`."""
-    import logging
 
     import ray._private.worker as worker
 
@@ -142,7 +143,7 @@ def route_error_messages(log_path: str) -> None:
         for line in data.get("lines", []):
             logger.info("(%s) %s", data.get("pid", "ray"), line)
 
-    to_log.ftbridge_log = log_path
+    to_log.ftbridge_log = log_path  # type: ignore[attr-defined]  # marks Ray's printer as ours
     worker.print_to_stdstream = to_log
 
 
@@ -194,7 +195,7 @@ def join_cluster(gcs_address: str, namespace: str) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=gcs_address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=gcs_address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR)
 
 
 def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):

@@ -13,6 +13,7 @@ Checked against PySpark 3.5.0, 3.5.x, 4.0.x, 4.1.x, 4.2.x and 4.3.x.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def pyspark_arrow_schema(spark_schema, large_var_types: bool = False):
     from pyspark.sql.pandas.types import to_arrow_schema
 
     params = inspect.signature(to_arrow_schema).parameters
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if "timezone" in params:
         kwargs["timezone"] = "UTC"
     if large_var_types and "prefers_large_types" in params:

@@ -8,6 +8,7 @@ against a fault-free reference; then the audit shows what was lost and rebuilt.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -55,7 +56,7 @@ def _word_count_with_kill(ftbridge, spark) -> bool:
         time.sleep(0.05)
         return (w, 1)
 
-    result = {}
+    result: dict = {}
     job = threading.Thread(target=lambda: result.setdefault(
         "counts", dict(spark.sparkContext.parallelize(words, 30).map(slow_upper).reduceByKey(lambda a, b: a + b)
                        .collect())))
@@ -164,7 +165,7 @@ def run_demo(rows: int = 200_000, catalog: str | None = None) -> int:
     nodes = [cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}) for _ in range(3)]
     cluster.wait_for_nodes()
     try:
-        ray.init(address=cluster.address, log_to_driver=settings().ray_log_to_driver, logging_level="ERROR")
+        ray.init(address=cluster.address, log_to_driver=settings().ray_log_to_driver, logging_level=logging.ERROR)
         route_ray_output()
         ray.data.DataContext.get_current().enable_progress_bars = False
         _ok(f"Ray {ray.__version__}: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU'):g} CPUs")

@@ -98,6 +98,13 @@ class ClusterConfig:
     def dynamic(self) -> bool:
         return self.max_executors is not None
 
+    @property
+    def executor_bounds(self) -> tuple[int, int]:
+        """(fewest, most) executors: min/max_executors with dynamic allocation, else num_executors twice."""
+        if self.max_executors is None:
+            return self.num_executors, self.num_executors
+        return self.min_executors or 0, self.max_executors
+
     def _check_dynamic(self) -> None:
         """min/max_executors from the arguments or from spark.dynamicAllocation.* in configs."""
         enabled = self.configs.get("spark.dynamicAllocation.enabled", "").lower() == "true"

@@ -43,7 +43,7 @@ def check_resources(cfg: ClusterConfig) -> None:
         raise InsufficientResourcesError(
             f"no single Ray node can hold one executor actor ({_fmt(demand)}); the cluster's totals would, but "
             "an actor lives on one node. Ask for smaller executors or add bigger nodes.", resource="node")
-    if cfg.num_executors * cfg.executor_cpus >= total.get("CPU", 0.0):
+    if cfg.num_executors * (cfg.executor_cpus or 0.0) >= total.get("CPU", 0.0):
         # ftbridge's own tasks ask for no CPU, so conversions still run; user transforms that
         # ask for CPUs (map_batches, Train workers) will wait until executors are stopped.
         log.warning(
@@ -61,12 +61,13 @@ def bundle_demand(demand: dict[str, float], bundle: dict[str, float]) -> dict[st
 def _check_bundles(cfg: ClusterConfig, demand: dict[str, float]) -> None:
     """Each executor's bundle of the given placement group must exist and hold its demand."""
     bundles = cfg.placement_group.bundle_specs
-    for executor, index in enumerate(cfg.placement_group_bundle_indexes):
+    indexes = cfg.placement_group_bundle_indexes or []  # filled in by ClusterConfig
+    for executor, index in enumerate(indexes):
         if index >= len(bundles):
             raise ConfigurationError(f"executor {executor}: bundle index {index} but the placement group has "
                                      f"{len(bundles)} bundles")
-    for index in set(cfg.placement_group_bundle_indexes):
-        users = cfg.placement_group_bundle_indexes.count(index)
+    for index in set(indexes):
+        users = indexes.count(index)
         short = {r: a * users for r, a in bundle_demand(demand, bundles[index]).items()
                  if a * users > bundles[index].get(r, 0.0) + 1e-9}
         if short:

@@ -51,7 +51,7 @@ def pid_alive(pid: int) -> bool:
         return True
     # A zombie still answers kill(0); treat it as dead.
     fields = _stat(pid)
-    return bool(fields) and fields[0] != b"Z"
+    return fields is not None and bool(fields) and fields[0] != b"Z"
 
 
 def group_alive(pgid: int) -> bool:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import ray
 from pyspark.sql import SparkSession
@@ -92,16 +93,16 @@ class SparkOnRay:
         self.java = jvm.check_java_for_spark()
         ensure_ray()
         check_resources(cfg)
-        self.pg = None
+        self.pg: Any = None  # a Ray placement group
         self.owns_pg = False
-        self.master = None
+        self.master: Any = None  # the master actor's handle
         self.executor_actors: list = []
         self._actors_lock = threading.RLock()
         self._placed: set = set()  # executor actors that answered once (their constructor ran)
         self._next_index = 0  # names and (static) bundle of the next executor actor
         self._allocator: ExecutorAllocator | None = None
         self.node_watch: DeadNodeWatcher | None = None
-        self.spark = None
+        self.spark: Any = None  # the SparkSession, once started
         self.stop_hooks: list[Callable[[bool], None]] = []
         self.driver_node_id = ray.get_runtime_context().get_node_id()
         self.namespace = ray.get_runtime_context().namespace
@@ -241,12 +242,13 @@ class SparkOnRay:
 
     def _make_executor(self, index: int):
         cfg = self.cfg
-        opts = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cpus,
+        opts: dict[str, Any] = dict(name=f"ftbridge-exec-{self._ids}-{index}", num_cpus=cfg.executor_cpus,
                     num_gpus=cfg.executor_gpus or None, memory=cfg.actor_memory_bytes,
                     max_restarts=cfg.max_executor_restarts, max_task_retries=-1,
                     resources=dict(cfg.executor_resources) or None)
         if self.pg is not None:
-            bundle = cfg.placement_group_bundle_indexes[index] if cfg.placement_group is not None else index
+            indexes = cfg.placement_group_bundle_indexes
+            bundle = indexes[index] if cfg.placement_group is not None and indexes is not None else index
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle)
             if "memory" not in bundle_demand(cfg.actor_demand(), self.pg.bundle_specs[bundle]):
                 opts["memory"] = None
@@ -256,7 +258,11 @@ class SparkOnRay:
 
     def _daemon_opts(self, *cds_role: str) -> str:
         """Java options of a master or worker JVM: authentication (and encryption) flags, class sharing."""
-        return f"{auth.daemon_opts(self.cfg.encrypt)} {self.cds.java_opts(*cds_role)}".rstrip()
+        return f"{auth.daemon_opts(self.cfg.encrypt)} {self._cds_opts(*cds_role)}".rstrip()
+
+    def _cds_opts(self, *role: str) -> str:
+        """The class-sharing options of one JVM role ("" before the archive is set up)."""
+        return self.cds.java_opts(*role) if self.cds is not None else ""
 
     def _wait_executor_actors(self) -> None:
         refs = [a.info.remote() for a in self.executor_actors]
@@ -274,7 +280,7 @@ class SparkOnRay:
     def spark_conf(self) -> dict[str, str]:
         cfg = self.cfg
         host = ray.util.get_node_ip_address()
-        slots = (cfg.max_executors if cfg.dynamic else cfg.num_executors) * cfg.executor_cores
+        slots = cfg.executor_bounds[1] * cfg.executor_cores
         driver_dir = scratch.driver_dir()
         conf = {
             "spark.executor.cores": str(cfg.executor_cores),
@@ -289,10 +295,10 @@ class SparkOnRay:
             # The driver JVM's temp files in this process's folder (see scratch.py); the
             # executors' come from their worker's environment.
             "spark.driver.extraJavaOptions": f"{jvm.JAVA_OPTS} {jvm.session_opts()} -Djava.io.tmpdir={driver_dir}/tmp "
-                                             f"{self.cds.java_opts('driver')}".rstrip(),
+                                             f"{self._cds_opts('driver')}".rstrip(),
             # Spark replaces {{EXECUTOR_ID}} in these per executor.
             "spark.executor.extraJavaOptions": f"{jvm.JAVA_OPTS} {jvm.session_opts()} "
-                                               f"{self.cds.java_opts('executor', '{{EXECUTOR_ID}}')}"
+                                               f"{self._cds_opts('executor', '{{EXECUTOR_ID}}')}"
                                                .rstrip(),
             "spark.local.dir": f"{driver_dir}/local",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -499,7 +505,8 @@ class ExecutorAllocator:
                 log.warning("dynamic allocation: cannot read Spark's executor target; executor actors stay as they are")
                 self._warned = True
             return
-        want = max(self.cfg.min_executors, min(target, self.cfg.max_executors))
+        low, high = self.cfg.executor_bounds
+        want = max(low, min(target, high))
         with self.session._actors_lock:
             actors = list(self.session.executor_actors)
         if want > len(actors):

@@ -17,7 +17,8 @@ PANDAS_3_SINCE_PYSPARK = (4, 3)
 
 def _release(version: str) -> tuple[int, int]:
     parts = (version.split("+")[0].split(".") + ["0"])[:2]
-    return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
+    major, minor = (int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
+    return major, minor
 
 
 def check_pandas(pyspark_version: str, pandas_version: str | None) -> None:

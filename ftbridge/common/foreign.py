@@ -47,7 +47,8 @@ def first_line(exc: BaseException, limit: int = 500) -> str:
 
 def ftbridge_error_in(exc: BaseException) -> FtbridgeError | None:
     """The ftbridge error somewhere in a (Ray-wrapped) exception chain, if any."""
-    seen, node = set(), exc
+    seen: set[int] = set()
+    node: BaseException | None = exc
     while node is not None and id(node) not in seen:
         seen.add(id(node))
         cause = getattr(node, "cause", None)
@@ -63,7 +64,9 @@ def ftbridge_error_in(exc: BaseException) -> FtbridgeError | None:
 def root_cause(exc: BaseException) -> BaseException:
     """The deepest exception under Ray's wrappers (RayTaskError.cause, UserCodeException's cause):
     what the user's own code raised, when there is one."""
-    chain, seen, node = [], set(), exc
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    node: BaseException | None = exc
     while node is not None and id(node) not in seen:
         seen.add(id(node))
         chain.append(node)
@@ -237,8 +240,8 @@ def writer_call_failed(exc: BaseException, method: str, timeout_s: float) -> Ftb
 
 
 def writer_start_failed(exc: BaseException, path: str) -> FtbridgeError:
-    found = ftbridge_error_in(exc) or (exc.cause if isinstance(getattr(exc, "cause", None), FtbridgeError)
-                                       else None)
+    cause = getattr(exc, "cause", None)
+    found = ftbridge_error_in(exc) or (cause if isinstance(cause, FtbridgeError) else None)
     if found is not None:
         return found
     cause = getattr(exc, "cause", None) or exc

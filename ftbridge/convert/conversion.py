@@ -150,7 +150,8 @@ def release(ds_or_id, *, catalog=None) -> int:
         conv_id = ds_or_id
     else:
         conv_id = conversion_id(ds_or_id)
-        catalog = catalog or REGISTRY.origin(ds_or_id).catalog
+        origin = REGISTRY.origin(ds_or_id)
+        catalog = catalog or (origin.catalog if origin is not None else None)
     rebuilder = REGISTRY.forget(conv_id)
     staging = REGISTRY.forget_staging(conv_id)
     live = rebuilder or staging

@@ -13,12 +13,14 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.to_spark.restage import start_restager
+from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.writer import end_writers, writer_paths
 
 
@@ -34,8 +36,8 @@ class DatasetOrigin:
 class Staging:
     """A Ray -> Spark conversion of this process: its catalog and writer."""
 
-    catalog: object
-    writer: object
+    catalog: Catalog
+    writer: Any  # the catalog writer's actor handle
 
 
 class Registry:
@@ -155,7 +157,7 @@ class Registry:
                 self._restager = None
         self.end_unused_writers()
 
-    def end_unused_writers(self, keep: set[str] = frozenset()) -> list[str]:
+    def end_unused_writers(self, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
         """End the catalog writers this process owns whose catalogs no live Dataset, rebuilder or
         staging uses (and that are not in `keep`); returns those it ended."""
         used = self.catalogs_in_use() | keep

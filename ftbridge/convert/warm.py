@@ -50,7 +50,8 @@ class _Probe(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return 8
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_) -> list:
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None,
+                       **_) -> list:
         return [ray_adapter.read_task(_one_row, num_rows=1, size_bytes=8, schema=pa.schema([("warm", pa.int64())]),
                                       per_task_row_limit=per_task_row_limit)]
 
@@ -96,7 +97,8 @@ def warm_up(owner, registry) -> threading.Event | None:
     """
     if not settings().warm_up:
         return None
-    done, stop, report = threading.Event(), threading.Event(), {}
+    done, stop = threading.Event(), threading.Event()
+    report: dict = {}
     owner.warm_up_done, owner.warm_up_report = done, report
 
     def stop_on_stop(_cleanup_data: bool) -> None:
@@ -113,6 +115,8 @@ def warm_up(owner, registry) -> threading.Event | None:
 
 def install(registry) -> None:
     """Warm every new session's conversion path (`registry`: the conversions' Registry)."""
-    hook = lambda owner: warm_up(owner, registry)  # noqa: E731
+    def hook(owner) -> None:
+        warm_up(owner, registry)
+
     hook.__qualname__ = "warm_up"
     session.START_HOOKS.append(hook)

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame as SparkDataFrame
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
-from ftbridge.common.errors import ConfigurationError, FtbridgeError
+from ftbridge.common.errors import ConfigurationError
 from ftbridge.convert import conversion
 from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.writer import start_writer
@@ -70,7 +70,7 @@ def _run_config(run_config, name: str, storage_path: str | None, max_failures: i
     if run_config is None:
         return RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=max_failures),
                          checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), callbacks=[callback])
-    changes = {"callbacks": [*(run_config.callbacks or []), callback]}
+    changes: dict[str, Any] = {"callbacks": [*(run_config.callbacks or []), callback]}
     if run_config.failure_config is None or run_config.failure_config.max_failures == 0:
         changes["failure_config"] = FailureConfig(max_failures=max_failures)
     if not run_config.name:
@@ -129,7 +129,7 @@ def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets: dict | No
         result = trainer_cls(datasets=ds_map, run_config=config, **trainer_kwargs).fit()
     except BaseException as exc:
         error = foreign.training_failed(exc, run_id, config.name, config.storage_path)
-        record_end(writer, run_id, error.cause if isinstance(error, FtbridgeError) else str(exc))
+        record_end(writer, run_id, getattr(error, "cause", None) or str(exc))
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise error from exc

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from typing import Any
 
 import ray
 
@@ -54,7 +55,7 @@ class RunRecorderMixin:
         self.run_id = run_id
         self.catalog_path = catalog_path
         self._named = False
-        self._writer = None
+        self._writer: Any = None  # the catalog writer's actor handle
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_writer": None}  # an actor handle is looked up where it is used

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import ray
 
@@ -27,7 +28,7 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
         for row in queries.leftovers(con):
             leftovers.setdefault(row["conversion_id"], []).append(row)
         convs = [(c, queries.partitions(con, c["conversion_id"])) for c in queries.conversions(con)]
-    report = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "by_host": {}, "waiting": 0,
+    report: dict[str, Any] = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "by_host": {}, "waiting": 0,
               "ray": ray.is_initialized(), "conversions": []}
     cutoff = now() - older_than if older_than is not None else None
     for conv, parts in convs:

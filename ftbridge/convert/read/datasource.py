@@ -45,7 +45,8 @@ class SpillDatasource(Datasource):
     def num_tasks(self) -> int:
         return len(self._groups)
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_) -> list:
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None,
+                       **_) -> list:
         # `parallelism` is Ray Data's guess; the groups were sized when the source was made
         # (a few per node), because a cold read worker costs more than a read.
         tasks = []

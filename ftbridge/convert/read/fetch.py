@@ -42,7 +42,7 @@ def load(ref: PartitionRef, here: str | None) -> tuple[pa.Table | None, EventKin
 def load_from_node(ref: PartitionRef) -> tuple[pa.Table | None, EventKind | None, str]:
     """`load_checked` run on the node recorded for `ref` (which must be connected to Ray)."""
     alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-    if ref.node_id not in alive:
+    if ref.node_id is None or ref.node_id not in alive:
         return None, EventKind.SPILL_MISSING, f"{ref.path}: its node {ref.node_id} is gone"
     strategy = NodeAffinitySchedulingStrategy(ref.node_id, soft=False)
     timeout_s = settings().fetch_timeout_s

@@ -42,7 +42,7 @@ def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Ta
         table, problem, why = fetch.load(ref, here)
         if problem is not None and not reused:
             break
-    if problem is not None:
+    if problem is not None or table is None:
         raise PartitionLostError(conversion_id=ref.conversion_id, partition=ref.partition_id,
                                  node_id=ref.node_id, cause=f"rebuilt file unreadable: {why}")
     reads.append(event(ref, EventKind.READ, started, ref.path, node_id=here))

@@ -66,7 +66,7 @@ class RecipeRebuilder:
 
     def __init__(self, conv: dict, parts: list[dict], catalog, writer) -> None:
         self.conv, self.parts, self.catalog, self.writer = conv, parts, catalog, writer
-        self.live = None
+        self.live: SparkRebuilder | None = None
         self.started_spark = False
         self.lock = threading.Lock()
 

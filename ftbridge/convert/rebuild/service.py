@@ -17,13 +17,14 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, cast
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE, settings
-from ftbridge.common.errors import PartitionLostError
+from ftbridge.common.errors import FtbridgeError, PartitionLostError
 from ftbridge.convert.partition import PartitionRef, ReadContext
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,13 @@ class RebuildDispatcher:
     def __init__(self) -> None:
         self.name = f"ftbridge-rebuild-{uuid.uuid4().hex[:12]}"
         # On the driver's node: it must not die with some other node, and it is useless without the driver.
-        self.actor = ray.remote(RebuildService).options(
+        # A Ray actor handle: its methods are typed by Ray only as `.remote` callables.
+        self.actor: Any = cast(Any, ray.remote(RebuildService).options(
             name=self.name, namespace=RAY_NAMESPACE, num_cpus=0, max_concurrency=1000, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        ).remote()
+        ).remote())
         ray.get(self.actor.__ray_ready__.remote(), timeout=60)
-        self.handlers: dict[str, Callable[[int, str], dict]] = {}
+        self.handlers: dict[str, Callable[[int, str, str], dict]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ftbridge-rebuild", daemon=True)
         self._thread.start()
@@ -126,7 +128,8 @@ class RebuildDispatcher:
 
     def _handle(self, conv: str, pid: int, why: str, failed_path: str = "") -> None:
         handler = self.handlers.get(conv)
-        result, error = None, None
+        result: dict | None = None
+        error: FtbridgeError | None = None
         if handler is None:
             error = PartitionLostError(conversion_id=conv, partition=pid, node_id=None,
                                        cause=f"{why}; its Spark DataFrame is no longer registered (released?)")
@@ -165,7 +168,7 @@ def request_rebuild(ref: PartitionRef, ctx: ReadContext, why: str) -> tuple[Part
     timeout_s = settings().rebuild_timeout_s
     try:
         service = ray.get_actor(ctx.rebuild_service, namespace=RAY_NAMESPACE)
-        meta = ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why, ref.path), timeout=timeout_s)
+        meta: dict = cast(dict, ray.get(service.request.remote(ref.conversion_id, ref.partition_id, why, ref.path), timeout=timeout_s))
     except Exception as exc:  # no service (Spark stopped), timeout, its error, or it died
         raise foreign.rebuild_wait_failed(exc, ref.conversion_id, ref.partition_id, ref.node_id, why,
                                           timeout_s) from exc

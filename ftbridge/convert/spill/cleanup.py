@@ -104,7 +104,8 @@ def _delete_on_node(root: str, conversion_id: str, paths: list[str], dry_run: bo
 
 def _nodes() -> tuple[dict[str, str], dict[str, str]]:
     """({node id: IP} of every node Ray knows, alive or dead; {IP: a live node id on it})."""
-    ips, live = {}, {}
+    ips: dict[str, str] = {}
+    live: dict[str, str] = {}
     for n in ray.nodes():
         ips[n["NodeID"]] = n.get("NodeManagerAddress")
         if n.get("Alive"):
@@ -133,8 +134,8 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
     groups: dict[str, list[dict]] = {}
     here: list[dict] = []
     for f in files:
-        ip = f.get("host") or ips.get(f.get("node_id"))
-        node = f.get("node_id") if f.get("node_id") in live.values() else live.get(ip)
+        ip = f.get("host") or ips.get(f.get("node_id") or "")
+        node = f.get("node_id") if f.get("node_id") in live.values() else live.get(ip or "")
         if ip is None:  # written outside a Ray node, or on a node of a cluster that is gone: this host
             here.append(f)
         elif node is None:

@@ -50,6 +50,9 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
         if problem is not None:
             raise PartitionLostError(conversion_id=conversion_id, partition=ref.partition_id, node_id=ref.node_id,
                                      cause=f"staged again, still unreadable: {why}")
+    if table is None:
+        raise PartitionLostError(conversion_id=conversion_id, partition=ref.partition_id, node_id=ref.node_id,
+                                 cause=f"unreadable: {why}")
     if not table.schema.equals(expected):
         try:
             table = table.cast(expected)

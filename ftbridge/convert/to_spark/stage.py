@@ -38,7 +38,7 @@ def placement(block_refs: list, nodes: list[str]) -> list[str | None]:
     if not nodes:
         return [None] * len(block_refs)
     load = dict.fromkeys(nodes, 0)
-    out = []
+    out: list[str | None] = []
     for holders in ray_adapter.object_nodes(block_refs):
         local = [n for n in nodes if n in holders]
         node = min(local or nodes, key=load.__getitem__)
