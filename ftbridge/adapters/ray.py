@@ -94,6 +94,13 @@ def data_context(preserve_order: bool = True):
             ctx.execution_options.preserve_order = before
 
 
+def target_block_bytes() -> int | None:
+    """Ray Data's target block size in this process's DataContext (None: blocks of any size)."""
+    from ray.data import DataContext
+
+    return DataContext.get_current().target_max_block_size
+
+
 @contextlib.contextmanager
 def preserving_order(ds):
     """Execute `ds` (inside the block) with `preserve_order` on its own DataContext, then restore it.
@@ -283,8 +290,9 @@ def check() -> list[str]:
         options = ray.data.DataContext.get_current().execution_options
         if not hasattr(options, "preserve_order"):
             missing.append("ExecutionOptions.preserve_order")
-        if not hasattr(ray.data.DataContext.get_current(), "enable_progress_bars"):
-            missing.append("DataContext.enable_progress_bars")
+        for option in ("enable_progress_bars", "target_max_block_size"):
+            if not hasattr(ray.data.DataContext.get_current(), option):
+                missing.append(f"DataContext.{option}")
     import ray.experimental
 
     if not callable(getattr(ray.experimental, "get_object_locations", None)):

@@ -107,6 +107,32 @@ def _plan_path_uses_large_types(spark) -> bool:
     return _LARGE_PROBE[key]
 
 
+class BatchRDD:
+    """A JVM RDD of Arrow IPC record-batch messages (`arrow_batch_rdd`), persisted, held through
+    Py4J. Everything the conversion engine does with it goes through here: its Python view,
+    its partition count, a spill job run by a JVM class (the spill writer), and unpersist.
+    """
+
+    def __init__(self, jrdd, sc, storage_level) -> None:
+        self._sc = sc
+        self._jrdd = jrdd.persist(java_storage_level(sc, storage_level))
+        self.num_partitions = int(self._jrdd.getNumPartitions())
+        self.rdd = bytes_rdd(self._jrdd, sc)  # elements: `bytes`, one batch message each
+
+    def map_partitions_in_jvm(self, function_class, *args):
+        """Run `function_class(*args)` (a JVM `Function2[Integer, Iterator, Iterator]` such as the
+        spill writer, from `jvm_class`) over each partition with its index; the results as
+        `bytes` elements of a Python RDD."""
+        return bytes_rdd(self._jrdd.mapPartitionsWithIndex(function_class(*args), True), self._sc)
+
+    def unpersist(self) -> None:
+        """Free Spark's copy (blocking=False); quiet when Spark has already stopped."""
+        try:
+            self._jrdd.unpersist(False)
+        except Exception as exc:  # Spark already stopped: nothing left to free
+            log.debug("unpersist: %s", exc)
+
+
 def bytes_rdd(jrdd, sc):
     """A PySpark RDD over a JavaRDD of byte arrays, elements passed through as `bytes`."""
     from pyspark.rdd import RDD

@@ -40,6 +40,8 @@ class ReadContext:
     writer: object                  # CatalogWriter actor handle
     rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
     schema: pa.Schema | None = None  # the Dataset's schema; files in Spark's own labels are cast to it
+    # Ray Data's DataContext.target_max_block_size where the Dataset was made (None: no limit).
+    block_bytes: int | None = 128 << 20
 
 
 def event(ref: PartitionRef, kind: EventKind, started: float, detail: str = "", node_id: str | None = None,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 import ray
 
@@ -68,6 +69,30 @@ def test_content_equals_spark_row_by_row(spark, catalog):
         conv = queries.conversion(con, cid)
     assert conv["name"] == "basic" and conv["total_rows"] == 20_000 and conv["status"] == "active"
     assert conv["plan_hash"] and "Range" in conv["plan_text"]
+
+
+def test_read_blocks_follow_ray_datas_target_block_size(spark, catalog):
+    """Read tasks cut their blocks at DataContext.target_max_block_size as it was when the
+    Dataset was made. With the default (128 MiB) a task joins its partitions into one block;
+    with a target between one and two partitions' bytes, every block is one whole partition
+    (Ray Data would slice a bigger block at other row counts)."""
+    df = make_df(spark, n=40_000, parts=4)
+    whole = ftbridge.from_spark_recoverable(df, catalog=catalog, name="default-blocks")
+    tables = ray.get(whole.to_arrow_refs())
+    assert len(tables) < 4 and sum(t.num_rows for t in tables) == 40_000
+    partition_bytes = sum(t.nbytes for t in tables) // 4
+    context = ray.data.DataContext.get_current()
+    default = context.target_max_block_size
+    context.target_max_block_size = int(partition_bytes * 1.5)
+    try:
+        small = ftbridge.from_spark_recoverable(df, catalog=catalog, name="small-blocks")
+    finally:
+        context.target_max_block_size = default
+    tables = ray.get(small.to_arrow_refs())
+    assert [t.num_rows for t in tables] == [10_000] * 4
+    assert pa.concat_tables(tables).column("id").to_pylist() == list(range(40_000))
+    ftbridge.release(small)
+    ftbridge.release(whole)
 
 
 def test_jvm_and_python_spill_writers_write_the_same_bytes(spark, catalog, monkeypatch):

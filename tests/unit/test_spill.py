@@ -187,8 +187,10 @@ def test_read_tasks_yield_whole_record_batches_in_order_in_blocks_of_a_size():
     assert [b.num_rows for b in joined] == [500, 500]  # joined, in order
     assert pa.concat_tables(joined).equals(pa.concat_tables(tiny))
     empty = big.schema.empty_table()
-    assert [b.num_rows for b in blocks_of([empty, empty])] == [0] and list(blocks_of([empty]))[0].schema == big.schema
-    assert [b.num_rows for b in blocks_of([empty, tiny[0], empty])] == [10]
+    assert [b.num_rows for b in blocks_of([empty, empty], 4_000)] == [0]
+    assert list(blocks_of([empty], 4_000))[0].schema == big.schema
+    assert [b.num_rows for b in blocks_of([empty, tiny[0], empty], 4_000)] == [10]
+    assert [b.num_rows for b in blocks_of([big, *tiny], None)] == [big.num_rows + 10 * len(tiny)]  # no limit
 
 
 def test_served_table_is_the_checked_bytes_even_if_the_file_changes_after(tmp_path):

@@ -30,7 +30,8 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
             object store holds only the blocks in flight.
     """
     refs = [PartitionRef.of(conversion_id, p, target) for p in partitions]
-    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer, service_name, schema)
+    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer, service_name, schema,
+                      ray_adapter.target_block_bytes())
     if not refs:  # no partitions at all: an empty Dataset that still knows its schema
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()

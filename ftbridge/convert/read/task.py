@@ -78,11 +78,9 @@ def _cast(table: pa.Table, schema: pa.Schema, ref: PartitionRef) -> pa.Table:
                                       schema) from exc
 
 
-BLOCK_BYTES = 16 << 20
-
-
-def blocks_of(tables, max_bytes: int = BLOCK_BYTES):
-    """`tables` (in order) as blocks of whole record batches of about `max_bytes`: small
+def blocks_of(tables, max_bytes: int | None):
+    """`tables` (in order) as blocks of whole record batches of about `max_bytes` (Ray Data's
+    target block size; None: no limit, one block per task): small
     partitions are joined (a block costs Ray Data a few milliseconds, so 10,000 tiny partitions
     must not become 10,000 blocks) and large ones split (so Ray Data's backpressure can pause a
     streaming read between blocks). No copy: the batches stay views of the checked files."""
@@ -90,7 +88,8 @@ def blocks_of(tables, max_bytes: int = BLOCK_BYTES):
     size, schema = 0, None
     for table in tables:
         for batch in table.to_batches():
-            if group and (size + batch.nbytes > max_bytes or not batch.schema.equals(schema)):
+            full = max_bytes is not None and size + batch.nbytes > max_bytes
+            if group and (full or not batch.schema.equals(schema)):
                 yield pa.Table.from_batches(group, schema=schema)
                 group, size = [], 0
             if not group:
@@ -116,13 +115,13 @@ def _served(refs: tuple, ctx: ReadContext, here: str, reads: list):
 
 
 def read_group(refs: tuple, ctx: ReadContext):
-    """Body of one read task: its partitions' rows, in order, as blocks of about BLOCK_BYTES.
+    """Body of one read task: its partitions' rows, in order, in blocks of Ray Data's target size.
 
     The read events of the whole group go to the catalog writer in one message at the end.
     """
     here = ray.get_runtime_context().get_node_id()
     reads: list = []
-    yield from blocks_of(_served(refs, ctx, here, reads))
+    yield from blocks_of(_served(refs, ctx, here, reads), ctx.block_bytes)
     emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
 
 

@@ -93,12 +93,13 @@ def spill_metadata(element) -> dict:
     return json.loads(element) if isinstance(element, (bytes, bytearray)) else element
 
 
-def _java_level(sc, storage_level):
-    """The JVM storage level; Arrow bytes are kept as they are (no second serialization)."""
+def _cached_level(storage_level: StorageLevel) -> StorageLevel:
+    """The level the batches are persisted at: Arrow bytes are kept as they are in memory
+    (deserialized: no second serialization of what is already bytes)."""
     level = storage_level
     if level.useMemory and not level.useOffHeap and not level.deserialized:
         level = StorageLevel(level.useDisk, level.useMemory, level.useOffHeap, True, level.replication)
-    return spark_adapter.java_storage_level(sc, level)
+    return level
 
 
 class ArrowBatches:
@@ -127,9 +128,9 @@ class ArrowBatches:
             self.schema: pa.Schema = dataset_schema(schema_of_message(self.schema_message))
         except Exception as exc:  # Py4J / Spark analysis errors, or no JVM plan at all
             raise foreign.spark_plan_failed(exc) from exc
-        self._jrdd = jrdd.persist(_java_level(sc, storage_level))
-        self.rdd = spark_adapter.bytes_rdd(self._jrdd, sc)
-        self.num_partitions = int(self._jrdd.getNumPartitions())
+        self._persisted = spark_adapter.BatchRDD(jrdd, sc, _cached_level(storage_level))
+        self.rdd = self._persisted.rdd
+        self.num_partitions = self._persisted.num_partitions
 
     def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
         """An RDD with one metadata element per spilled partition (see `spill_metadata`).
@@ -142,12 +143,9 @@ class ArrowBatches:
         if writer is None:
             return self.rdd.mapPartitionsWithIndex(
                 make_spill_fn(target, conversion_id, self.schema_message, only_partition))
-        fn = writer(target.root, bool(target.node_local), conversion_id, self.schema_message,
-                    -1 if only_partition is None else int(only_partition))
-        return spark_adapter.bytes_rdd(self._jrdd.mapPartitionsWithIndex(fn, True), sc)
+        return self._persisted.map_partitions_in_jvm(writer, target.root, bool(target.node_local), conversion_id,
+                                                     self.schema_message,
+                                                     -1 if only_partition is None else int(only_partition))
 
     def unpersist(self) -> None:
-        try:
-            self._jrdd.unpersist(False)
-        except Exception as exc:  # Spark already stopped: nothing left to free
-            log.debug("unpersist: %s", exc)
+        self._persisted.unpersist()
