@@ -73,9 +73,10 @@ def test_content_equals_spark_row_by_row(spark, catalog):
 
 def test_read_blocks_follow_ray_datas_target_block_size(spark, catalog):
     """Read tasks cut their blocks at DataContext.target_max_block_size as it was when the
-    Dataset was made. With the default (128 MiB) a task joins its partitions into one block;
-    with a target between one and two partitions' bytes, every block is one whole partition
-    (Ray Data would slice a bigger block at other row counts)."""
+    Dataset was made. With the default (128 MiB) a task joins its partitions into one block.
+    With a target just below one partition's bytes, every block is one whole partition (a
+    record batch is never split): had the task joined two partitions, Ray Data's output buffer
+    would have sliced that block (it slices at 1.5 x the target) at other row counts."""
     df = make_df(spark, n=40_000, parts=4)
     whole = ftbridge.from_spark_recoverable(df, catalog=catalog, name="default-blocks")
     tables = ray.get(whole.to_arrow_refs())
@@ -83,7 +84,7 @@ def test_read_blocks_follow_ray_datas_target_block_size(spark, catalog):
     partition_bytes = sum(t.nbytes for t in tables) // 4
     context = ray.data.DataContext.get_current()
     default = context.target_max_block_size
-    context.target_max_block_size = int(partition_bytes * 1.5)
+    context.target_max_block_size = int(partition_bytes * 0.9)
     try:
         small = ftbridge.from_spark_recoverable(df, catalog=catalog, name="small-blocks")
     finally:
