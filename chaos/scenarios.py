@@ -194,7 +194,7 @@ def spark_stopped_then_blocks_lost(env, seed, out: Outcome):
     """Spark stops (`cleanup_data=False`), then a node holding blocks of the Dataset is removed:
     the lost blocks are re-read from their spill files, which nothing can rebuild now. The files
     are on a durable spill root: node-local files on the removed node would be gone with it
-    (a clean PartitionLostError, see README's limits), whichever node the seed picks."""
+    (a clean PartitionLostError, see docs/limits.md), whichever node the seed picks."""
     rng = random.Random(seed)
     df, reference, ds = convert_frame(env, seed, "stopped-then-lost",
                                       spill_dir=os.path.join(env.workdir, "durable-spill"))

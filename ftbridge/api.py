@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ftbridge.cluster.session import ExecutorInfo, current_or_none, executors, init_spark, spark_session, stop_spark
 from ftbridge.convert import conversion
 from ftbridge.convert.to_spark import conversion as ray_to_spark
 from ftbridge.train import fit as train_fit
 from ftbridge.train.fit import FitResult
 
+if TYPE_CHECKING:
+    from pyspark import StorageLevel
+    from pyspark.sql import DataFrame, SparkSession
+    from ray.data import Dataset
+
 __all__ = ["ExecutorInfo", "FitResult", "conversion_id", "executors", "fit_on_spark", "from_spark",
            "from_spark_recoverable", "init_spark", "open_recoverable", "release", "spark_session", "stop_spark",
            "to_spark"]
 
 
-def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
+def from_spark_recoverable(df: DataFrame, storage_level: StorageLevel | None = None, *, spill_dir: str | None = None,
+                           catalog: str | None = None, name: str | None = None,
                            allow_nondeterministic: bool = False, recipe: str | None = None,
-                           materialize: bool = True):
+                           materialize: bool = True) -> Dataset:
     """Convert a Spark DataFrame to a ray.data.Dataset that survives lost blocks, files and nodes.
 
     Args:
@@ -40,12 +48,12 @@ def from_spark_recoverable(df, storage_level=None, *, spill_dir=None, catalog=No
                              allow_nondeterministic=allow_nondeterministic, recipe=recipe, materialize=materialize)
 
 
-def from_spark(df, **kwargs):
+def from_spark(df: DataFrame, **kwargs: Any) -> Dataset:
     """Same engine as from_spark_recoverable (kept for RayDP-style call sites)."""
     return from_spark_recoverable(df, **kwargs)
 
 
-def open_recoverable(conversion_id: str, *, catalog=None, materialize: bool = True):
+def open_recoverable(conversion_id: str, *, catalog: str | None = None, materialize: bool = True) -> Dataset:
     """Rebuild the Dataset of a recorded conversion (e.g. in a new driver after a crash).
 
     Partitions whose spill files survive are read; missing ones are rebuilt by this
@@ -55,9 +63,10 @@ def open_recoverable(conversion_id: str, *, catalog=None, materialize: bool = Tr
     return conversion.reopen(conversion_id, catalog=catalog, materialize=materialize)
 
 
-def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets=None, name=None, streaming: bool = True,
-                 spill_dir=None, catalog=None, max_failures: int = 3, storage_path=None, keep_data: bool = False,
-                 **trainer_kwargs) -> FitResult:
+def fit_on_spark(trainer_cls: type, train_df: DataFrame, evaluate_df: DataFrame | None = None, *,
+                 datasets: dict[str, Any] | None = None, name: str | None = None, streaming: bool = True,
+                 spill_dir: str | None = None, catalog: str | None = None, max_failures: int = 3,
+                 storage_path: str | None = None, keep_data: bool = False, **trainer_kwargs: Any) -> FitResult:
     """Train a Ray Train (v2) trainer on Spark DataFrames, recoverably, with the run in the catalog.
 
     Each DataFrame becomes a recoverable conversion and one of the trainer's datasets:
@@ -90,7 +99,8 @@ def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets=None, name
                                   storage_path=storage_path, keep_data=keep_data, **trainer_kwargs)
 
 
-def to_spark(ds, spark, *, staging_dir=None, catalog=None, name=None):
+def to_spark(ds: Dataset, spark: SparkSession, *, staging_dir: str | None = None, catalog: str | None = None,
+             name: str | None = None) -> DataFrame:
     """A Ray Dataset as a Spark DataFrame whose rows (and partitions) follow the Dataset's block order.
 
     Each block is staged by a Ray task as an Arrow IPC file (checksummed, no Parquet, nothing
@@ -116,12 +126,12 @@ def to_spark(ds, spark, *, staging_dir=None, catalog=None, name=None):
                                  catalog=catalog, name=name)
 
 
-def conversion_id(ds) -> str:
+def conversion_id(ds: Dataset | DataFrame) -> str:
     """The conversion id of a Dataset (from_spark_recoverable / open_recoverable) or DataFrame (to_spark)."""
     return conversion.conversion_id(ds)
 
 
-def release(ds_or_id, *, catalog=None) -> int:
+def release(ds_or_id: Dataset | DataFrame | str, *, catalog: str | None = None) -> int:
     """Free one conversion (a Dataset, DataFrame or id): delete its files, mark it released.
     Returns bytes freed."""
     return conversion.release(ds_or_id, catalog=catalog)

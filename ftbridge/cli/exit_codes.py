@@ -43,5 +43,5 @@ def for_error(exc: BaseException) -> ExitCode:
 
 
 def table() -> str:
-    """The codes as README and `ftbridge --help` show them."""
+    """The codes as docs/reference/cli.md and `ftbridge --help` show them."""
     return "\n".join(f"{int(c)} {c.name.lower().replace('_', ' ')}" for c in ExitCode)

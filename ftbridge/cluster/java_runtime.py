@@ -24,7 +24,7 @@ from ftbridge.common.errors import JavaRuntimeError
 log = logging.getLogger(__name__)
 
 # (lowest, highest) Java major version per Spark major.minor: Spark's documented range,
-# narrowed to what the matrix in README tests (Spark 3.5 is not tested below Java 17).
+# narrowed to what the matrix in docs/supported-versions.md tests (Spark 3.5 is not tested below Java 17).
 SUPPORTED_JAVA = {(3, 5): (17, 17), (4, 0): (17, 21), (4, 1): (17, 21), (4, 2): (17, 21), (4, 3): (17, 21)}
 # Why a release's range is narrower than Spark's own, said in the error.
 NARROWED = {(3, 5): ("on Java 21 its Arrow export fails in every executor (Netty: 'sun.misc.Unsafe or "
@@ -113,5 +113,5 @@ def check(java: str, spark_home: str, spark: tuple[int, int] | None = None) -> J
                 java=java, java_version=runtime.major, missing_modules=missing)
     if runtime.major not in TESTED_JAVA.get(spark, (17,)):
         log.warning("Java %d with %s is within Spark's supported range but not in ftbridge's tested matrix "
-                    "(see README, Supported versions)", runtime.major, spark_text)
+                    "(see docs/supported-versions.md)", runtime.major, spark_text)
     return runtime

@@ -10,10 +10,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.spark_on_ray import ExecutorInfo, SparkOnRay, ensure_ray
 from ftbridge.common.errors import ClusterStartTimeoutError, SparkAlreadyRunningError, SparkNotRunningError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 __all__ = ["ExecutorInfo", "current", "current_or_none", "ensure_ray", "executors", "init_spark", "spark_session",
            "stop_spark", "wait_for_executors"]
@@ -27,7 +31,8 @@ START_HOOKS: list[Callable[[SparkOnRay], None]] = []
 
 
 def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_memory: str,
-               configs: dict | None = None, placement_group_strategy: str | None = None, **kwargs):
+               configs: dict | None = None, placement_group_strategy: str | None = None,
+               **kwargs: Any) -> SparkSession:
     """Start Spark on Ray and return its SparkSession.
 
     Args:

@@ -4,7 +4,7 @@ Every knob is a field of `Settings` with a default that works on a laptop and an
 variable named `FTBRIDGE_<FIELD>` for operators. `settings()` reads the environment each time
 it is called (so a change made after import takes effect), applies keyword overrides, and
 validates everything here, raising `ConfigurationError` naming the variable and the value.
-No other module reads an `FTBRIDGE_*` variable. README's settings table is `markdown_table()`
+No other module reads an `FTBRIDGE_*` variable. The docs' settings table (docs/reference/settings.md) is `markdown_table()`
 (a test keeps them equal).
 """
 
@@ -27,7 +27,7 @@ RAY_NAMESPACE = "ftbridge"
 
 
 def _setting(default, doc: str, shown: str | None = None, choices: tuple = (), minimum: float | None = 0):
-    """A Settings field: its default, one line for README, how README shows the default."""
+    """A Settings field: its default, one line for the docs' table, how it shows the default."""
     return field(default=default, metadata={"doc": doc, "shown": shown, "choices": choices, "minimum": minimum})
 
 
@@ -161,7 +161,7 @@ def executor_node_id() -> str | None:
 
 
 def markdown_table() -> str:
-    """README's settings table."""
+    """The settings table of docs/reference/settings.md."""
     rows = ["| Variable | Default | What it bounds or chooses |", "|---|---|---|"]
     for f in fields(Settings):
         shown = f.metadata["shown"] or (f"`{f.default}`" if isinstance(f.default, str) else

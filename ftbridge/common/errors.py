@@ -19,6 +19,7 @@ boundaries. Recoverability is marked by mixins, as in dlt::
     │   ├── UnknownConversionError (TerminalError)
     │   ├── ConversionReleasedError (TerminalError)
     │   ├── PartitionLostError (TerminalError)    nothing could rebuild a partition
+    │   ├── SpillDiskFullError (TransientError)   a spill file did not fit on its disk
     │   └── NonDeterministicRebuildError (TerminalError)
     ├── TrainingFailedError (TerminalError)      a fit_on_spark trainer failed after its restarts
     └── CatalogError

@@ -1,5 +1,5 @@
 """A PySpark + ftbridge script that tests/hosts/test_jobs.py submits as a Ray Job, run by
-`ftbridge submit` as README says (`ray job submit -- ftbridge submit ... job.py MODE`).
+`ftbridge submit` as docs/guide/multi-node.md says (`ray job submit -- ftbridge submit ... job.py MODE`).
 
 - `convert`: a recoverable conversion read back and checked row by row (ids + content), then
   released; prints one `RESULT {json}` line and exits 0 only if nothing was lost.

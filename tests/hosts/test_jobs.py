@@ -1,5 +1,5 @@
 """Drivers submitted as Ray Jobs on real hosts (chaos/hosts.py, the head's dashboard on), the way
-README tells remote users to run them: `ray job submit --address http://HEAD:8265 --
+docs/guide/multi-node.md tells remote users to run them: `ray job submit --address http://HEAD:8265 --
 ftbridge submit --address auto ... job.py`.
 
 - a job that converts, checks every row and releases reaches SUCCEEDED with its output;

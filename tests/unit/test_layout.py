@@ -201,12 +201,50 @@ def test_settings_load_at_call_time_and_refuse_bad_values(monkeypatch):
         config.settings(read_timeout=5)
 
 
-def test_readme_shows_every_setting_and_exit_code():
-    readme = (ROOT / "README.md").read_text()
-    assert config.markdown_table() in readme, "README's settings table differs from `python -m ftbridge.common.config`"
+def test_the_docs_show_every_setting_and_exit_code():
+    settings_page = (ROOT / "docs" / "reference" / "settings.md").read_text()
+    assert config.markdown_table() in settings_page, \
+        "docs/reference/settings.md's table differs from `python -m ftbridge.common.config`: paste its output"
+    cli_page = (ROOT / "docs" / "reference" / "cli.md").read_text()
     for line in exit_code_table().splitlines():
         code, meaning = line.split(" ", 1)
-        assert re.search(rf"\|\s*{code}\s*\|\s*{meaning}\s*\|", readme), f"README misses exit code {line!r}"
+        assert re.search(rf"\|\s*{code}\s*\|\s*{meaning}\s*\|", cli_page), f"docs/reference/cli.md misses exit code {line!r}"
+
+
+def _drawn_error_tree() -> list[tuple[int, str]]:
+    """(depth, class name) of each line of the tree drawn in ftbridge/common/errors.py's docstring."""
+    from ftbridge.common import errors
+
+    out, base = [], None
+    for line in (errors.__doc__ or "").splitlines():
+        if base is None and line.strip().startswith("FtbridgeError"):
+            base = len(line) - len(line.lstrip())
+            out.append((0, "FtbridgeError"))
+            continue
+        match = re.match(r"^([│ ]*)[├└]── ([A-Z]\w+Error)\b", line)
+        if base is not None and match:
+            out.append(((len(match.group(1)) - base) // 4 + 1, match.group(2)))
+    return out
+
+
+def test_the_drawn_error_tree_is_the_class_tree():
+    """The tree the errors page shows (the module docstring) has every error class, under its
+    real parent."""
+    from ftbridge.common import errors
+
+    drawn = _drawn_error_tree()
+    assert drawn and drawn[0] == (0, "FtbridgeError"), drawn
+    parents, stack = {}, []
+    for depth, name in drawn:
+        del stack[depth:]
+        parents[name] = stack[-1] if stack else None
+        stack.append(name)
+    classes = {name: cls for name, cls in vars(errors).items()
+               if isinstance(cls, type) and issubclass(cls, errors.FtbridgeError)}
+    assert set(parents) == set(classes), (sorted(set(classes) - set(parents)), sorted(set(parents) - set(classes)))
+    for name, cls in classes.items():
+        real = next((b.__name__ for b in cls.__bases__ if issubclass(b, errors.FtbridgeError)), None)
+        assert parents[name] == real, f"{name} is drawn under {parents[name]}, its class under {real}"
 
 
 def test_exit_codes_follow_the_error_kind():
