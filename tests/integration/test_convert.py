@@ -11,6 +11,7 @@ import pytest
 import ray
 
 import ftbridge
+from examples import round_trip
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.convert.spill.batches import spill_metadata
 from ftbridge.errors import (
@@ -302,12 +303,12 @@ def test_durable_spill_dir_uri(spark, catalog, tmp_path):
 
 @pytest.mark.core
 def test_to_spark_round_trip(spark, catalog):
-    df = make_df(spark, 5000, 3)
-    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
-    back = ftbridge.to_spark(ds.filter(lambda r: r["id"] % 2 == 0, num_cpus=0), spark)
-    expected = df.where("id % 2 = 0")
+    """examples/round_trip.py: Spark -> Ray Data transform -> Spark, row by row (ids and content)."""
+    back, expected, differ = round_trip.run(spark, catalog=catalog)
     result = check(spark_to_arrow(expected), spark_to_arrow(back))
-    assert result.ok, str(result)
+    assert result.ok and result.rows_read == 2500, str(result)
+    assert differ == 0  # the example's own check, in Spark, agrees
+    ftbridge.release(back)
 
 
 def test_new_driver_process_reopens_the_conversion(spark, catalog):

@@ -11,16 +11,12 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
-import ray
-import ray.train
-import xgboost
 from ray.train import ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
 import ftbridge
+from examples import etl_to_xgboost
 from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert import conversion
@@ -156,31 +152,12 @@ def test_fit_on_spark_every_epoch_row_by_row_through_a_failure_and_a_lost_file(t
     assert [r["id"] for r in cli("audit", "--catalog", catalog)["runs"]] == [fit.run_id]
 
 
-def xgboost_loop(config: dict) -> None:
-    train = ray.train.get_dataset_shard("train").materialize().to_pandas()
-    evaluation = ray.train.get_dataset_shard("evaluation").materialize().to_pandas()
-    features = ["x1", "x2"]
-    dtrain = xgboost.DMatrix(train[features], label=train["y"])
-    deval = xgboost.DMatrix(evaluation[features], label=evaluation["y"])
-    # Every boosting round is one `ray.train.report` (~2 s each here): 10 rounds, a fast learning rate.
-    xgboost.train({"objective": "reg:squarederror", "max_depth": 4, "eta": 0.6, "tree_method": "hist"},
-                  dtrain, num_boost_round=10, evals=[(dtrain, "train"), (deval, "evaluation")],
-                  callbacks=[RayTrainReportCallback(frequency=5)])
-
-
 def test_xgboost_trainer_fits_on_train_and_evaluation_frames(train_cluster, tmp_path):
+    """examples/etl_to_xgboost.py, run on the test cluster: the model fits, the run is recorded."""
     catalog = str(tmp_path / "c.duckdb")
-    data = train_cluster.range(0, 20_000, numPartitions=6).selectExpr(
-        "id", "cast(id % 97 as double) as x1", "cast(id % 13 as double) as x2").selectExpr(
-        "id", "x1", "x2", "2.0 * x1 - 3.0 * x2 as y")
-    train_df, eval_df = data.where("id % 5 != 0"), data.where("id % 5 = 0")
-    fit = ftbridge.fit_on_spark(XGBoostTrainer, train_df, eval_df, name="xgb", catalog=catalog,
-                                storage_path=str(tmp_path / "results"), train_loop_per_worker=xgboost_loop,
-                                scaling_config=two_workers())
-    booster = RayTrainReportCallback.get_model(fit.checkpoint)
-    sample = eval_df.limit(500).toPandas()
-    predicted = booster.predict(xgboost.DMatrix(sample[["x1", "x2"]]))
-    assert float(np.sqrt(np.mean((predicted - sample["y"].to_numpy()) ** 2))) < 5.0  # y spans -36..192
+    fit, rmse = etl_to_xgboost.run(train_cluster, catalog=catalog, storage_path=str(tmp_path / "results"),
+                                   scaling_config=two_workers())
+    assert rmse < 5.0  # y spans -36..192
     assert fit.metrics["evaluation-rmse"] < 5.0
     with Catalog(catalog).read() as con:
         summary, _ = run_record(con, queries.run(con, "xgb"))
