@@ -1,18 +1,21 @@
-"""docs/benchmark-results.md from benchmarks/results/*.json: the newest run of each benchmark,
-with its date, commit, machine and command. A test keeps the page equal to this output.
+"""docs/benchmarks.md from the benchmarks themselves: for each `benchmarks/NAME.py`, what it
+compares (its docstring) and the newest run's figures from benchmarks/results/NAME.json, with
+date, commit, machine and command. A test keeps the page equal to this output.
 
 Run: python benchmarks/report.py [--check]
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
-PAGE = os.path.join(os.path.dirname(HERE), "docs", "benchmark-results.md")
+PAGE = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
+NOT_BENCHMARKS = ("run.py", "report.py")
 # A result's structured figures shown as a table, where the benchmark wrote flat medians.
 TABLE_FIELDS = ("medians", "summary")
 
@@ -32,16 +35,30 @@ def _table(values: dict) -> list[str]:
     return rows
 
 
+def _docstring(name: str) -> str:
+    with open(os.path.join(HERE, f"{name}.py")) as f:
+        return ast.get_docstring(ast.parse(f.read())) or ""
+
+
 def render() -> str:
-    out = ["# Benchmark results", "",
-           "Made by `python benchmarks/report.py` from `benchmarks/results/*.json`: the newest run of each",
-           "benchmark, as the run wrote it (`./dev bench NAME` keeps its figures there). Older runs are in",
-           "git history. What each benchmark compares and how: [Benchmarks](benchmarks.md).", ""]
-    names = sorted(f[:-5] for f in os.listdir(RESULTS_DIR) if f.endswith(".json"))
+    out = ["# Benchmarks", "",
+           "Made by `python benchmarks/report.py`: what each benchmark in `benchmarks/` compares (its own",
+           "description) and the figures of its newest run, as `./dev bench NAME` kept them in",
+           "`benchmarks/results/NAME.json` with the date, commit, machine and command. Only the newest run",
+           "of each is here, so two figures for one thing cannot disagree; older runs are in git history.",
+           "Every benchmark runs the paths it compares in the same run, alternating, warm-up excluded,",
+           "medians.", ""]
+    names = sorted(f[:-3] for f in os.listdir(HERE) if f.endswith(".py") and not f.startswith("_")
+                   and f not in NOT_BENCHMARKS)
     for name in names:
-        with open(os.path.join(RESULTS_DIR, f"{name}.json")) as f:
+        out += [f"## {name}", "", "```text", *_docstring(name).splitlines(), "```", ""]
+        path = os.path.join(RESULTS_DIR, f"{name}.json")
+        if not os.path.isfile(path):
+            out += [f"No results file yet: `./dev bench {name}` makes one.", ""]
+            continue
+        with open(path) as f:
             result = json.load(f)
-        out += [f"## {name}", "",
+        out += ["Newest run:", "",
                 f"- date: {result.get('date', '?')}, commit `{result.get('commit', '?')}`",
                 f"- machine: {_machine(result.get('machine'))}",
                 f"- command: `{result.get('command', '?')}`", ""]

@@ -4,7 +4,7 @@ The benchmark's output goes to the terminal as it runs; when it ends well, its p
 to benchmarks/results/NAME.json with the date, commit, machine (cores, memory, Python) and the
 command, beside any figures the benchmark wrote there itself (`_common.write_results`). One
 file per benchmark, the newest run only: past runs live in git history, and
-docs/benchmark-results.md is made from these files (`python benchmarks/report.py`).
+docs/benchmarks.md is made from these files (`python benchmarks/report.py`).
 """
 
 from __future__ import annotations
