@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
@@ -40,11 +41,11 @@ class ChaosEnv:
         self.owns_workdir = workdir is None  # a temp dir we made is ours to remove; a given one is kept
         self.workdir = workdir or tempfile.mkdtemp(prefix="ftbridge-chaos-")
         self.catalog = os.path.join(self.workdir, "catalog.duckdb")
-        self.nodes = []
+        self.nodes: list = []  # the Cluster's worker nodes
         for _ in range(nodes):
             self.add_node()
         cluster.wait_for_nodes()
-        self.spark = None
+        self.spark: Any = None  # the SparkSession, once started
 
     @property
     def spill_root(self) -> str:

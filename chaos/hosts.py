@@ -134,6 +134,7 @@ class Host:
     proc: subprocess.Popen | None = None   # `unshare` (in the machine's PID namespace)
     log_path: str = ""
     crashed: bool = False
+    port: str = ""  # the head's GCS port (set when the head starts)
 
     @property
     def init_pid(self) -> int | None:
@@ -330,7 +331,7 @@ class Hosts:
             pass
 
     # -- faults ------------------------------------------------------------------------------
-    def crash(self, host: Host, wipe: bool = True) -> int:
+    def crash(self, host: Host, wipe: bool = True) -> int | None:
         """Power cut: SIGKILL the host's init; the kernel ends every process of its PID namespace,
         and its /dev/shm goes with its mount namespace; `wipe`: its disk (/tmp) is lost too.
         Returns the init's pid (None: the host was down already, e.g. its Ray node gave up)."""

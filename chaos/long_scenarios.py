@@ -78,7 +78,7 @@ def driver_killed_reopened(env, seed, out: Outcome):
                             env=env_vars, stdout=subprocess.PIPE, stderr=err_file, text=True)
     err_file.close()
     line, deadline = "", time.time() + 240
-    while not line.startswith("CID") and time.time() < deadline and proc.poll() is None:
+    while proc.stdout is not None and not line.startswith("CID") and time.time() < deadline and proc.poll() is None:
         line = proc.stdout.readline()
     if not line.startswith("CID"):
         proc.kill()

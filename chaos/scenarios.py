@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import ftbridge
 from ftbridge.chaos import faults
+from ftbridge.chaos.faults import FaultLog
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.lineage import queries
@@ -35,6 +36,8 @@ class Outcome:
     recover_seconds: float = 0.0
     detail: str = ""
     checks: list = field(default_factory=list)
+    log: FaultLog = field(default_factory=FaultLog)  # the runner gives each run a fresh one
+    wall_seconds: float = 0.0                        # set by the runner
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("scenario", "seed", "faults", "outcome", "rows_lost",

@@ -58,7 +58,8 @@ class Proxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self.conns.add(task)
+        if task is not None:  # always, inside a connection's handler
+            self.conns.add(task)
         host, port = self.upstream.rsplit(":", 1)
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
@@ -164,17 +165,19 @@ class Api:
             if method == "GET":
                 return 200, {n: p.to_dict() for n, p in self.proxies.items()}
             if method == "POST":
+                if not isinstance(body, dict):
+                    return 400, {"error": "a proxy is a JSON object"}
                 if body["name"] in self.proxies:
                     return 409, {"error": "proxy already exists"}
                 return 201, (await self._create(body)).to_dict()
         if len(parts) >= 2 and parts[0] == "proxies":
-            proxy = self.proxies.get(parts[1])
-            if proxy is None:
+            named = self.proxies.get(parts[1])
+            if named is None:
                 return 404, {"error": "proxy not found"}
             if len(parts) == 2:
-                return await self._proxy(method, proxy, body)
+                return await self._proxy(method, named, body)
             if parts[2] == "toxics":
-                return self._toxics(method, proxy, parts[3] if len(parts) > 3 else None, body)
+                return self._toxics(method, named, parts[3] if len(parts) > 3 else None, body)
         return 404, {"error": f"no route {method} {path}"}
 
     async def _create(self, spec: dict) -> Proxy:

@@ -38,7 +38,8 @@ class BackgroundFit:
     def __init__(self, env, seed: int, name: str, streaming: bool) -> None:
         self.out = os.path.join(env.workdir, f"{name}-{seed}-{time.monotonic_ns()}")
         os.makedirs(self.out)
-        self.name, self.box = f"{name}-{seed}", {}
+        self.name = f"{name}-{seed}"
+        self.box: dict = {}
         spark = env.ensure_spark()
         self.df = frame(spark, seed)
         self.reference = spark_to_arrow(self.df)
@@ -101,7 +102,10 @@ def finish(env, job: BackgroundFit, out: Outcome, started: float, want_failures:
         add_check(out, c)
     out.recover_seconds = round(time.monotonic() - started, 3)
     with Catalog(env.catalog).read() as con:
-        summary, timeline = run_record(con, queries.run(con, fit.run_id))
+        run = queries.run(con, fit.run_id)
+        if run is None:
+            raise AssertionError(f"the catalog has no run {fit.run_id}")
+        summary, timeline = run_record(con, run)
     if summary["status"] != "finished" or summary["epochs_completed"] != EPOCHS:
         raise AssertionError(f"run recorded as {summary['status']} with {summary['epochs_completed']} epochs")
     if summary["worker_failures"] < want_failures:

@@ -172,5 +172,13 @@ class CatalogUnavailableError(TransientError, CatalogError):
     """The catalog writer could not be reached in time."""
 
 
-__all__ = [name for name, value in dict(globals()).items()
-           if isinstance(value, type) and issubclass(value, (FtbridgeError, TransientError, TerminalError))]
+# Written out (type checkers read it): a test keeps it equal to the classes defined here.
+__all__ = [
+    "TransientError", "TerminalError", "FtbridgeError", "ConfigurationError",
+    "UnsupportedTypeError", "JavaRuntimeError", "DependencyVersionError", "ClusterError",
+    "SparkAlreadyRunningError", "SparkNotRunningError", "InsufficientResourcesError",
+    "ClusterStartTimeoutError", "ConversionError", "ConversionTimeoutError", "SpillDiskFullError",
+    "UnknownConversionError", "ConversionReleasedError", "PartitionLostError",
+    "NonDeterministicRebuildError", "TrainingFailedError", "CatalogError", "CatalogMissingError",
+    "CatalogCorruptError", "CatalogVersionError", "CatalogUnavailableError",
+]

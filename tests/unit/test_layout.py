@@ -242,6 +242,8 @@ def test_the_drawn_error_tree_is_the_class_tree():
     classes = {name: cls for name, cls in vars(errors).items()
                if isinstance(cls, type) and issubclass(cls, errors.FtbridgeError)}
     assert set(parents) == set(classes), (sorted(set(classes) - set(parents)), sorted(set(parents) - set(classes)))
+    mixins = {"TransientError", "TerminalError"}
+    assert set(errors.__all__) == set(classes) | mixins, "errors.__all__ must list every error class"
     for name, cls in classes.items():
         real = next((b.__name__ for b in cls.__bases__ if issubclass(b, errors.FtbridgeError)), None)
         assert parents[name] == real, f"{name} is drawn under {parents[name]}, its class under {real}"
