@@ -51,15 +51,18 @@ def raydp_venv() -> str:
     """Python of the cached RayDP venv; built on first use."""
     root = os.path.join(cache_root(), "bench", "raydp-1.6.5")
     python = os.path.join(root, "bin", "python")
-    stamp = os.path.join(root, ".complete")
+    stamp = os.path.join(root, ".complete-editable")  # venvs built before ftbridge was installed in them are rebuilt
     if os.path.isfile(stamp):
         return python
     print(f"building the RayDP venv in {root} (once; output in {root}.log) ...", flush=True)
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with open(f"{root}.log", "w") as log:
+        # ftbridge itself editable and without its pins: lineage/ and chaos/ of the checkout install
+        # as ftbridge.lineage and ftbridge.chaos (a bare PYTHONPATH would not map them).
         for cmd in ([sys.executable, "-m", "venv", "--clear", root],
                     [python, "-m", "pip", "install", "--disable-pip-version-check", RAYDP, PYSPARK,
-                     *ftbridge_requirements()]):
+                     *ftbridge_requirements()],
+                    [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-e", REPO]):
             if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=1800).returncode != 0:
                 sys.exit(f"could not build the RayDP venv: {' '.join(cmd)} failed; see {root}.log")
     open(stamp, "w").close()
