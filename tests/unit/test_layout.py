@@ -259,3 +259,14 @@ def test_exit_codes_follow_the_error_kind():
     assert for_error(ConversionError("other")) == ExitCode.FAILED
     assert for_error(RuntimeError("not ours")) == ExitCode.FAILED
     assert len({int(c) for c in ExitCode}) == len(ExitCode)
+
+
+def test_readme_is_the_front_door():
+    """README stays what it is for (pitch, the two commands, an example, versions, links: at most
+    12 KB); guides, references and figures live in docs/, and every local link in it resolves."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 12 * 1024, f"README.md is {len(readme.encode())} bytes; move sections to docs/"
+    commands = re.findall(r"^(\./dev \w[\w-]*)", readme.split("## Two commands", 1)[1].split("\n## ", 1)[0], re.M)
+    assert commands == ["./dev demo", "./dev test"], commands  # the two commands, in their block
+    for target in re.findall(r"\]\(([^)#:]+)\)", readme):
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
