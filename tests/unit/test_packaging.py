@@ -19,9 +19,9 @@ import zipfile
 import pytest
 
 from tests.conftest import python_env
+from tests.unit.test_layout import FOLDERS  # each repository folder and the name it installs under
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-FOLDERS = {"ftbridge": "ftbridge", "lineage": "ftbridge.lineage", "chaos": "ftbridge.chaos"}
 
 CHECK = """
 import importlib.metadata, importlib.util, json, pathlib
