@@ -46,6 +46,12 @@ os.environ.setdefault("FTBRIDGE_WARM_UP", "false")
 # first batch of a training epoch; four take ~15 s. The default's several tasks per node run in
 # the demo and the chaos runner's own process.
 os.environ.setdefault("FTBRIDGE_READ_TASKS_PER_NODE", "1")
+# Ray Data's usage poller (Ray 2.60) is a daemon thread, started by the first Dataset execution
+# and alive until the process exits, that asks Prometheus on localhost:9090 for cluster counters
+# every 10 s and logs each refusal with its traceback. In CPython 3.11 formatting a traceback
+# parses source, and a parse in one thread can break one in another (tests/syntax.py): the suite's
+# driver turns the poller off. Ray's own switch; usage stats stay as they are otherwise.
+os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
 
 HEAD_CPUS = 2
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ import pytest
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
+from tests.syntax import parse
 
 pytestmark = pytest.mark.core
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -164,7 +165,7 @@ class _JvmTaint(ast.NodeVisitor):
 
 def _taint(source: str, jvm_functions: dict[str, set[str]]) -> _JvmTaint:
     """Two passes, so a name bound to a JVM handle late in the file counts everywhere in it."""
-    tree = ast.parse(source)
+    tree = parse(source)
     first = _JvmTaint(jvm_functions)
     first.visit(tree)
     second = _JvmTaint(jvm_functions)
@@ -181,7 +182,7 @@ def boundary_offences(source: str, jvm_functions: dict[str, set[str]]) -> list[s
     found = _taint(source, jvm_functions)
     out = [f"{line} {name}" for line, name in found.attributes]
     out += [f"{line} calls {name}" for line, name in found.calls]
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
                  [a.name for a in node.names] if isinstance(node, ast.Import) else [])
         out += [f"{node.lineno} import {n}" for n in names if n.split(".")[0] in ENGINES
