@@ -93,9 +93,9 @@ def growth(n: int = 1000) -> None:
         report = prune(cat, timedelta(0))
         took = time.perf_counter() - t1
         print(f"{n:,} conversions (8 partitions, 12 events each), all released: "
-              f"{report['catalog_bytes_before'] / 2**20:.2f} MiB; after gc --events-older-than 0s: "
-              f"{report['catalog_bytes_after'] / 2**20:.2f} MiB ({report['partitions_removed']:,} partition rows, "
-              f"{report['events_removed']:,} events removed, {took:.2f} s; the {n:,} conversion rows stay)")
+              f"{report.catalog_bytes_before / 2**20:.2f} MiB; after gc --events-older-than 0s: "
+              f"{report.catalog_bytes_after / 2**20:.2f} MiB ({report.partitions_removed:,} partition rows, "
+              f"{report.events_removed:,} events removed, {took:.2f} s; the {n:,} conversion rows stay)")
 
 
 class RunContext:

@@ -106,16 +106,16 @@ def finish(env, job: BackgroundFit, out: Outcome, started: float, want_failures:
         if run is None:
             raise AssertionError(f"the catalog has no run {fit.run_id}")
         summary, timeline = run_record(con, run)
-    if summary["status"] != "finished" or summary["epochs_completed"] != EPOCHS:
-        raise AssertionError(f"run recorded as {summary['status']} with {summary['epochs_completed']} epochs")
-    if summary["worker_failures"] < want_failures:
-        raise AssertionError(f"the audit shows {summary['worker_failures']} worker failures, expected "
-                             f">= {want_failures}: {[r['what'] for r in timeline]}")
-    if summary["rebuilt"] < want_rebuilt:
-        raise AssertionError(f"the audit shows {summary['rebuilt']} rebuilds during the run, expected >= {want_rebuilt}")
+    if summary.status != "finished" or summary.epochs_completed != EPOCHS:
+        raise AssertionError(f"run recorded as {summary.status} with {summary.epochs_completed} epochs")
+    if summary.worker_failures < want_failures:
+        raise AssertionError(f"the audit shows {summary.worker_failures} worker failures, expected "
+                             f">= {want_failures}: {[r.what for r in timeline]}")
+    if summary.rebuilt < want_rebuilt:
+        raise AssertionError(f"the audit shows {summary.rebuilt} rebuilds during the run, expected >= {want_rebuilt}")
     out.detail = (f"{len(checks)} epoch attempts checked ({facts['attempts']} worker-group starts), "
-                  f"{summary['worker_failures']} worker failures, {summary['rebuilt']} rebuilt, "
-                  f"{summary['reconstructed']} reconstructed, time lost {summary['time_lost_s']:.1f}s")
+                  f"{summary.worker_failures} worker failures, {summary.rebuilt} rebuilt, "
+                  f"{summary.reconstructed} reconstructed, time lost {summary.time_lost_s:.1f}s")
 
 
 def train_node_removed(env, seed, out: Outcome):

@@ -12,8 +12,10 @@ from ftbridge.errors import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-_API = ("ExecutorInfo", "FitResult", "conversion_id", "executors", "fit_on_spark", "from_spark",
-        "from_spark_recoverable", "init_spark", "open_recoverable", "release", "spark_session", "stop_spark", "to_spark")
+_API = ("AuditReport", "ConversionDetail", "ConversionSummary", "ExecutorInfo", "FitResult", "GcReport", "Health",
+        "RecoverReport", "RunDetail", "RunSummary", "VerifyReport", "audit", "conversion_id", "executors",
+        "fit_on_spark", "from_spark", "from_spark_recoverable", "gc", "init_spark", "open_recoverable", "recover",
+        "release", "show", "spark_session", "stop_spark", "to_spark", "verify")
 
 __all__ = [*_API, "__version__"]
 

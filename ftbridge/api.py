@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ftbridge.cluster.session import ExecutorInfo, current_or_none, executors, init_spark, spark_session, stop_spark
 from ftbridge.convert import conversion
+from ftbridge.convert.ops import recover as recover_op
 from ftbridge.convert.to_spark import conversion as ray_to_spark
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.reports import (
+    AuditReport,
+    ConversionDetail,
+    ConversionSummary,
+    GcReport,
+    Health,
+    RecoverReport,
+    RunDetail,
+    RunSummary,
+    VerifyReport,
+)
+from ftbridge.operations import audit, gc, show, verify
 from ftbridge.train import fit as train_fit
 from ftbridge.train.fit import FitResult
 
@@ -15,9 +30,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from ray.data import Dataset
 
-__all__ = ["ExecutorInfo", "FitResult", "conversion_id", "executors", "fit_on_spark", "from_spark",
-           "from_spark_recoverable", "init_spark", "open_recoverable", "release", "spark_session", "stop_spark",
-           "to_spark"]
+__all__ = ["AuditReport", "ConversionDetail", "ConversionSummary", "ExecutorInfo", "FitResult", "GcReport", "Health",
+           "RecoverReport", "RunDetail", "RunSummary", "VerifyReport", "audit", "conversion_id", "executors",
+           "fit_on_spark", "from_spark", "from_spark_recoverable", "gc", "init_spark", "open_recoverable", "recover",
+           "release", "show", "spark_session", "stop_spark", "to_spark", "verify"]
 
 
 def from_spark_recoverable(df: DataFrame, storage_level: StorageLevel | None = None, *, spill_dir: str | None = None,
@@ -135,3 +151,25 @@ def release(ds_or_id: Dataset | DataFrame | str, *, catalog: str | None = None) 
     """Free one conversion (a Dataset, DataFrame or id): delete its files, mark it released.
     Returns bytes freed."""
     return conversion.release(ds_or_id, catalog=catalog)
+
+
+def recover(conversion_id: str, *, catalog: str | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> RecoverReport:
+    """Verify a recorded conversion, then rebuild its missing or corrupt partitions through its recipe.
+
+    Needs no live driver: the recipe runs in a Spark session this call starts (and stops) on
+    the Ray cluster this process is connected to, or an embedded one.
+
+    Args:
+        conversion_id: a conversion id or unique prefix of one.
+        on_progress: called as `on_progress(done, total)` once the bad partitions are known and
+            after each rebuild.
+
+    Returns:
+        RecoverReport: `.verified` (what verify found), `.rebuilt`, `.failed`, `.health`
+        (HEALTHY unless a partition could not be rebuilt).
+
+    Raises:
+        PartitionLostError: partitions are bad and the conversion has no recipe.
+    """
+    return recover_op.recover(Catalog(catalog), conversion_id, on_progress=on_progress)

@@ -8,13 +8,14 @@ from ftbridge.lineage import queries
 from ftbridge.lineage.kinds import EventKind as K
 from ftbridge.lineage.kinds import PartitionState, RunStatus
 from ftbridge.lineage.kinds import RunEventKind as RK
+from ftbridge.lineage.reports import ConversionSummary, PartitionHealth, RecoveryTimes, RunSummary, TimelineEntry
 
 DETECTIONS = (K.SPILL_MISSING, K.CHECKSUM_MISMATCH, K.VERIFY_FAILED)
 REBUILDS = (K.REBUILT_FROM_SPARK, K.REBUILT_FROM_RECIPE, K.REBUILT_FROM_RAY)
 RECOVERY_KINDS = DETECTIONS + REBUILDS + (K.OBJECT_RECONSTRUCTED, K.UNRECOVERABLE, K.REBUILD_REFUSED)
 
 
-def partition_health(parts: list[dict]) -> dict[str, int]:
+def partition_health(parts: list[dict]) -> PartitionHealth:
     """healthy / degraded (missing or corrupt: rebuildable) / lost / released counts."""
     out = {"healthy": 0, "degraded": 0, "lost": 0, "released": 0}
     for p in parts:
@@ -23,7 +24,7 @@ def partition_health(parts: list[dict]) -> dict[str, int]:
             out["degraded"] += 1
         elif state in out:
             out[state] += 1
-    return out
+    return PartitionHealth(**out)
 
 
 def recovery_times(events: list[dict]) -> list[float]:
@@ -42,31 +43,29 @@ def recovery_times(events: list[dict]) -> list[float]:
     return times
 
 
-def summarize(conv: dict, parts: list[dict], events: list[dict]) -> dict:
+def summarize(conv: dict, parts: list[dict], events: list[dict]) -> ConversionSummary:
     ttr = recovery_times(events)
     recoveries = [e for e in events if e["kind"] in RECOVERY_KINDS]
-    return {
-        "id": conv["conversion_id"],
-        "name": conv["name"],
-        "created": conv["created_at"].isoformat(),
-        "status": conv["status"],
-        "direction": conv.get("direction") or "spark_to_ray",
-        "rows": conv["total_rows"],
-        "bytes": conv["total_bytes"],
-        "partitions": partition_health(parts),
-        "recovery_events": len(recoveries),
-        "rebuilt": sum(1 for e in events if e["kind"] in REBUILDS),
-        "reconstructed": sum(1 for e in events if e["kind"] == K.OBJECT_RECONSTRUCTED),
-        "time_to_recover_s": {
-            "median": round(statistics.median(ttr), 3) if ttr else None,
-            "worst": round(max(ttr), 3) if ttr else None,
-        },
-        "recipe": conv.get("recipe"),
-        "spill_root": conv["spill_root"],
-    }
+    return ConversionSummary(
+        id=conv["conversion_id"],
+        name=conv["name"],
+        created=conv["created_at"].isoformat(),
+        status=conv["status"],
+        direction=conv.get("direction") or "spark_to_ray",
+        rows=conv["total_rows"],
+        bytes=conv["total_bytes"],
+        partitions=partition_health(parts),
+        recovery_events=len(recoveries),
+        rebuilt=sum(1 for e in events if e["kind"] in REBUILDS),
+        reconstructed=sum(1 for e in events if e["kind"] == K.OBJECT_RECONSTRUCTED),
+        time_to_recover_s=RecoveryTimes(median=round(statistics.median(ttr), 3) if ttr else None,
+                                        worst=round(max(ttr), 3) if ttr else None),
+        recipe=conv.get("recipe"),
+        spill_root=conv["spill_root"],
+    )
 
 
-def audit(con) -> list[dict]:
+def audit(con) -> list[ConversionSummary]:
     out = []
     for conv in queries.conversions(con):
         cid = conv["conversion_id"]
@@ -99,41 +98,41 @@ def time_lost(run_events: list[dict]) -> float:
     return round(sum(max(0.0, d - typical) for d in disrupted), 3)
 
 
-def summarize_run(run: dict, inputs: dict[str, str], run_events: list[dict], input_events: list[dict]) -> dict:
+def summarize_run(run: dict, inputs: dict[str, str], run_events: list[dict], input_events: list[dict]) -> RunSummary:
     reports = [e for e in run_events if e["kind"] == RK.REPORT]
     epochs = {e["epoch"] for e in reports if e["epoch"] is not None}
     failures = sum(1 for e in run_events if e["kind"] == RK.WORKER_FAILED)
     restarts = failures - (1 if failures and run["status"] == RunStatus.FAILED else 0)
     end = run["finished_at"]
-    return {
-        "id": run["run_id"], "name": run["name"], "ray_run_id": run["ray_run_id"], "trainer": run["trainer"],
-        "status": run["status"], "started": run["started_at"].isoformat(),
-        "finished": end.isoformat() if end else None,
-        "seconds": round((end - run["started_at"]).total_seconds(), 3) if end else None,
-        "inputs": inputs,
-        "epochs_completed": len(epochs) if epochs else len(reports),
-        "reports": len(reports),
-        "checkpoints": sum(1 for e in reports if e["checkpoint"]),
-        "worker_failures": failures, "restarts": restarts, "attempts": 1 + restarts,
-        "recovery_events": sum(1 for e in input_events if e["kind"] in RECOVERY_KINDS),
-        "rebuilt": sum(1 for e in input_events if e["kind"] in REBUILDS),
-        "reconstructed": sum(1 for e in input_events if e["kind"] == K.OBJECT_RECONSTRUCTED),
-        "time_lost_s": time_lost(run_events),
-        "error": run["error"],
-    }
+    return RunSummary(
+        id=run["run_id"], name=run["name"], ray_run_id=run["ray_run_id"], trainer=run["trainer"],
+        status=run["status"], started=run["started_at"].isoformat(),
+        finished=end.isoformat() if end else None,
+        seconds=round((end - run["started_at"]).total_seconds(), 3) if end else None,
+        inputs=inputs,
+        epochs_completed=len(epochs) if epochs else len(reports),
+        reports=len(reports),
+        checkpoints=sum(1 for e in reports if e["checkpoint"]),
+        worker_failures=failures, restarts=restarts, attempts=1 + restarts,
+        recovery_events=sum(1 for e in input_events if e["kind"] in RECOVERY_KINDS),
+        rebuilt=sum(1 for e in input_events if e["kind"] in REBUILDS),
+        reconstructed=sum(1 for e in input_events if e["kind"] == K.OBJECT_RECONSTRUCTED),
+        time_lost_s=time_lost(run_events),
+        error=run["error"],
+    )
 
 
-def run_timeline(run_events: list[dict], input_events: list[dict]) -> list[dict]:
+def run_timeline(run_events: list[dict], input_events: list[dict]) -> list[TimelineEntry]:
     """The run's own events and its inputs' recovery events, in time order."""
-    rows = [{"at": e["happened_at"], "what": e["kind"], "epoch": e["epoch"], "conversion": None, "partition": None,
-             "detail": e["checkpoint"] or e["detail"] or ""} for e in run_events]
-    rows += [{"at": e["started_at"], "what": e["kind"], "epoch": None, "conversion": e["conversion_id"],
-              "partition": e["partition_id"], "detail": e["detail"] or ""}
+    rows = [TimelineEntry(at=e["happened_at"], what=e["kind"], epoch=e["epoch"], conversion=None, partition=None,
+                          detail=e["checkpoint"] or e["detail"] or "") for e in run_events]
+    rows += [TimelineEntry(at=e["started_at"], what=e["kind"], epoch=None, conversion=e["conversion_id"],
+                           partition=e["partition_id"], detail=e["detail"] or "")
              for e in input_events if e["kind"] in RECOVERY_KINDS]
-    return sorted(rows, key=lambda r: r["at"])
+    return sorted(rows, key=lambda r: r.at)
 
 
-def run_record(con, run: dict) -> tuple[dict, list[dict]]:
+def run_record(con, run: dict) -> tuple[RunSummary, list[TimelineEntry]]:
     """(summary, timeline) of one training run."""
     inputs = queries.run_inputs(con, run["run_id"])
     events = queries.run_events(con, run["run_id"])
@@ -141,5 +140,5 @@ def run_record(con, run: dict) -> tuple[dict, list[dict]]:
     return summarize_run(run, inputs, events, data), run_timeline(events, data)
 
 
-def runs_audit(con) -> list[dict]:
+def runs_audit(con) -> list[RunSummary]:
     return [run_record(con, r)[0] for r in queries.runs(con)]

@@ -19,6 +19,7 @@ import duckdb
 from ftbridge.common import foreign
 from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus
+from ftbridge.lineage.reports import PruneReport
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _EXPIRED = "SELECT conversion_id FROM conversions WHERE status = ? AND released_
 _ENDED_RUNS = "SELECT run_id FROM runs WHERE finished_at < ?"
 
 
-def prune(catalog: Catalog, older_than: timedelta, dry_run: bool = False) -> dict:
+def prune(catalog: Catalog, older_than: timedelta, dry_run: bool = False) -> PruneReport:
     """Delete partitions and events of conversions released before now - `older_than`; compact.
 
     Returns what was (or, with `dry_run`, would be) removed and the file size before and after.
@@ -46,10 +47,10 @@ def prune(catalog: Catalog, older_than: timedelta, dry_run: bool = False) -> dic
             con.execute(f"DELETE FROM run_events WHERE run_id IN ({_ENDED_RUNS})", [cutoff])
     if not dry_run and any(counts.values()):
         compact(catalog)
-    return {"conversions": conversions, "partitions_removed": counts["partitions"],
-            "events_removed": counts["events"], "run_events_removed": counts["run_events"],
-            "catalog_bytes_before": before,
-            "catalog_bytes_after": file_bytes(catalog.path), "cutoff": cutoff, "dry_run": dry_run}
+    return PruneReport(conversions=conversions, partitions_removed=counts["partitions"],
+                       events_removed=counts["events"], run_events_removed=counts["run_events"],
+                       catalog_bytes_before=before, catalog_bytes_after=file_bytes(catalog.path), cutoff=cutoff,
+                       dry_run=dry_run)
 
 
 def compact(catalog: Catalog) -> None:

@@ -89,10 +89,10 @@ def _audit_table(catalog_path: str, conversion_id: str) -> None:
         table.add_row(str(e["started_at"])[11:23], e["kind"], "" if e["partition_id"] is None else str(e["partition_id"]),
                       f"{e['duration_s']:.3f}", short_paths(e["detail"])[:90])
     console.print(table)
-    ttr = summary["time_to_recover_s"]
-    console.print(f"  partitions {summary['partitions']}; {summary['rebuilt']} rebuilt from Spark, "
-                  f"{summary['reconstructed']} blocks reconstructed by Ray; time to recover median "
-                  f"{ttr['median']}s, worst {ttr['worst']}s")
+    ttr = summary.time_to_recover_s
+    console.print(f"  partitions {summary.partitions.to_dict()}; {summary.rebuilt} rebuilt from Spark, "
+                  f"{summary.reconstructed} blocks reconstructed by Ray; time to recover median "
+                  f"{ttr.median}s, worst {ttr.worst}s")
 
 
 def _start_spark():

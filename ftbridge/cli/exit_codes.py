@@ -18,12 +18,15 @@ from ftbridge.common.errors import (
     PartitionLostError,
     UnknownConversionError,
 )
+from ftbridge.lineage.reports import Health
 
 
 class ExitCode(IntEnum):
-    HEALTHY = 0      # done; every checked partition is healthy
-    DEGRADED = 1     # files missing or corrupt, and a recipe or the live driver can rebuild them
-    DATA_LOST = 2    # partitions that nothing can rebuild
+    """The first three are a report's `Health`; the rest are how a command failed."""
+
+    HEALTHY = int(Health.HEALTHY)      # done; every checked partition is healthy
+    DEGRADED = int(Health.DEGRADED)    # files missing or corrupt, and a recipe or the live driver can rebuild them
+    DATA_LOST = int(Health.DATA_LOST)  # partitions that nothing can rebuild
     BAD_INPUT = 3    # bad arguments, unknown conversion id, no catalog / not a catalog, bad settings
     TRANSIENT = 4    # the catalog is busy or a bounded wait ran out: retrying later may pass
     FAILED = 5       # anything else (see the message)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
-from datetime import timedelta
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ftbridge import operations
 from ftbridge.cli.exit_codes import ExitCode
 from ftbridge.cli.exit_codes import table as exit_code_table
 from ftbridge.cli.output import (
@@ -32,17 +31,8 @@ from ftbridge.cli.output import (
 from ftbridge.cli.runs import runs_table, show_run
 from ftbridge.cluster import scratch
 from ftbridge.common.config import env_name
-from ftbridge.common.errors import UnknownConversionError
-from ftbridge.convert.ops.gc import collect
-from ftbridge.convert.ops.verify import Health
-from ftbridge.convert.ops.verify import verify as run_verify
-from ftbridge.convert.types import schema_from_b64
-from ftbridge.lineage import queries
-from ftbridge.lineage.audit import audit as run_audit
-from ftbridge.lineage.audit import runs_audit
-from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.kinds import PartitionState
-from ftbridge.lineage.retention import prune
+from ftbridge.lineage.reports import Health, PartitionHealth, RunDetail
 
 _EPILOG = "Exit codes:\n\n" + "\n\n".join(exit_code_table().splitlines())
 
@@ -68,12 +58,12 @@ def _engine_output(ctx: click.Context):
     return native_stderr_to(os.path.join(scratch.log_dir(), "native-stderr.log"))
 
 
-def _health(p: dict) -> str:
-    if p.get("released") and not (p["healthy"] or p["degraded"] or p["lost"]):
-        return f"released ({p['released']})"
-    parts = [f"[green]{p['healthy']}[/]"]
-    parts.append(f"[yellow]{p['degraded']}[/]" if p["degraded"] else "0")
-    parts.append(f"[red]{p['lost']}[/]" if p["lost"] else "0")
+def _health(p: PartitionHealth) -> str:
+    if p.released and not (p.healthy or p.degraded or p.lost):
+        return f"released ({p.released})"
+    parts = [f"[green]{p.healthy}[/]"]
+    parts.append(f"[yellow]{p.degraded}[/]" if p.degraded else "0")
+    parts.append(f"[red]{p.lost}[/]" if p.lost else "0")
     return " / ".join(parts)
 
 
@@ -82,26 +72,24 @@ def _health(p: dict) -> str:
 @handle_errors
 def audit(catalog, as_json):
     """Every conversion (rows, partition health, recovery events, time to recover) and training run."""
-    with Catalog(catalog).read() as con:
-        rows = run_audit(con)
-        runs = runs_audit(con)
+    report = operations.audit(catalog=catalog)
     if as_json:
-        return emit_json({"catalog": Catalog(catalog).path, "conversions": rows, "runs": runs})
-    table = Table(title=f"ftbridge audit — {Catalog(catalog).path}")
+        return emit_json(report.to_dict())
+    table = Table(title=f"ftbridge audit — {report.catalog}")
     for col in ("id", "name", "created", "way", "status", "rows", "bytes", "healthy / degraded / lost",
                 "recovery events", "rebuilt", "reconstructed", "TTR median", "TTR worst"):
         table.add_column(col, overflow="fold")
-    for r in rows:
-        ttr = r["time_to_recover_s"]
-        way = "Ray→Spark" if r["direction"] == "ray_to_spark" else "Spark→Ray"
-        table.add_row(r["id"][:12], r["name"] or "", r["created"][:19], way, r["status"], f"{r['rows']:,}",
-                      human_bytes(r["bytes"]), _health(r["partitions"]), str(r["recovery_events"]),
-                      str(r["rebuilt"]), str(r["reconstructed"]),
-                      f"{ttr['median']:.2f}s" if ttr["median"] is not None else "-",
-                      f"{ttr['worst']:.2f}s" if ttr["worst"] is not None else "-")
+    for r in report.conversions:
+        ttr = r.time_to_recover_s
+        way = "Ray→Spark" if r.direction == "ray_to_spark" else "Spark→Ray"
+        table.add_row(r.id[:12], r.name or "", r.created[:19], way, r.status, f"{r.rows:,}",
+                      human_bytes(r.bytes), _health(r.partitions), str(r.recovery_events),
+                      str(r.rebuilt), str(r.reconstructed),
+                      f"{ttr.median:.2f}s" if ttr.median is not None else "-",
+                      f"{ttr.worst:.2f}s" if ttr.worst is not None else "-")
     console.print(table)
-    if runs:
-        console.print(runs_table(runs))
+    if report.runs:
+        console.print(runs_table(report.runs))
 
 
 @cli.command()
@@ -110,33 +98,23 @@ def audit(catalog, as_json):
 @handle_errors
 def show(conversion, catalog, as_json):
     """One conversion (plan, schema, storage, partitions, events) or training run (inputs, timeline)."""
-    cat = Catalog(catalog)
-    with cat.read() as con:
-        run = queries.run(con, conversion)
-        if run is not None:
-            return show_run(run, con, as_json)
-    try:
-        conv, parts = cat.load(conversion)
-    except UnknownConversionError as exc:
-        raise UnknownConversionError(f"{exc} Training runs are listed there too; no run is named or numbered "
-                                     f"{conversion!r} either.", conversion_id=conversion) from None
-    with cat.read() as con:
-        events = queries.events(con, conv["conversion_id"])
-    schema = schema_from_b64(conv.pop("schema_b64"))
+    detail = operations.show(conversion, catalog=catalog)
+    if isinstance(detail, RunDetail):
+        return show_run(detail, as_json)
     if as_json:
-        return emit_json({"conversion": {**conv, "schema": [{"name": f.name, "type": str(f.type)} for f in schema]},
-                          "partitions": parts, "events": events})
+        return emit_json(detail.to_dict())
+    conv = detail.conversion
     console.print(f"[bold]conversion[/] {conv['conversion_id']}  name={conv['name']}  status={conv['status']}")
     console.print(f"created {conv['created_at']}  app {conv['app_id']}  Spark {conv['spark_version']}  "
                   f"storage {conv['storage_level']}")
     console.print(f"spill root {conv['spill_root']} ({'node-local' if conv['node_local'] else 'durable'})  "
                   f"recipe {conv['recipe'] or '-'}")
     console.print(f"plan hash {conv['plan_hash'][:16]}\n[dim]{conv['plan_text']}[/]")
-    console.print("schema: " + ", ".join(f"{f.name} {f.type}" for f in schema))
+    console.print("schema: " + ", ".join(f"{f.name} {f.type}" for f in detail.schema))
     pt = Table(title="partitions")
     for col in ("partition", "state", "rows", "bytes", "node", "rebuilt", "path"):
         pt.add_column(col, overflow="fold")
-    for p in parts:
+    for p in detail.partitions:
         color = {PartitionState.HEALTHY: "green", PartitionState.LOST: "red"}.get(p["state"], "yellow")
         pt.add_row(str(p["partition_id"]), f"[{color}]{p['state']}[/]", f"{p['num_rows']:,}",
                    human_bytes(p["num_bytes"]), (p["node_id"] or "-")[:12], str(p["rebuilt_count"]), p["path"])
@@ -144,7 +122,7 @@ def show(conversion, catalog, as_json):
     et = Table(title="events")
     for col in ("time", "kind", "partition", "seconds", "node", "detail"):
         et.add_column(col, overflow="fold")
-    for e in events:
+    for e in detail.events:
         et.add_row(str(e["started_at"])[:23], e["kind"], "" if e["partition_id"] is None else str(e["partition_id"]),
                    f"{e['duration_s']:.3f}", (e["node_id"] or "")[:12], short_paths(e["detail"])[:120])
     console.print(et)
@@ -159,28 +137,22 @@ def verify(conversion, all_, catalog, as_json):
     """Re-check every spill file. Exit 0 healthy, 1 degraded but rebuildable, 2 data lost."""
     if bool(conversion) == bool(all_):
         raise click.UsageError("give a conversion id or --all (not both)")
-    cat = Catalog(catalog)
-    if all_:
-        with cat.read() as con:
-            ids = [c["conversion_id"] for c in queries.conversions(con) if c["status"] == "active"]
-    else:
-        ids = [conversion]
-    reports = [run_verify(cat, cid) for cid in ids]
-    code = max([r["exit_code"] for r in reports], default=0)
+    reports = operations.verify(*([conversion] if conversion else []), catalog=catalog)
+    code = max([r.exit_code for r in reports], default=0)
     if as_json:
-        emit_json({"exit_code": code, "conversions": reports})
+        emit_json({"exit_code": code, "conversions": [r.to_dict() for r in reports]})
     else:
         table = Table(title="verify")
         for col in ("id", "name", "healthy", "bad", "rebuildable", "result"):
             table.add_column(col)
+        result = {Health.HEALTHY: "[green]healthy[/]", Health.DEGRADED: "[yellow]degraded, rebuildable[/]",
+                  Health.DATA_LOST: "[red]data lost[/]"}
         for r in reports:
-            result = {Health.HEALTHY: "[green]healthy[/]", Health.DEGRADED: "[yellow]degraded, rebuildable[/]",
-                      Health.DATA_LOST: "[red]data lost[/]"}
-            table.add_row(r["id"][:12], r["name"] or "", str(r["healthy"]), str(r["bad"]),
-                          "yes" if r["rebuildable"] else "no", result[r["exit_code"]])
-            for p in r["partitions"]:
-                if p["state"] not in (PartitionState.HEALTHY, PartitionState.RELEASED):
-                    console.print(f"  partition {p['partition']}: [yellow]{p['state']}[/] {p['detail']}")
+            table.add_row(r.id[:12], r.name or "", str(r.healthy), str(r.bad), "yes" if r.rebuildable else "no",
+                          result[r.health])
+            for p in r.partitions:
+                if p.state not in (PartitionState.HEALTHY, PartitionState.RELEASED):
+                    console.print(f"  partition {p.partition}: [yellow]{p.state}[/] {p.detail}")
         console.print(table)
     sys.exit(code)
 
@@ -192,33 +164,26 @@ def verify(conversion, all_, catalog, as_json):
 @click.pass_context
 def recover(ctx, conversion, catalog, as_json):
     """Rebuild missing or corrupt partitions through the conversion's recipe."""
-    from ftbridge.convert.ops.recover import recover as run_recover  # starts Ray and Spark: see the docstring
+    from ftbridge.api import recover as run_recover  # starts Ray and Spark: see the docstring
 
     with _engine_output(ctx), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=as_json) as progress:
         task = progress.add_task("verifying", total=None)
-        report = run_recover(
-            Catalog(catalog), conversion,
-            on_start=lambda n: progress.update(task, description="rebuilding partitions", total=n),
-            on_partition=lambda pid: progress.advance(task))
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, description="rebuilding partitions", total=total, completed=done)
+
+        report = run_recover(conversion, catalog=catalog, on_progress=advance)
     if as_json:
-        emit_json(report)
+        emit_json(report.to_dict())
     else:
-        if not report["rebuilt"] and not report["failed"]:
-            console.print(f"[green]conversion {report['id']} is healthy; nothing to rebuild[/]")
-        for r in report["rebuilt"]:
-            console.print(f"[green]rebuilt[/] partition {r['partition']} -> {r['path']}")
-        for r in report["failed"]:
-            console.print(f"[red]failed[/] partition {r['partition']}: {r['error']}")
-    sys.exit(report["exit_code"])
-
-
-def _parse_age(text: str) -> timedelta:
-    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
-    if not match:
-        raise click.BadParameter(f"{text!r}: use a number and one of s, m, h, d, w (e.g. 7d)")
-    n = int(match.group(1))
-    return timedelta(seconds=n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)])
+        if not report.rebuilt and not report.failed:
+            console.print(f"[green]conversion {report.id} is healthy; nothing to rebuild[/]")
+        for r in report.rebuilt:
+            console.print(f"[green]rebuilt[/] partition {r.partition} -> {r.path}")
+        for f in report.failed:
+            console.print(f"[red]failed[/] partition {f.partition}: {f.error}")
+    sys.exit(report.exit_code)
 
 
 def connect_ray(address: str) -> None:
@@ -251,35 +216,31 @@ def connect_ray(address: str) -> None:
 def gc(older_than, events_older_than, dry_run, ray_address, catalog, as_json):
     """Delete spill files of released or expired conversions, and copies left on hosts that were down;
     optionally prune old catalog history."""
-    age = _parse_age(older_than) if older_than else None
-    history_age = _parse_age(events_older_than) if events_older_than else None
-    cat = Catalog(catalog)
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         connect_ray(address)
-    report = collect(cat, age, dry_run)
-    if history_age is not None:
-        report["catalog"] = prune(cat, history_age, dry_run)
+    report = operations.gc(older_than=older_than, events_older_than=events_older_than, dry_run=dry_run,
+                           catalog=catalog)
     if as_json:
-        return emit_json(report)
+        return emit_json(report.to_dict())
     verb = "would free" if dry_run else "freed"
-    for c in report["conversions"]:
-        hosts = ", ".join(f"{h} {human_bytes(b)}" for h, b in sorted(c["by_host"].items()))
-        waiting = f"; {c['waiting']} files wait for their host" if c["waiting"] else ""
-        console.print(f"{c['id'][:12]} ({c['reason']}): {c['files']} files, {human_bytes(c['bytes'])}"
+    for c in report.conversions:
+        hosts = ", ".join(f"{h} {human_bytes(b)}" for h, b in sorted(c.by_host.items()))
+        waiting = f"; {c.waiting} files wait for their host" if c.waiting else ""
+        console.print(f"{c.id[:12]} ({c.reason}): {c.files} files, {human_bytes(c.bytes)}"
                       f"{f' ({hosts})' if hosts else ''}{waiting}")
-    console.print(f"[bold]{verb} {human_bytes(report['bytes_freed'])}[/] in {report['files']} files")
-    if report["waiting"]:
-        hint = ("they are on hosts that are down or did not answer; run gc again once they are back" if report["ray"]
+    console.print(f"[bold]{verb} {human_bytes(report.bytes_freed)}[/] in {report.files} files")
+    if report.waiting:
+        hint = ("they are on hosts that are down or did not answer; run gc again once they are back" if report.ray
                 else "they are on other hosts: pass --ray-address (or set RAY_ADDRESS) so each host deletes its own")
-        console.print(f"[yellow]{report['waiting']} files not reached[/]: {hint}")
-    if "catalog" in report:
-        r = report["catalog"]
-        console.print(f"catalog history of {r['conversions']} conversions released before {r['cutoff']:%Y-%m-%d %H:%M}: "
-                      f"{r['partitions_removed']} partition rows, {r['events_removed']} events, "
-                      f"{r['run_events_removed']} training-run events (runs ended before then) "
-                      f"{'would go' if dry_run else 'removed'}; file {human_bytes(r['catalog_bytes_before'])} -> "
-                      f"{human_bytes(r['catalog_bytes_after'])}")
+        console.print(f"[yellow]{report.waiting} files not reached[/]: {hint}")
+    if report.catalog is not None:
+        r = report.catalog
+        console.print(f"catalog history of {r.conversions} conversions released before {r.cutoff:%Y-%m-%d %H:%M}: "
+                      f"{r.partitions_removed} partition rows, {r.events_removed} events, "
+                      f"{r.run_events_removed} training-run events (runs ended before then) "
+                      f"{'would go' if dry_run else 'removed'}; file {human_bytes(r.catalog_bytes_before)} -> "
+                      f"{human_bytes(r.catalog_bytes_after)}")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

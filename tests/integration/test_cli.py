@@ -16,6 +16,7 @@ import pytest
 
 import tests.recipes  # noqa: F401  (the recipes the CLI commands import: an error here fails, never skips)
 from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
+from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import cli_in_process, python_env, run_child
 
 DRIVER = textwrap.dedent("""
@@ -136,9 +137,16 @@ def test_recipe_that_changed_is_refused(driver, tmp_path):
                 [driver["recipe"]])
     con.close()
     os.remove(parts(cat, driver["recipe"])[2]["path"])
-    out = cli("recover", driver["recipe"], "--json", catalog=cat, expect=2)
-    report = json.loads(out.stdout)
-    assert report["failed"] and "not deterministic" in report["failed"][0]["error"]
+    # examples/morning_after.py, as a cron job runs it: the Python API's verify, recover and gc.
+    env = {**python_env(), "RAY_ADDRESS": "local"}
+    proc = run_child([sys.executable, str(REPO / "examples" / "morning_after.py"), "--catalog", cat, "--json"],
+                     env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["verified"] == {driver["recipe"]: "data_lost", driver["plain"]: "data_lost"}, doc
+    (repair,) = doc["repairs"]
+    assert repair["id"] == driver["recipe"] and repair["rebuilt"] == []
+    assert [f["partition"] for f in repair["failed"]] == [2] and "not deterministic" in repair["failed"][0]["error"]
     assert parts(cat, driver["recipe"])[2]["state"] == "lost"
 
 

@@ -114,7 +114,7 @@ def test_recorded_verified_and_released(spark, catalog):
     conv, parts = Catalog(catalog).load(cid)
     assert conv["direction"] == "ray_to_spark" and conv["name"] == "back" and conv["total_rows"] == 60
     assert [p["num_rows"] for p in parts] == [10, 20, 30] and all(p["checksum"].startswith("xxh64:") for p in parts)
-    assert verify(Catalog(catalog), cid)["exit_code"] == 0
+    assert verify(Catalog(catalog), cid).exit_code == 0
     with pytest.raises(ConfigurationError, match="Ray -> Spark"):
         ftbridge.open_recoverable(cid, catalog=catalog)
     assert ftbridge.release(df) > 0
@@ -140,7 +140,7 @@ def test_lost_and_corrupt_staged_files_are_staged_again(spark, catalog):
         kinds = [(e["kind"], e["partition_id"]) for e in queries.events(con, cid)]
     assert ("rebuilt_from_ray", 1) in kinds and ("rebuilt_from_ray", 2) in kinds
     assert ("spill_missing", 1) in kinds and ("checksum_mismatch", 2) in kinds
-    assert verify(Catalog(catalog), cid)["exit_code"] == 0
+    assert verify(Catalog(catalog), cid).exit_code == 0
 
 
 @pytest.mark.core

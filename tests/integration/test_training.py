@@ -134,17 +134,17 @@ def test_fit_on_spark_every_epoch_row_by_row_through_a_failure_and_a_lost_file(t
     with Catalog(catalog).read() as con:
         summary, timeline = run_record(con, queries.run(con, fit.run_id))
         conv = queries.conversion(con, fit.conversions["train"])
-    assert summary["status"] == "finished" and summary["trainer"] == "DataParallelTrainer"
-    assert summary["ray_run_id"] and summary["inputs"] == {"train": conv["conversion_id"]}
-    assert (summary["epochs_completed"], summary["checkpoints"]) == (3, 3)
-    assert (summary["worker_failures"], summary["restarts"], summary["attempts"]) == (1, 1, 2)
+    assert summary.status == "finished" and summary.trainer == "DataParallelTrainer"
+    assert summary.ray_run_id and summary.inputs == {"train": conv["conversion_id"]}
+    assert (summary.epochs_completed, summary.checkpoints) == (3, 3)
+    assert (summary.worker_failures, summary.restarts, summary.attempts) == (1, 1, 2)
     # How long the failure cost is timing (the unit test checks the arithmetic on fixed times): here
     # only that the disrupted epoch is counted, never a negative figure.
-    assert summary["rebuilt"] == 1 and summary["time_lost_s"] >= 0
-    what = [r["what"] for r in timeline]
+    assert summary.rebuilt == 1 and summary.time_lost_s >= 0
+    what = [r.what for r in timeline]
     assert what[0] == "started" and what[-1] == "finished"
     assert what.index("worker_failed") > what.index("report") and "rebuilt_from_spark" in what
-    assert next(r for r in timeline if r["what"] == "rebuilt_from_spark")["partition"] == box["deleted"]
+    assert next(r for r in timeline if r.what == "rebuilt_from_spark").partition == box["deleted"]
     assert conv["status"] == "released"  # the run's data is freed when it succeeds (keep_data=False)
 
     shown = cli("show", fit.run_id[:10], "--catalog", catalog)
@@ -161,9 +161,9 @@ def test_xgboost_trainer_fits_on_train_and_evaluation_frames(train_cluster, tmp_
     assert fit.metrics["evaluation-rmse"] < 5.0
     with Catalog(catalog).read() as con:
         summary, _ = run_record(con, queries.run(con, "xgb"))
-    assert summary["trainer"] == "XGBoostTrainer" and summary["status"] == "finished"
-    assert set(summary["inputs"]) == {"train", "evaluation"} and summary["checkpoints"] >= 1
-    assert summary["worker_failures"] == 0
+    assert summary.trainer == "XGBoostTrainer" and summary.status == "finished"
+    assert set(summary.inputs) == {"train", "evaluation"} and summary.checkpoints >= 1
+    assert summary.worker_failures == 0
 
 
 def always_fails(config: dict) -> None:
@@ -179,9 +179,9 @@ def test_a_failing_trainer_is_recorded_and_raised_as_an_ftbridge_error(train_clu
     assert "bad feature column 'x9'" in str(info.value) and "ftbridge show" in str(info.value)
     with Catalog(catalog).read() as con:
         summary, timeline = run_record(con, queries.run(con, info.value.run_id))
-        kept = queries.conversion(con, summary["inputs"]["train"])
-    assert summary["status"] == "failed" and "x9" in summary["error"]
-    assert summary["worker_failures"] == 2 and summary["restarts"] == 1 and timeline[-1]["what"] == "failed"
+        kept = queries.conversion(con, summary.inputs["train"])
+    assert summary.status == "failed" and "x9" in summary.error
+    assert summary.worker_failures == 2 and summary.restarts == 1 and timeline[-1].what == "failed"
     assert kept["status"] == "active"  # kept for a retry; released with the Spark session or by hand
     ftbridge.release(kept["conversion_id"], catalog=catalog)
 

@@ -107,8 +107,8 @@ def test_events_are_idempotent_and_feed_time_to_recover(tmp_path):
         assert len(events) == 2
         assert recovery_times(events) == [3.0]
         (row,) = audit(con)
-    assert row["time_to_recover_s"] == {"median": 3.0, "worst": 3.0}
-    assert row["partitions"]["healthy"] == 3 and row["rebuilt"] == 1
+    assert row.time_to_recover_s.to_dict() == {"median": 3.0, "worst": 3.0}
+    assert row.partitions.healthy == 3 and row.rebuilt == 1
 
 
 def test_not_a_duckdb_file(tmp_path):
@@ -243,12 +243,12 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
             records.insert_run(con, run, {"train": ids[kind][0]}, [new_run_event(rid, "report") for _ in range(5)])
         runs[kind] = rid
     dry = prune(cat, timedelta(days=30), dry_run=True)
-    assert (dry["conversions"], dry["partitions_removed"], dry["events_removed"]) == (30, 90, 600)
-    assert dry["run_events_removed"] == 5  # only the run that ended 40 days ago
+    assert (dry.conversions, dry.partitions_removed, dry.events_removed) == (30, 90, 600)
+    assert dry.run_events_removed == 5  # only the run that ended 40 days ago
     before = file_bytes(cat.path)
     done = prune(cat, timedelta(days=30))
-    assert (done["partitions_removed"], done["events_removed"]) == (90, 600)
-    assert done["catalog_bytes_after"] < before
+    assert (done.partitions_removed, done.events_removed) == (90, 600)
+    assert done.catalog_bytes_after < before
     with cat.read() as con:
         for kind, expect_parts, expect_events in (("old", 0, 0), ("young", 3, 20), ("active", 3, 20)):
             for cid in ids[kind]:
@@ -257,7 +257,7 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
         assert len(queries.conversions(con)) == 90  # the conversions themselves stay for the audit
         assert {k: len(queries.run_events(con, rid)) for k, rid in runs.items()} == {"old": 0, "young": 5, "active": 5}
         assert len(queries.runs(con)) == 3 and queries.run_inputs(con, runs["old"]) == {"train": ids["old"][0]}
-    assert prune(cat, timedelta(days=30))["partitions_removed"] == 0
+    assert prune(cat, timedelta(days=30)).partitions_removed == 0
     with cat.write() as con:  # still a working catalog after the swap
         records.insert_conversion(con, *conv_record())
 
@@ -303,11 +303,11 @@ def test_training_run_summary_and_timeline(tmp_path):
         assert queries.run(con, "no-such-run") is None
         summary, timeline = run_record(con, queries.run(con, rid))
         assert runs_audit(con) == [summary]
-    assert summary["inputs"] == {"train": cid} and summary["ray_run_id"] == "ray-1"
-    assert (summary["epochs_completed"], summary["checkpoints"], summary["worker_failures"]) == (4, 3, 1)
-    assert (summary["restarts"], summary["attempts"], summary["status"]) == (1, 2, "finished")
-    assert summary["recovery_events"] == 2 and summary["rebuilt"] == 1
-    assert summary["time_lost_s"] == pytest.approx(15.0, abs=0.01)
-    kinds = [r["what"] for r in timeline]
+    assert summary.inputs == {"train": cid} and summary.ray_run_id == "ray-1"
+    assert (summary.epochs_completed, summary.checkpoints, summary.worker_failures) == (4, 3, 1)
+    assert (summary.restarts, summary.attempts, summary.status) == (1, 2, "finished")
+    assert summary.recovery_events == 2 and summary.rebuilt == 1
+    assert summary.time_lost_s == pytest.approx(15.0, abs=0.01)
+    kinds = [r.what for r in timeline]
     assert kinds == ["started", "report", "report", "worker_failed", "spill_missing", "rebuilt_from_spark", "report",
                      "report", "finished"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
 
 import ray
 
@@ -18,9 +17,10 @@ from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.lineage import queries, records
 from ftbridge.lineage.catalog import Catalog, new_event, now
 from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.lineage.reports import GcConversion, GcReport
 
 
-def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> dict:
+def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> GcReport:
     """Delete files of released conversions (their leftovers, and any recorded copy still found)
     and of active ones older than `older_than`; report bytes per host and what still waits."""
     with catalog.read() as con:
@@ -28,8 +28,8 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
         for row in queries.leftovers(con):
             leftovers.setdefault(row["conversion_id"], []).append(row)
         convs = [(c, queries.partitions(con, c["conversion_id"])) for c in queries.conversions(con)]
-    report: dict[str, Any] = {"dry_run": dry_run, "bytes_freed": 0, "files": 0, "by_host": {}, "waiting": 0,
-              "ray": ray.is_initialized(), "conversions": []}
+    done: list[GcConversion] = []
+    by_host: dict[str, int] = {}
     cutoff = now() - older_than if older_than is not None else None
     for conv, parts in convs:
         cid = conv["conversion_id"]
@@ -54,13 +54,10 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
         freed = cleanup.free(conv, files, dry_run=dry_run)
         if not freed.files and not freed.waiting and cid not in leftovers:
             continue
-        report["conversions"].append({"id": cid, "reason": reason, "files": freed.files, "bytes": freed.total,
-                                      "by_host": freed.by_host, "waiting": len(freed.waiting)})
-        report["files"] += freed.files
-        report["bytes_freed"] += freed.total
-        report["waiting"] += len(freed.waiting)
+        done.append(GcConversion(id=cid, reason=reason, files=freed.files, bytes=freed.total,
+                                 by_host=dict(freed.by_host), waiting=len(freed.waiting)))
         for host, size in freed.by_host.items():
-            report["by_host"][host] = report["by_host"].get(host, 0) + size
+            by_host[host] = by_host.get(host, 0) + size
         if dry_run:
             continue
         known = {f["path"]: f["reason"] for f in leftovers.get(cid, [])}
@@ -72,7 +69,8 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> di
             records.drop_leftovers(con, freed.gone)
             records.add_leftovers(con, [{**w, "conversion_id": cid, "reason": known.get(w["path"], "host_down")}
                                         for w in freed.waiting])
-    return report
+    return GcReport(dry_run=dry_run, bytes_freed=sum(c.bytes for c in done), files=sum(c.files for c in done),
+                    by_host=by_host, waiting=sum(c.waiting for c in done), ray=ray.is_initialized(), conversions=done)
 
 
 def _still_here(conv: dict, path: str) -> bool:

@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ftbridge.cluster import session as cluster
 from ftbridge.common.errors import ConversionError, FtbridgeError, PartitionLostError
-from ftbridge.convert.ops.verify import Health, verify
+from ftbridge.convert.ops.verify import verify
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder
 from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.kinds import BAD_STATES
+from ftbridge.lineage.reports import FailedPartition, RebuiltPartition, RecoverReport
 from ftbridge.lineage.writer import start_writer
 
 log = logging.getLogger(__name__)
 
 
-def recover(catalog: Catalog, conversion_id: str, on_start=None, on_partition=None) -> dict:
+def recover(catalog: Catalog, conversion_id: str,
+            on_progress: Callable[[int, int], None] | None = None) -> RecoverReport:
     """Verify, then rebuild each bad partition with the conversion's recipe.
 
-    Returns a report with `rebuilt` and `failed` partitions; raises PartitionLostError when the
+    `on_progress(done, total)` is called once the bad partitions are known and after each one.
+    The report lists the `rebuilt` and `failed` partitions; raises PartitionLostError when the
     conversion has bad partitions and no recipe.
     """
-    report = verify(catalog, conversion_id)
-    cid = report["id"]
-    bad = [r["partition"] for r in report["partitions"] if r["state"] in BAD_STATES]
-    report.update(rebuilt=[], failed=[])
-    if on_start:
-        on_start(len(bad))
+    verified = verify(catalog, conversion_id)
+    cid = verified.id
+    bad = [r.partition for r in verified.partitions if r.state in BAD_STATES]
+    rebuilt: list[RebuiltPartition] = []
+    failed: list[FailedPartition] = []
+    if on_progress:
+        on_progress(0, len(bad))
     if not bad:
-        return report
+        return RecoverReport(id=cid, name=verified.name, verified=verified, rebuilt=rebuilt, failed=failed)
     conv, parts = catalog.load(cid)
     if not conv.get("recipe"):
         raise PartitionLostError(
@@ -38,18 +43,17 @@ def recover(catalog: Catalog, conversion_id: str, on_start=None, on_partition=No
     cluster.ensure_ray()
     rebuilder = RecipeRebuilder(conv, parts, catalog, start_writer(catalog))
     try:
-        for pid in bad:
+        for done, pid in enumerate(bad, 1):
             try:
                 meta = rebuilder.rebuild(pid, "ftbridge recover")
-                report["rebuilt"].append({"partition": pid, "path": meta["path"], "node_id": meta["node_id"]})
+                rebuilt.append(RebuiltPartition(partition=pid, path=meta["path"], node_id=meta["node_id"]))
             except FtbridgeError as exc:
-                report["failed"].append({"partition": pid, "error": str(exc)})
+                failed.append(FailedPartition(partition=pid, error=str(exc)))
                 if isinstance(exc, ConversionError) and rebuilder.live is None:
                     break  # the recipe itself is unusable: every partition would fail the same way
-            if on_partition:
-                on_partition(pid)
+            if on_progress:
+                on_progress(done, len(bad))
     finally:
         if rebuilder.started_spark:
             cluster.stop_spark(cleanup_data=False)
-    report["exit_code"] = int(Health.HEALTHY if not report["failed"] else Health.DATA_LOST)
-    return report
+    return RecoverReport(id=cid, name=verified.name, verified=verified, rebuilt=rebuilt, failed=failed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from enum import IntEnum
 
 import pyarrow as pa
 
@@ -15,14 +14,7 @@ from ftbridge.lineage import records
 from ftbridge.lineage.catalog import Catalog, new_event
 from ftbridge.lineage.kinds import BAD_STATES, ConversionStatus, EventKind
 from ftbridge.lineage.kinds import PartitionState as S
-
-
-class Health(IntEnum):
-    """A conversion's verdict; also `ftbridge verify`'s exit code."""
-
-    HEALTHY = 0
-    DEGRADED = 1    # files missing or corrupt, but something can rebuild them
-    DATA_LOST = 2   # files missing or corrupt and nothing can rebuild them
+from ftbridge.lineage.reports import Health, PartitionCheck, VerifyReport
 
 
 def check_file(target: SpillTarget, part: dict) -> tuple[S, str]:
@@ -53,7 +45,7 @@ def driver_alive(conv: dict) -> bool:
         return False
 
 
-def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
+def verify(catalog: Catalog, conversion_id: str) -> VerifyReport:
     """Check every file, record the results as events and states; return a report."""
     conv, parts = catalog.load(conversion_id)
     cid = conv["conversion_id"]
@@ -70,18 +62,16 @@ def verify(catalog: Catalog, conversion_id: str, on_partition=None) -> dict:
                                     f"{state}: {detail}"))
             if state != part["state"]:
                 updates.append((part["partition_id"], state))
-        results.append({"partition": part["partition_id"], "state": state, "detail": detail,
-                        "path": part["path"], "node_id": part["node_id"]})
-        if on_partition:
-            on_partition(results[-1])
+        results.append(PartitionCheck(partition=part["partition_id"], state=state, detail=detail, path=part["path"],
+                                      node_id=part["node_id"]))
     if events or updates:
         with catalog.write() as con:
             for pid, state in updates:
                 records.update_partition(con, cid, pid, {"state": state})
             records.insert_events(con, events)
-    bad = [r for r in results if r["state"] in BAD_STATES]
+    bad = [r for r in results if r.state in BAD_STATES]
     rebuildable = bool(conv.get("recipe")) or driver_alive(conv)
     health = Health.HEALTHY if not bad else Health.DEGRADED if rebuildable else Health.DATA_LOST
-    return {"id": cid, "name": conv["name"], "status": conv["status"], "health": health.name.lower(),
-            "exit_code": int(health), "healthy": sum(r["state"] == S.HEALTHY for r in results), "bad": len(bad), "rebuildable": rebuildable,
-            "partitions": results}
+    return VerifyReport(id=cid, name=conv["name"], status=conv["status"], health=health,
+                        healthy=sum(r.state == S.HEALTHY for r in results), bad=len(bad), rebuildable=rebuildable,
+                        partitions=results)
