@@ -23,8 +23,10 @@ assert sorted(CI_SUBSET) == sorted(SCENARIOS)
 # Nor spark_stopped_then_blocks_lost (a node's blocks lost after stop_spark, re-read from durable
 # spill): test_convert_after_stop reads a conversion back from its files after stop_spark, and
 # it paid for the Ray Jobs test on real hosts.
+# Nor train_node_removed: examples/train_through_node_loss.py, which test_training runs, removes
+# the node of a Train worker in the middle of a streaming run the same way.
 SUITE_SUBSET = [s for s in CI_SUBSET if s not in ("executor_killed_after_conversion", "node_blocks_lost",
-                                                  "spark_stopped_then_blocks_lost")]
+                                                  "spark_stopped_then_blocks_lost", "train_node_removed")]
 
 # Run by CI on the newest releases too: one executor kill, one node loss.
 CORE_SUBSET = ["executor_killed_during_conversion", "node_blocks_and_spill_lost"]

@@ -11,12 +11,14 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 from ray.train import ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 import ftbridge
-from examples import etl_to_xgboost
+from examples import etl_to_xgboost, train_through_node_loss
+from ftbridge.chaos import faults
 from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert import conversion
@@ -164,6 +166,33 @@ def test_xgboost_trainer_fits_on_train_and_evaluation_frames(train_cluster, tmp_
     assert summary.trainer == "XGBoostTrainer" and summary.status == "finished"
     assert set(summary.inputs) == {"train", "evaluation"} and summary.checkpoints >= 1
     assert summary.worker_failures == 0
+
+
+def test_a_long_streaming_run_trains_through_a_node_loss(chaos_env, train_cluster, fault_log, tmp_path):
+    """examples/train_through_node_loss.py on the test cluster: once epoch 0 is done, the node of a Train
+    worker (an executor's too, with its blocks and spill files) is removed; every epoch of the run
+    saw each row once (count and digest sum against Spark's), and the catalog has the failure."""
+    removed = []
+
+    def lose(node_id: str) -> None:
+        node = chaos_env.node(node_id)
+        removed.append(faults.remove_node(chaos_env.cluster, node, fault_log, wipe_spill=True,
+                                          spill_root=chaos_env.spill_root))
+        chaos_env.remove(node)
+
+    try:
+        fit, report = train_through_node_loss.run(train_cluster, lose_node=lose, catalog=str(tmp_path / "c.duckdb"),
+                                                  storage_path=str(tmp_path / "results"),
+                                                  scaling_config=two_workers())
+    finally:
+        chaos_env.replenish()
+    wait_for_executors(2)
+    assert len(removed) == 1, "the node was not removed"
+    # The fault landed while training ran: the worker group started again, and Ray Train said why.
+    assert report["attempts"] >= 2 and report["epochs"] == [0, 1, 2, 3]
+    run = report["run"]
+    assert run.status == "finished" and run.epochs_completed == 4 and run.worker_failures >= 1
+    assert np.allclose(report["weights"], [2.0, -3.0, 1.5], atol=0.25), report["weights"]
 
 
 def always_fails(config: dict) -> None:
