@@ -1,17 +1,29 @@
-"""The catalog's single writer in a Ray job: a Ray actor owned by the driver.
+"""The catalog's single writer on a Ray cluster: a detached Ray actor that its holders lease.
 
 Ray tasks run in many processes and DuckDB allows one writer per file, so tasks never open
 the catalog: they send records here. Every record carries a caller-made id, so a call that
 Ray retries after the actor restarts (kill -9) writes nothing twice.
+
+No driver owns the writer: it is detached, and every driver process that uses the catalog
+holds a lease on it, renewed in the background. A driver that exits (even SIGKILLed) leaves the
+writer to the others; when the last lease is let go, or has run out (its holder died), the
+writer commits what it buffered and ends itself. Buffered records (read events, training
+reports) are journaled beside the catalog before the call returns, so a kill -9 of the writer
+loses none of them: the restarted writer commits the journal first.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import pickle
+import socket
+import struct
 import threading
 import time
+import uuid
 from typing import Any
 
 import ray
@@ -27,30 +39,149 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
 START_TIMEOUT_S = 120
+START_GRACE_S = 10.0                  # a new writer waits this long for its creator's first lease
+RENEW_TICK_S = 0.2                    # how often the lease thread looks for leases due (a third of their length)
+HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process, as a holder
+
+
+class Journal:
+    """Records the writer buffered and has not committed, in a file beside the catalog.
+
+    Frames of (length, pickle); a frame cut short by a kill ends the replay. A flush moves the
+    journal aside (`.flushing`) before it commits and deletes it after, so what a crash interrupts
+    is replayed, and replaying twice writes nothing twice (every record has its own id).
+    """
+
+    def __init__(self, catalog_path: str) -> None:
+        self.path = catalog_path + ".journal"
+        self.flushing = self.path + ".flushing"
+        self._file = None
+
+    def append(self, entry: tuple) -> None:
+        blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+        if self._file is None:
+            self._file = open(self.path, "ab")  # kept open between appends; closed by rotate()
+        self._file.write(struct.pack(">I", len(blob)) + blob)
+        self._file.flush()  # in the OS's hands: a killed process loses nothing (a host crash may)
+
+    def rotate(self) -> None:
+        """Move what is journaled aside for a flush; new appends start a fresh journal."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if os.path.exists(self.path):
+            os.replace(self.path, self.flushing)
+
+    def committed(self) -> None:
+        if os.path.exists(self.flushing):
+            os.remove(self.flushing)
+
+    def replay(self) -> list[tuple]:
+        """Entries a dead writer journaled and did not commit (the interrupted flush's first)."""
+        entries = []
+        for path in (self.flushing, self.path):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            at = 0
+            while at + 4 <= len(data):
+                (size,) = struct.unpack(">I", data[at:at + 4])
+                if at + 4 + size > len(data):
+                    break  # the frame the kill cut short: its call never returned
+                entries.append(pickle.loads(data[at + 4:at + 4 + size]))
+                at += 4 + size
+        return entries
 
 
 class CatalogWriter:
     """Serialises every catalog write of a Ray job."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lease_s: float = 30.0, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.catalog = Catalog(path)
+        self.lease_s = lease_s                  # the creator's setting: a holder that stopped renewing let go
+        self._flush_interval_s = flush_interval_s
         self._reads: set = set()
         self._buffer: list[dict] = []
         self._run_buffer: list[tuple[str, dict, list[dict]]] = []
-        self._buf_lock = threading.Lock()   # guards the buffer only: read events never wait for DuckDB
+        self._buf_lock = threading.Lock()   # guards the buffers and the journal: read events never wait for DuckDB
         self._lock = threading.Lock()       # one DuckDB transaction at a time
-        with self.catalog.write():
-            pass  # create or migrate now, so a bad file fails at start, not mid-job
+        self._journal = Journal(path)
+        with self.catalog.write() as con:  # create or migrate now, so a bad file fails at start, not mid-job
+            self._commit(con, *self._split(self._journal.replay()))
+        self._journal.rotate()
+        self._journal.committed()
+        # Holder -> when its lease runs out. A restarted writer gives its holders one lease time
+        # to renew before it counts them gone.
+        self._leases: dict[str, float] = {}
+        self._restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._quiet_until = time.monotonic() + (lease_s if self._restarted else START_GRACE_S)
+        self._closing = False
         self._flusher = threading.Thread(target=self._flush_loop, name="catalog-flush", daemon=True)
         self._flusher.start()
 
+    @staticmethod
+    def _split(entries: list[tuple]) -> tuple[list[dict], list[tuple[str, dict, list[dict]]]]:
+        reads = [ev for kind, payload in entries if kind == "read" for ev in payload]
+        runs = [payload for kind, payload in entries if kind == "run"]
+        return reads, runs
+
+    @staticmethod
+    def _commit(con, reads: list[dict], runs: list[tuple[str, dict, list[dict]]]) -> None:
+        records.insert_events(con, reads)
+        for run_id, fields, events in runs:
+            records.update_run(con, run_id, fields)
+            records.insert_run_events(con, events)
+
+    def hold(self, holder: str) -> float | None:
+        """Take or renew `holder`'s lease; how long it lasts, or None when the writer is ending (make a new one)."""
+        with self._buf_lock:
+            if self._closing:
+                return None
+            self._leases[holder] = time.monotonic() + self.lease_s
+            return self.lease_s
+
+    def let_go(self, holder: str) -> bool:
+        """Drop `holder`'s lease. True when no lease is left: the writer is ending, and the caller,
+        which flushes and ends it, is the last user (no new lease is granted from now on)."""
+        with self._buf_lock:
+            self._leases.pop(holder, None)
+            now = time.monotonic()
+            if self._closing or any(until > now for until in self._leases.values()) \
+                    or (self._restarted and now < self._quiet_until):  # holders of before the restart may renew yet
+                return False
+            self._closing = True
+            return True
+
+    def holders(self) -> list[str]:
+        now = time.monotonic()
+        with self._buf_lock:
+            return sorted(h for h, until in self._leases.items() if until > now)
+
+    def _unheld(self) -> bool:
+        """Every holder let go or stopped renewing, and no call is under way or buffered: the writer
+        ends itself (once). A writer too busy to answer renewals is not unheld."""
+        now = time.monotonic()
+        with self._buf_lock:
+            if self._closing or now < self._quiet_until or any(until > now for until in self._leases.values()) \
+                    or self._lock.locked() or self._buffer or self._run_buffer:
+                return False
+            self._closing = True
+            return True
+
     def _flush_loop(self) -> None:
         while True:  # lives as long as the actor process; each pass is bounded
-            threading.Event().wait(FLUSH_INTERVAL_S)
+            threading.Event().wait(self._flush_interval_s)
             try:
                 self.flush()
-            except Exception as exc:  # keep the buffer; the next pass retries
+            except Exception as exc:  # keep the buffer (and its journal); the next pass retries
                 log.warning("catalog flush failed: %s", exc)
+                continue
+            if self._unheld():
+                log.info("no driver holds the catalog writer for %s any more; it ends", self.catalog.path)
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
 
     def flush(self) -> int:
         """Write buffered read events and training-run events now; returns how many."""
@@ -58,19 +189,22 @@ class CatalogWriter:
             with self._buf_lock:
                 pending, self._buffer = self._buffer, []
                 runs, self._run_buffer = self._run_buffer, []
-            if not pending and not runs:
-                return 0
+                if not pending and not runs:
+                    return 0
+                self._journal.rotate()
             try:
                 with self.catalog.write() as con:
-                    records.insert_events(con, pending)
-                    for run_id, fields, events in runs:
-                        records.update_run(con, run_id, fields)
-                        records.insert_run_events(con, events)
+                    self._commit(con, pending, runs)
             except BaseException:
-                with self._buf_lock:
+                with self._buf_lock:  # back into the buffers, and into the journal again
                     self._buffer = pending + self._buffer
                     self._run_buffer = runs + self._run_buffer
+                    self._journal.append(("read", pending))
+                    for run in runs:
+                        self._journal.append(("run", run))
+                    self._journal.committed()
                 raise
+            self._journal.committed()
             return len(pending) + sum(len(e) for _, _, e in runs)
 
     def pid(self) -> int:
@@ -92,6 +226,7 @@ class CatalogWriter:
                 if key in self._reads:
                     ev["kind"] = EventKind.OBJECT_RECONSTRUCTED
                 self._reads.add(key)
+            self._journal.append(("read", events))
             self._buffer.extend(events)
 
     def record_events(self, events: list[dict]) -> None:
@@ -123,6 +258,7 @@ class CatalogWriter:
         """`record_run_events`, written by the next flush (within FLUSH_INTERVAL_S): what Ray Train's
         controller sends per report, so a report costs it one round trip, not a transaction."""
         with self._buf_lock:
+            self._journal.append(("run", (run_id, fields, events)))
             self._run_buffer.append((run_id, fields, events))
 
     def record_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
@@ -136,15 +272,15 @@ def actor_name(path: str) -> str:
     return "ftbridge-catalog-" + hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
-# One writer handle per (Ray cluster, catalog) in this process: the creating one. A Ray actor
-# lives while its creating handle does (`max_restarts` does not bring back an actor whose
-# owner dropped it), so two threads that each created a handle, with the later one stored,
-# would end the writer when the first is dropped: lookup and creation happen under one lock.
+# One writer handle per (Ray cluster, catalog) in this process, looked up or created under one
+# lock, with this process's lease on it renewed in the background until `end_writers`.
 _HANDLES: dict[tuple[str, str], Any] = {}  # Ray actor handles
 _LOCK = threading.RLock()  # re-entrant: a finaliser that runs inside the lock may look up too
-# Every handle this process created, with its catalog (kept alive, so ids are not reused): a
-# caller still holding one after its writer was ended or replaced reaches the current writer.
+# Every handle this process got, with its catalog (kept alive, so ids are not reused): a caller
+# still holding one after its writer was ended or replaced reaches the current writer.
 _OWNED: dict[int, tuple[Any, str]] = {}
+_RENEWER: list[threading.Thread] = []
+_LEASES: dict[tuple[str, str], float] = {}  # how long each writer's lease on this process lasts
 
 
 def _key(path: str) -> tuple[str, str]:
@@ -152,11 +288,11 @@ def _key(path: str) -> tuple[str, str]:
 
 
 def get_writer(catalog: Catalog):
-    """The writer actor for `catalog`, created by (and owned by) this driver if it does not exist.
+    """The writer actor for `catalog`, created (detached) if no driver on the cluster has one.
 
-    It is pinned to the driver's node: the catalog path names a file on that machine. This
-    process keeps the creating handle until the writer is ended (`end_writers`), so the actor
-    does not die between conversions, whichever thread asked first.
+    It is pinned to the node of the driver that created it: the catalog path names a file on
+    that machine. This process holds a lease on it until it ends its use (`end_writers`), or
+    exits: then the writer carries on for the other drivers, or ends once none holds it.
     """
     key = _key(catalog.path)
     with _LOCK:
@@ -164,26 +300,78 @@ def get_writer(catalog: Catalog):
         if handle is None:
             handle = ray.remote(CatalogWriter).options(
                 name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
+                lifetime="detached",
                 # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
                 max_restarts=-1, max_task_retries=-1, max_concurrency=2,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                    soft=False),
-            ).remote(catalog.path)
+            ).remote(catalog.path, settings().catalog_lease_s)
+            handle.hold.remote(HOLDER)  # granted before any later call of this process (actor calls keep order)
             _HANDLES[key] = handle
+            _LEASES.setdefault(key, settings().catalog_lease_s)  # start_writer learns the writer's own
             _OWNED[id(handle)] = (handle, catalog.path)
+            _start_renewer()
         return handle
 
 
+def _start_renewer() -> None:
+    """Once per process: renew this process's leases; let go of them when the process exits."""
+    if _RENEWER:
+        return
+    thread = threading.Thread(target=_renew_loop, name="catalog-lease", daemon=True)
+    _RENEWER.append(thread)
+    thread.start()
+    atexit.register(_let_go_at_exit)  # after ray.init's own hook was registered: runs before Ray shuts down
+
+
+def _renew_loop() -> None:
+    """Renew each held writer's lease every third of its length (learned from the writer)."""
+    renewed: dict[tuple[str, str], float] = {}
+    while True:  # a daemon thread: ends with the process; each pass is bounded
+        time.sleep(RENEW_TICK_S)
+        now = time.monotonic()
+        with _LOCK:
+            due = [(key, handle) for key, handle in _HANDLES.items()
+                   if now - renewed.setdefault(key, now) >= _LEASES.get(key, settings().catalog_lease_s) / 3]
+        for key, handle in due:
+            renewed[key] = now
+            try:
+                granted = ray.get(handle.hold.remote(HOLDER), timeout=_LEASES.get(key, 3.0) / 3)
+            except Exception as exc:  # the writer is restarting or its node is gone: the next call finds out
+                log.debug("could not renew the lease on the catalog writer for %s: %s", key[1], exc)
+                continue
+            with _LOCK:
+                if granted is not None:
+                    _LEASES[key] = granted
+                elif _HANDLES.get(key) is handle:  # it is ending: the next get_writer makes a new one
+                    _HANDLES.pop(key)
+
+
+def _let_go_at_exit() -> None:
+    if ray.is_initialized():
+        end_writers([path for _, path in list(_HANDLES)], timeout_s=5.0)
+
+
 def start_writer(catalog: Catalog):
-    """`get_writer`, then wait (bounded) until the actor has opened the catalog: a bad or busy
-    file fails here, with the catalog's own error, before any work is done."""
-    writer = get_writer(catalog)
-    try:
-        ray.get(writer.pid.remote(), timeout=START_TIMEOUT_S)
-    except Exception as exc:  # Ray's actor errors carry the catalog's error as their cause
+    """`get_writer`, then wait (bounded) until the actor has opened the catalog and granted this
+    process its lease: a bad or busy file fails here, with the catalog's own error, before any
+    work is done. A writer that was just ending is waited out and a new one started (once)."""
+    for attempt in (1, 2):
+        writer = get_writer(catalog)
+        try:
+            lease = ray.get(writer.hold.remote(HOLDER), timeout=START_TIMEOUT_S)
+            if lease is not None:
+                with _LOCK:
+                    _LEASES[_key(catalog.path)] = lease
+                return writer
+            failure: BaseException = TimeoutError("the catalog's previous writer was ending and did not end")
+        except Exception as exc:  # Ray's actor errors carry the catalog's error as their cause
+            failure = exc
         forget_writer(catalog)
-        raise foreign.writer_start_failed(exc, catalog.path) from None
-    return writer
+        if attempt == 2 or not isinstance(failure, (ray.exceptions.ActorDiedError, TimeoutError)):
+            break
+        _wait_name_free(actor_name(catalog.path), START_TIMEOUT_S)  # an ending writer: then start a new one
+    raise foreign.writer_start_failed(failure, catalog.path) from None
 
 
 def flush(catalog: Catalog, timeout_s: float | None = None) -> int:
@@ -199,7 +387,7 @@ def forget_writer(catalog: Catalog) -> None:
 
 
 def writer_paths() -> list[str]:
-    """Catalogs whose writer this process owns, on the connected Ray cluster."""
+    """Catalogs whose writer this process holds, on the connected Ray cluster."""
     if not ray.is_initialized():
         return []
     gcs = ray.get_runtime_context().gcs_address
@@ -208,25 +396,32 @@ def writer_paths() -> list[str]:
 
 
 def end_writers(paths, timeout_s: float = 30.0) -> list[str]:
-    """Flush and end the writers this process owns for the catalogs `paths` (catalogs no live
-    conversion of this process uses any more); returns those it ended. A later call through a
-    handle of one of them starts it again."""
+    """Let go of this process's lease on the writers of the catalogs `paths` (catalogs no live
+    conversion of this process uses any more); returns those. A writer no other driver holds is
+    flushed and ended now. A later call through a handle of one of them starts it again."""
     ended = []
     for path in paths:
         with _LOCK:
             handle = _HANDLES.pop(_key(path), None)  # stays in _OWNED: its holders reach the next writer
         if handle is None:
             continue
+        ended.append(path)
+        try:
+            last = ray.get(handle.let_go.remote(HOLDER), timeout=timeout_s)
+        except Exception as exc:  # already gone, or its node is: nothing of ours to end
+            log.debug("catalog writer for %s did not answer let_go: %s", path, exc)
+            continue
+        if not last:
+            continue  # another driver holds it: it carries on for them
         try:
             ray.get(handle.flush.remote(), timeout=timeout_s)
-        except Exception as exc:  # logged: the events still buffered in it are lost with it
+        except Exception as exc:  # what it buffered stays in its journal: the next writer commits it
             log.warning("catalog writer for %s did not flush before it was ended: %s", path, exc)
         try:
             ray.kill(handle, no_restart=True)
         except Exception as exc:  # already gone
             log.debug("catalog writer for %s was already gone: %s", path, exc)
         _wait_name_free(actor_name(path), timeout_s)
-        ended.append(path)
     return ended
 
 
@@ -259,14 +454,15 @@ def _current(writer):
 
 
 def _restart(writer):
-    """A new writer for the catalog of the dead `writer` (None if this process does not own it)."""
+    """A live writer for the catalog of the dead `writer` (None if this process did not get that
+    handle): another driver's new one, or one this process starts."""
     path = _path_of(writer)
     if path is None:
         return None
     with _LOCK:
         if _HANDLES.get(_key(path)) is writer:
             _HANDLES.pop(_key(path))
-        return get_writer(Catalog(path))
+    return start_writer(Catalog(path))
 
 
 def call(writer, method: str, *args, timeout_s: float | None = None):

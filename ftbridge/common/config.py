@@ -59,6 +59,9 @@ class Settings:
     to_spark_timeout_s: float = _setting(900.0, "writing a Dataset's blocks for `to_spark`")
     catalog_lock_timeout_s: float = _setting(60.0, "retries while the catalog file is busy")
     catalog_call_timeout_s: float = _setting(90.0, "a call to the catalog writer actor")
+    catalog_lease_s: float = _setting(30.0, "a driver that stopped renewing its lease on the catalog writer "
+                                      "(it died) has let go after this; the last to let go ends the writer",
+                                      minimum=1)
     remote_io_retry_s: float = _setting(30.0, "retries of transient errors on a remote spill store")
     recover_executors: int = _setting(1, "executors of the Spark that `ftbridge recover` starts", minimum=1)
     recover_executor_cores: int = _setting(1, "cores of each of those executors", minimum=1)

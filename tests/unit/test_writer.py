@@ -1,17 +1,38 @@
-"""The catalog's single writer per process: one creating handle whichever thread asks first,
-restarted once when it died, ended when its catalog is no longer used (real Ray, no Spark)."""
+"""The catalog's single writer: one handle per process whichever thread asks first, restarted once
+when it died, ended when no driver holds it any more, kept by every other driver when one exits
+(also SIGKILLed), and losing no buffered record when it is killed (real Ray, real processes, no Spark)."""
 
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
+import pytest
 import ray
 
 from ftbridge.common.config import RAY_NAMESPACE
 from ftbridge.lineage import queries
-from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.writer import actor_name, call, end_writers, get_writer, start_writer, writer_paths
+from ftbridge.lineage.catalog import Catalog, new_event
+from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.writer import (
+    HOLDER,
+    CatalogWriter,
+    Journal,
+    actor_name,
+    call,
+    emit,
+    end_writers,
+    flush,
+    get_writer,
+    start_writer,
+    writer_paths,
+)
+from tests.conftest import REPO_ROOT
 from tests.unit.test_catalog import conv_record
 
 THREADS = 8
@@ -87,3 +108,122 @@ def test_ended_writer_leaves_no_actor(ray_cluster, tmp_path):
     from ftbridge.chaos.proctable import wait_gone
 
     assert not wait_gone([pid], timeout_s=30), "the ended writer's process is still running"
+
+
+DRIVER_A = """
+import os, signal, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.writer import call, start_writer
+writer = start_writer(Catalog(sys.argv[2]))
+print(call(writer, "pid"), flush=True)
+sys.stdin.readline()  # until the test says go
+if sys.argv[3] == "sigkill":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _driver_a(tmp_path, catalog: Catalog, how: str, lease_s: float = 30.0) -> tuple[subprocess.Popen, int]:
+    """Another driver process on the test's cluster that starts the catalog's writer; (it, the writer's pid)."""
+    script = tmp_path / "driver_a.py"
+    script.write_text(DRIVER_A)
+    env = {**os.environ, "FTBRIDGE_CATALOG_LEASE_S": str(lease_s), "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), ray.get_runtime_context().gcs_address, catalog.path, how],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    assert line.strip().isdigit(), f"driver A did not start the writer: {line!r}"
+    return proc, int(line)
+
+
+@ray.remote(num_cpus=0)
+def _read_events_from_a_task(writer, conversion_id: str, n: int) -> list[str]:
+    """What a read task does: its read events to the writer, through the handle it was given."""
+    events = [new_event(conversion_id, i, EventKind.READ) for i in range(n)]
+    emit(writer, "record_read", "", events)
+    return [ev["event_id"] for ev in events]
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_path, how):
+    """Driver A starts the writer, then exits (or is SIGKILLed); driver B, which converts and reads
+    throughout, keeps the same writer (not a restarted one) and loses no record or event."""
+    catalog = Catalog(str(tmp_path / f"shared-{how}.duckdb"))
+    proc, pid = _driver_a(tmp_path, catalog, how, lease_s=3.0)
+    writer = start_writer(catalog)
+    assert call(writer, "pid") == pid, "driver B did not join driver A's writer"
+    assert len(call(writer, "holders")) == 2
+    before = [conv_record(n=2) for _ in range(3)]
+    for conv, parts in before:
+        call(writer, "record_conversion", conv, parts, [])
+    events = ray.get(_read_events_from_a_task.remote(writer, before[0][0]["conversion_id"], 4), timeout=60)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=60) == (-signal.SIGKILL if how == "sigkill" else 0)
+    after = [conv_record(n=2) for _ in range(3)]
+    for i, (conv, parts) in enumerate(after):
+        call(writer, "record_conversion", conv, parts, [])
+        events += ray.get(_read_events_from_a_task.remote(writer, conv["conversion_id"], 4), timeout=60)
+        if i == 0:
+            time.sleep(4)  # past driver A's lease: a SIGKILLed holder has let go by now
+    assert call(writer, "pid") == pid, "the writer was ended with its creator"
+    flush(catalog)
+    with catalog.read() as con:
+        assert {c["conversion_id"] for c in queries.conversions(con)} == {c["conversion_id"] for c, _ in before + after}
+        assert {e["event_id"] for e in queries.events(con)} == set(events)
+    assert call(writer, "holders") == [HOLDER]  # A let go (at exit) or its lease ran out (SIGKILL)
+    assert end_writers([catalog.path]) == [catalog.path]  # B was the last holder: the writer ends now
+    with pytest.raises(ValueError):
+        ray.get_actor(actor_name(catalog.path), namespace=RAY_NAMESPACE)
+
+
+def test_a_writer_whose_only_driver_was_sigkilled_ends_itself(ray_cluster, tmp_path):
+    catalog = Catalog(str(tmp_path / "orphan.duckdb"))
+    proc, pid = _driver_a(tmp_path, catalog, "sigkill", lease_s=2.0)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    from ftbridge.chaos.proctable import wait_gone
+
+    assert not wait_gone([pid], timeout_s=60), "the writer outlived its only driver's lease"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(actor_name(catalog.path), namespace=RAY_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the ended writer is still registered with Ray")
+
+
+def test_read_events_a_killed_writer_had_buffered_are_committed_by_its_restart(ray_cluster, tmp_path):
+    """A read event is in the catalog although the writer was SIGKILLed before it committed it:
+    it was journaled before the call returned, and the restarted writer commits the journal."""
+    catalog = Catalog(str(tmp_path / "journal.duckdb"))
+    writer = ray.remote(CatalogWriter).options(max_restarts=-1, max_task_retries=-1, num_cpus=0).remote(
+        catalog.path, 30.0, 3600.0)  # its flusher never runs within the test: only the journal holds them
+    conv, parts = conv_record(n=3)
+    ray.get(writer.record_conversion.remote(conv, parts, []), timeout=60)
+    events = [new_event(conv["conversion_id"], i, EventKind.READ) for i in range(3)]
+    ray.get(writer.record_read.remote("", events), timeout=60)
+    with catalog.read() as con:
+        assert queries.events(con, conv["conversion_id"]) == [], "the events were committed before the kill"
+    pid = ray.get(writer.pid.remote(), timeout=60)
+    os.kill(pid, signal.SIGKILL)
+    assert ray.get(writer.pid.remote(), timeout=120) != pid  # restarted
+    with catalog.read() as con:
+        assert {e["event_id"] for e in queries.events(con, conv["conversion_id"])} == {e["event_id"] for e in events}
+    assert not os.path.exists(catalog.path + ".journal") and not os.path.exists(catalog.path + ".journal.flushing")
+    ray.kill(writer, no_restart=True)
+
+
+def test_the_journal_replays_whole_frames_only(tmp_path):
+    journal = Journal(str(tmp_path / "c.duckdb"))
+    journal.append(("read", [{"event_id": "a"}]))
+    journal.rotate()  # a flush under way when the writer died
+    journal.append(("read", [{"event_id": "b"}]))
+    journal.append(("run", ("r1", {"status": "running"}, [])))
+    with open(journal.path, "ab") as f:
+        f.write(b"\x00\x00\x01\x00cut short")  # the frame a kill interrupted: its call never returned
+    assert journal.replay() == [("read", [{"event_id": "a"}]), ("read", [{"event_id": "b"}]),
+                                ("run", ("r1", {"status": "running"}, []))]
