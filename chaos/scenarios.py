@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 import ftbridge
 from ftbridge.chaos import faults
+from ftbridge.chaos.drivers import OtherDriver
 from ftbridge.chaos.faults import FaultLog
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.lineage import queries
 from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.writer import flush, get_writer
+from ftbridge.lineage.writer import call, flush, get_writer, start_writer
 
 ROWS = 60_000
 PARTITIONS = 8
@@ -241,6 +242,43 @@ def catalog_writer_killed(env, seed, out: Outcome):
     record_check(out, reference, read_all(ds), job.started)
 
 
+def writer_creator_exits(env, seed, out: Outcome):
+    """Another driver starts the catalog's writer; it exits (even seeds) or is SIGKILLed (odd seeds)
+    while this driver converts, then this driver reads: the writer it started serves this driver
+    throughout, and the catalog holds every record and read event of this driver."""
+    spark = env.ensure_spark()
+    df = frame(spark, seed)
+    reference = spark_to_arrow(df)
+    catalog = os.path.join(env.workdir, f"shared-{seed}-{time.monotonic_ns()}.duckdb")
+    other = OtherDriver(env.cluster.address, catalog)
+    writer = start_writer(Catalog(catalog))  # joins the other driver's writer
+    if call(writer, "pid") != other.writer_pid:
+        raise AssertionError("this driver did not join the other driver's catalog writer")
+    before = set(faults.spill_files(env.spill_root))
+    job = BackgroundConversion(df, catalog, "creator-exits")
+    faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= 1, 120,
+                        "the conversion's first spill file being written")
+    other.end("sigkill" if seed % 2 else "exit", out.log)
+    faults.require_running(job.thread, "the writer's creator ended")
+    ds = job.result()
+    started = time.monotonic()
+    record_check(out, reference, read_all(ds), started)
+    record_check(out, reference, read_all(ftbridge.open_recoverable(ftbridge.conversion_id(ds), catalog=catalog)),
+                 started)
+    if call(writer, "pid") != other.writer_pid:
+        raise AssertionError("the catalog writer ended with the driver that started it")
+    flush(Catalog(catalog))
+    with Catalog(catalog).read() as con:
+        parts = queries.partitions(con, ftbridge.conversion_id(ds))
+        events = queries.events(con, ftbridge.conversion_id(ds))
+    read = {e["partition_id"] for e in events if e["kind"] == "read"}
+    if len(parts) != PARTITIONS or not any(e["kind"] == "created" for e in events) or read != set(range(PARTITIONS)):
+        raise AssertionError(f"the catalog lost records: {len(parts)} partitions, partitions read {sorted(read)}, "
+                             f"events {sorted({e['kind'] for e in events})}")
+    out.detail = f"{len(events)} events of this driver recorded by the writer the other driver started"
+    ftbridge.release(ds)
+
+
 def two_faults_back_to_back(env, seed, out: Outcome):
     rng = random.Random(seed)
     df, reference, ds = convert_frame(env, seed, "two-faults")
@@ -275,6 +313,7 @@ SCENARIOS = {
     "spark_stopped_then_blocks_lost": spark_stopped_then_blocks_lost,
     "spill_corrupted": spill_corrupted,
     "catalog_writer_killed": catalog_writer_killed,
+    "writer_creator_exits": writer_creator_exits,
     "two_faults_back_to_back": two_faults_back_to_back,
     "executor_paused_past_heartbeat": executor_paused_past_heartbeat,
 }

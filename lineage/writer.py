@@ -15,6 +15,7 @@ loses none of them: the restarted writer commits the journal first.
 from __future__ import annotations
 
 import atexit
+import collections
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ import struct
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -55,14 +56,16 @@ class Journal:
     def __init__(self, catalog_path: str) -> None:
         self.path = catalog_path + ".journal"
         self.flushing = self.path + ".flushing"
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def append(self, entry: tuple) -> None:
         blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-        if self._file is None:
-            self._file = open(self.path, "ab")  # kept open between appends; closed by rotate()
-        self._file.write(struct.pack(">I", len(blob)) + blob)
-        self._file.flush()  # in the OS's hands: a killed process loses nothing (a host crash may)
+        file = self._file
+        if file is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # as private as the catalog
+            file = self._file = os.fdopen(fd, "ab")  # kept open between appends; closed by rotate()
+        file.write(struct.pack(">I", len(blob)) + blob)
+        file.flush()  # in the OS's hands: a killed process loses nothing (a host crash may)
 
     def rotate(self) -> None:
         """Move what is journaled aside for a flush; new appends start a fresh journal."""
@@ -107,11 +110,11 @@ class CatalogWriter:
         self._run_buffer: list[tuple[str, dict, list[dict]]] = []
         self._buf_lock = threading.Lock()   # guards the buffers and the journal: read events never wait for DuckDB
         self._lock = threading.Lock()       # one DuckDB transaction at a time
-        self._journal = Journal(path)
+        self.journal = Journal(path)
         with self.catalog.write() as con:  # create or migrate now, so a bad file fails at start, not mid-job
-            self._commit(con, *self._split(self._journal.replay()))
-        self._journal.rotate()
-        self._journal.committed()
+            self._commit(con, *self._split(self.journal.replay()))
+        self.journal.rotate()
+        self.journal.committed()
         # Holder -> when its lease runs out. A restarted writer gives its holders one lease time
         # to renew before it counts them gone.
         self._leases: dict[str, float] = {}
@@ -191,7 +194,7 @@ class CatalogWriter:
                 runs, self._run_buffer = self._run_buffer, []
                 if not pending and not runs:
                     return 0
-                self._journal.rotate()
+                self.journal.rotate()
             try:
                 with self.catalog.write() as con:
                     self._commit(con, pending, runs)
@@ -199,12 +202,12 @@ class CatalogWriter:
                 with self._buf_lock:  # back into the buffers, and into the journal again
                     self._buffer = pending + self._buffer
                     self._run_buffer = runs + self._run_buffer
-                    self._journal.append(("read", pending))
+                    self.journal.append(("read", pending))
                     for run in runs:
-                        self._journal.append(("run", run))
-                    self._journal.committed()
+                        self.journal.append(("run", run))
+                    self.journal.committed()
                 raise
-            self._journal.committed()
+            self.journal.committed()
             return len(pending) + sum(len(e) for _, _, e in runs)
 
     def pid(self) -> int:
@@ -226,7 +229,7 @@ class CatalogWriter:
                 if key in self._reads:
                     ev["kind"] = EventKind.OBJECT_RECONSTRUCTED
                 self._reads.add(key)
-            self._journal.append(("read", events))
+            self.journal.append(("read", events))
             self._buffer.extend(events)
 
     def record_events(self, events: list[dict]) -> None:
@@ -258,7 +261,7 @@ class CatalogWriter:
         """`record_run_events`, written by the next flush (within FLUSH_INTERVAL_S): what Ray Train's
         controller sends per report, so a report costs it one round trip, not a transaction."""
         with self._buf_lock:
-            self._journal.append(("run", (run_id, fields, events)))
+            self.journal.append(("run", (run_id, fields, events)))
             self._run_buffer.append((run_id, fields, events))
 
     def record_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
@@ -298,20 +301,24 @@ def get_writer(catalog: Catalog):
     with _LOCK:
         handle = _HANDLES.get(key)
         if handle is None:
-            handle = ray.remote(CatalogWriter).options(
-                name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
-                lifetime="detached",
-                # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
-                max_restarts=-1, max_task_retries=-1, max_concurrency=2,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                   soft=False),
-            ).remote(catalog.path, settings().catalog_lease_s)
+            handle = _new_writer(catalog)
             handle.hold.remote(HOLDER)  # granted before any later call of this process (actor calls keep order)
             _HANDLES[key] = handle
             _LEASES.setdefault(key, settings().catalog_lease_s)  # start_writer learns the writer's own
             _OWNED[id(handle)] = (handle, catalog.path)
             _start_renewer()
         return handle
+
+
+def _new_writer(catalog: Catalog) -> Any:
+    """The named writer actor of `catalog`: the live one if any driver made it, else a new one here."""
+    return ray.remote(CatalogWriter).options(
+        name=actor_name(catalog.path), namespace=RAY_NAMESPACE, get_if_exists=True, num_cpus=0,
+        lifetime="detached",
+        # Two threads: one call may wait for DuckDB while buffered read events keep flowing.
+        max_restarts=-1, max_task_retries=-1, max_concurrency=2,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+    ).remote(catalog.path, settings().catalog_lease_s)
 
 
 def _start_renewer() -> None:
@@ -488,9 +495,80 @@ def call(writer, method: str, *args, timeout_s: float | None = None):
     raise AssertionError("unreachable: the loop returns or raises")
 
 
+EMIT_TIMEOUT_S = 30.0    # a task's wait for the writer before its record goes to the spool
+SPOOL_MAX = 10_000       # records a process keeps for a writer out of reach; beyond that the oldest go
+SPOOL_RETRY_S = 5.0      # how often the spool tries the writer again
+
+
+class Spool:
+    """Records this process could not deliver, kept in order and sent again until the writer takes
+    them (every record has its own id: one that had landed after all writes nothing twice).
+
+    Bounded: past SPOOL_MAX the oldest is dropped, counted and logged as an error. What is kept
+    lives in this process: a worker that exits with records kept logs how many it loses.
+    """
+
+    def __init__(self) -> None:
+        self._calls: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        atexit.register(self._at_exit)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def keep(self, writer, method: str, args: tuple) -> None:
+        with self._lock:
+            if len(self._calls) >= SPOOL_MAX:
+                _, lost, _ = self._calls.popleft()
+                self.dropped += 1
+                log.error("the catalog writer has been out of reach for long: %d records kept, the oldest "
+                          "(%s) dropped (%d so far)", SPOOL_MAX, lost, self.dropped)
+            self._calls.append((writer, method, args))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="catalog-spool", daemon=True)
+                self._thread.start()
+
+    def _drain(self) -> None:
+        while True:  # until the spool is empty; each pass is bounded
+            time.sleep(SPOOL_RETRY_S)
+            while True:
+                with self._lock:
+                    if not self._calls:
+                        self._thread = None
+                        return
+                    writer, method, args = self._calls[0]
+                try:
+                    call(writer, method, *args, timeout_s=EMIT_TIMEOUT_S)
+                except Exception as exc:  # still out of reach: the next pass tries again
+                    log.debug("the catalog writer is still out of reach (%d records kept): %s", len(self), exc)
+                    break
+                with self._lock:
+                    self._calls.popleft()
+                    if not self._calls:
+                        log.info("the catalog writer is back: every kept record was delivered")
+
+    def _at_exit(self) -> None:
+        if self._calls:
+            log.error("this process exits with %d catalog records the writer never took", len(self._calls))
+
+
+SPOOL = Spool()
+
+
 def emit(writer, method: str, *args) -> None:
-    """Best-effort record from a task: a catalog outage must not fail a data read."""
+    """A record from a task: a catalog outage must not fail a data read, nor lose the record.
+
+    Waits for the writer at most EMIT_TIMEOUT_S; a record it could not take then is kept in this
+    process's spool and delivered when the writer is back (records kept before go first).
+    """
+    if len(SPOOL):
+        SPOOL.keep(writer, method, args)  # behind the ones waiting: the writer is still out of reach
+        return
     try:
-        call(writer, method, *args, timeout_s=30)
-    except Exception as exc:  # logged, never raised: the data path wins over the audit trail
-        log.warning("could not record %s in the catalog: %s", method, exc)
+        call(writer, method, *args, timeout_s=EMIT_TIMEOUT_S)
+    except Exception as exc:  # never raised: the data path wins; the record waits in the spool
+        log.warning("could not record %s in the catalog now (kept, sent again every %.0fs): %s",
+                    method, SPOOL_RETRY_S, exc)
+        SPOOL.keep(writer, method, args)

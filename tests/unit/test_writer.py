@@ -7,20 +7,22 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import ray
 
+from ftbridge.chaos.drivers import OtherDriver
+from ftbridge.chaos.faults import FaultLog
 from ftbridge.common.config import RAY_NAMESPACE
 from ftbridge.lineage import queries
+from ftbridge.lineage import writer as writer_module
 from ftbridge.lineage.catalog import Catalog, new_event
 from ftbridge.lineage.kinds import EventKind
 from ftbridge.lineage.writer import (
     HOLDER,
+    SPOOL,
     CatalogWriter,
     Journal,
     actor_name,
@@ -32,7 +34,6 @@ from ftbridge.lineage.writer import (
     start_writer,
     writer_paths,
 )
-from tests.conftest import REPO_ROOT
 from tests.unit.test_catalog import conv_record
 
 THREADS = 8
@@ -110,30 +111,9 @@ def test_ended_writer_leaves_no_actor(ray_cluster, tmp_path):
     assert not wait_gone([pid], timeout_s=30), "the ended writer's process is still running"
 
 
-DRIVER_A = """
-import os, signal, sys
-import ray
-ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
-from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.writer import call, start_writer
-writer = start_writer(Catalog(sys.argv[2]))
-print(call(writer, "pid"), flush=True)
-sys.stdin.readline()  # until the test says go
-if sys.argv[3] == "sigkill":
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def _driver_a(tmp_path, catalog: Catalog, how: str, lease_s: float = 30.0) -> tuple[subprocess.Popen, int]:
-    """Another driver process on the test's cluster that starts the catalog's writer; (it, the writer's pid)."""
-    script = tmp_path / "driver_a.py"
-    script.write_text(DRIVER_A)
-    env = {**os.environ, "FTBRIDGE_CATALOG_LEASE_S": str(lease_s), "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), ray.get_runtime_context().gcs_address, catalog.path, how],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    assert line.strip().isdigit(), f"driver A did not start the writer: {line!r}"
-    return proc, int(line)
+def _driver_a(catalog: Catalog, lease_s: float) -> OtherDriver:
+    """Another driver process on the test's cluster that starts the catalog's writer."""
+    return OtherDriver(ray.get_runtime_context().gcs_address, catalog.path, env={"FTBRIDGE_CATALOG_LEASE_S": str(lease_s)})
 
 
 @ray.remote(num_cpus=0)
@@ -149,7 +129,8 @@ def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_pa
     """Driver A starts the writer, then exits (or is SIGKILLed); driver B, which converts and reads
     throughout, keeps the same writer (not a restarted one) and loses no record or event."""
     catalog = Catalog(str(tmp_path / f"shared-{how}.duckdb"))
-    proc, pid = _driver_a(tmp_path, catalog, how, lease_s=3.0)
+    driver_a = _driver_a(catalog, lease_s=3.0)
+    pid = driver_a.writer_pid
     writer = start_writer(catalog)
     assert call(writer, "pid") == pid, "driver B did not join driver A's writer"
     assert len(call(writer, "holders")) == 2
@@ -157,9 +138,7 @@ def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_pa
     for conv, parts in before:
         call(writer, "record_conversion", conv, parts, [])
     events = ray.get(_read_events_from_a_task.remote(writer, before[0][0]["conversion_id"], 4), timeout=60)
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    assert proc.wait(timeout=60) == (-signal.SIGKILL if how == "sigkill" else 0)
+    driver_a.end(how, FaultLog())
     after = [conv_record(n=2) for _ in range(3)]
     for i, (conv, parts) in enumerate(after):
         call(writer, "record_conversion", conv, parts, [])
@@ -179,10 +158,9 @@ def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_pa
 
 def test_a_writer_whose_only_driver_was_sigkilled_ends_itself(ray_cluster, tmp_path):
     catalog = Catalog(str(tmp_path / "orphan.duckdb"))
-    proc, pid = _driver_a(tmp_path, catalog, "sigkill", lease_s=2.0)
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    driver_a = _driver_a(catalog, lease_s=2.0)
+    pid = driver_a.writer_pid
+    driver_a.end("sigkill", FaultLog())
     from ftbridge.chaos.proctable import wait_gone
 
     assert not wait_gone([pid], timeout_s=60), "the writer outlived its only driver's lease"
@@ -227,3 +205,33 @@ def test_the_journal_replays_whole_frames_only(tmp_path):
         f.write(b"\x00\x00\x01\x00cut short")  # the frame a kill interrupted: its call never returned
     assert journal.replay() == [("read", [{"event_id": "a"}]), ("read", [{"event_id": "b"}]),
                                 ("run", ("r1", {"status": "running"}, []))]
+
+
+def test_records_a_stopped_writer_could_not_take_are_kept_and_delivered_once(ray_cluster, tmp_path, monkeypatch):
+    """The writer's process is stopped (SIGSTOP) past the emit bound: the records wait in the
+    spool, and once it runs again (SIGCONT) every one of them is in the catalog exactly once."""
+    monkeypatch.setattr(writer_module, "EMIT_TIMEOUT_S", 1.0)  # the bound, shortened: no wait of 30 s
+    monkeypatch.setattr(writer_module, "SPOOL_RETRY_S", 0.5)
+    catalog = Catalog(str(tmp_path / "spool.duckdb"))
+    writer = start_writer(catalog)
+    conv, parts = conv_record(n=4)
+    call(writer, "record_conversion", conv, parts, [])
+    pid = call(writer, "pid")
+    batches = [[new_event(conv["conversion_id"], i, EventKind.READ)] for i in range(4)]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for batch in batches:
+            emit(writer, "record_read", "", batch)
+        assert len(SPOOL) == len(batches), "the records were not kept while the writer was stopped"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while len(SPOOL) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not len(SPOOL), "the spool was not delivered within 60 s of the writer running again"
+    flush(catalog)
+    with catalog.read() as con:
+        got = [e["event_id"] for e in queries.events(con, conv["conversion_id"])]
+    assert sorted(got) == sorted(b[0]["event_id"] for b in batches)
+    assert call(writer, "pid") == pid and SPOOL.dropped == 0
+    end_writers([catalog.path])
