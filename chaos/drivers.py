@@ -6,6 +6,7 @@ catalog's writer, reports the writer's pid, and exits or is SIGKILLed when told.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -28,6 +29,8 @@ class OtherDriver:
         self.proc = subprocess.Popen([sys.executable, "-m", "ftbridge.chaos.drivers", address, catalog],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         line = self._line()
         if not line.strip().isdigit():
             self.proc.kill()
@@ -36,16 +39,16 @@ class OtherDriver:
 
     def _line(self) -> str:
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(self.stdout, selectors.EVENT_READ)
             if not sel.select(START_TIMEOUT_S):
                 self.proc.kill()
                 raise TimeoutError(f"the other driver said nothing within {START_TIMEOUT_S}s")
-        return self.proc.stdout.readline()
+        return self.stdout.readline()
 
     def end(self, how: str, log: FaultLog) -> Fault:
         """`exit` (cleanly, its atexit hooks run) or `sigkill`; waits until it is gone."""
-        self.proc.stdin.write(how + "\n")
-        self.proc.stdin.flush()
+        self.stdin.write(how + "\n")
+        self.stdin.flush()
         code = self.proc.wait(timeout=60)
         want = -signal.SIGKILL if how == "sigkill" else 0
         if code != want:
@@ -56,7 +59,7 @@ class OtherDriver:
 
 def main(argv: list[str]) -> int:
     address, catalog = argv
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     print(call(start_writer(Catalog(catalog)), "pid"), flush=True)
     how = sys.stdin.readline().strip()
     if how == "sigkill":

@@ -13,10 +13,13 @@ import uuid
 import duckdb
 import pytest
 
+from ftbridge.chaos.faults import FaultLog
+from ftbridge.chaos.runner import audit_gaps
 from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogVersionError, UnknownConversionError
 from ftbridge.lineage import queries, records
 from ftbridge.lineage.audit import audit, recovery_times
-from ftbridge.lineage.catalog import Catalog, default_catalog_path, now
+from ftbridge.lineage.catalog import Catalog, default_catalog_path, new_event, now
+from ftbridge.lineage.kinds import EventKind
 from ftbridge.lineage.schema import SCHEMA_VERSION
 from tests.conftest import python_env
 
@@ -209,8 +212,6 @@ def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
 def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_path):
     from datetime import timedelta
 
-    from ftbridge.lineage.catalog import new_event
-    from ftbridge.lineage.kinds import EventKind
     from ftbridge.lineage.retention import file_bytes, prune
 
     cat = Catalog(tmp_path / "c.duckdb")
@@ -311,3 +312,34 @@ def test_training_run_summary_and_timeline(tmp_path):
     kinds = [r.what for r in timeline]
     assert kinds == ["started", "report", "report", "worker_failed", "spill_missing", "rebuilt_from_spark", "report",
                      "report", "finished"]
+
+
+def test_the_chaos_audit_check_finds_a_corrupted_file_the_catalog_does_not_account_for(tmp_path):
+    from ftbridge.lineage.catalog import new_event
+    from ftbridge.lineage.kinds import EventKind
+
+    path = str(tmp_path / "c.duckdb")
+    cat = Catalog(path)
+    conv, parts = conv_record()
+    cid, target = conv["conversion_id"], parts[1]["path"]
+    with cat.write() as con:
+        records.insert_conversion(con, conv, parts)
+    log = FaultLog()
+    log.add("spill_corrupted", target, mode="truncate")
+    log.add("executor_killed", "1234")  # other kinds are not held to this check
+    faults = log.to_list()
+    assert audit_gaps(path, faults) == [f"{target} (truncate): no detection event in the catalog"]
+    with cat.write() as con:  # a detection of another file does not count
+        records.insert_events(con, [new_event(cid, 0, EventKind.CHECKSUM_MISMATCH, detail=parts[0]["path"])])
+    assert len(audit_gaps(path, faults)) == 1
+    with cat.write() as con:
+        records.insert_events(con, [new_event(cid, 1, EventKind.CHECKSUM_MISMATCH, detail=f"{target}: crc differs")])
+    assert audit_gaps(path, faults) == [f"{target}: detected (checksum_mismatch) but no rebuild, refusal or loss "
+                                        "recorded"]
+    with cat.write() as con:  # the rebuild of another partition does not count either
+        records.insert_events(con, [new_event(cid, 2, EventKind.REBUILT_FROM_SPARK)])
+    assert len(audit_gaps(path, faults)) == 1
+    with cat.write() as con:
+        records.insert_events(con, [new_event(cid, 1, EventKind.REBUILT_FROM_SPARK)])
+    assert audit_gaps(path, faults) == []
+    assert audit_gaps(str(tmp_path / "none.duckdb"), faults) == []
