@@ -21,15 +21,16 @@ from _common import ray_init
 
 from ftbridge.lineage import records
 from ftbridge.lineage.catalog import Catalog, now
+from ftbridge.lineage.rows import ConversionRow, PartitionRow
 
 
 def conversion_rows(n: int):
     cid = uuid.uuid4().hex
-    conv = {"conversion_id": cid, "name": "bench", "created_at": now(), "status": "active", "plan_text": "",
-            "plan_hash": "", "schema_b64": "", "storage_level": "", "spill_root": "/tmp", "node_local": True,
-            "num_partitions": n, "total_rows": n, "total_bytes": n}
-    parts = [{"partition_id": i, "path": f"/tmp/spill/{cid}/part-{i:05d}.arrow", "node_id": "n" * 56,
-              "num_rows": 1000, "num_bytes": 4096, "checksum": "c" * 32} for i in range(n)]
+    conv = ConversionRow(conversion_id=cid, name="bench", created_at=now(), status="active", plan_text="",
+                         plan_hash="", schema_b64="", storage_level="", spill_root="/tmp", node_local=True,
+                         num_partitions=n, total_rows=n, total_bytes=n)
+    parts = [PartitionRow(conversion_id=cid, partition_id=i, path=f"/tmp/spill/{cid}/part-{i:05d}.arrow",
+                          node_id="n" * 56, num_rows=1000, num_bytes=4096, checksum="c" * 32) for i in range(n)]
     return conv, parts
 
 
@@ -47,13 +48,13 @@ def main(n: int = 10_000) -> None:
 
         import ray
 
-        from ftbridge.lineage.writer import call, get_writer
+        from ftbridge.lineage.writer import start_writer
         ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        writer = get_writer(cat)
-        call(writer, "pid")
+        writer = start_writer(cat)
+        writer.pid()
         conv, parts = conversion_rows(n)
         t0 = time.perf_counter()
-        call(writer, "record_conversion", conv, parts, [])
+        writer.record_conversion(conv, parts, [])
         actor = time.perf_counter() - t0
         print(f"{n:,} partitions through the writer actor: {actor:.3f} s (target < 2 s)")
         ray.shutdown()
@@ -64,16 +65,16 @@ def growth(n: int = 1000) -> None:
     partitions, one per batch of events (reads, a rebuild), one for the release."""
     from datetime import timedelta
 
-    from ftbridge.lineage.catalog import new_event
     from ftbridge.lineage.kinds import EventKind
     from ftbridge.lineage.retention import file_bytes, prune
+    from ftbridge.lineage.rows import new_event
 
     with tempfile.TemporaryDirectory() as tmp:
         cat = Catalog(os.path.join(tmp, "c.duckdb"))
         t0 = time.perf_counter()
         for i in range(n):
             conv, parts = conversion_rows(8)
-            cid = conv["conversion_id"]
+            cid = conv.conversion_id
             with cat.write() as con:
                 records.insert_conversion(con, conv, parts)
                 records.insert_events(con, [new_event(cid, None, EventKind.CREATED, detail="8 partitions")])
@@ -111,7 +112,7 @@ def reports(n: int = 300) -> None:
 
     import ray
 
-    from ftbridge.lineage.writer import call, start_writer
+    from ftbridge.lineage.writer import start_writer
     from ftbridge.train.recorder import record_start, recorder
 
     ray_init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -134,7 +135,7 @@ def reports(n: int = 300) -> None:
         controller = Controller.remote(recorder(run_id, cat.path))
         ray.get(controller.report.remote(-1))  # warm-up: the writer handle, first transaction
         took = [ray.get(controller.report.remote(i)) for i in range(n)]
-        call(writer, "flush")
+        writer.flush()
         with cat.read() as con:
             recorded = con.execute("SELECT count(*) FROM run_events WHERE kind = 'report'").fetchone()[0]
         ray.shutdown()

@@ -17,7 +17,7 @@ import ray
 
 from ftbridge.chaos.faults import Fault, FaultLog
 from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.writer import call, start_writer
+from ftbridge.lineage.writer import start_writer
 
 START_TIMEOUT_S = 120
 
@@ -60,7 +60,7 @@ class OtherDriver:
 def main(argv: list[str]) -> int:
     address, catalog = argv
     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-    print(call(start_writer(Catalog(catalog)), "pid"), flush=True)
+    print(start_writer(Catalog(catalog)).pid(), flush=True)
     how = sys.stdin.readline().strip()
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)

@@ -16,7 +16,7 @@ from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
 from ftbridge.lineage import queries
 from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.writer import call, flush, get_writer, start_writer
+from ftbridge.lineage.writer import flush, get_writer, start_writer
 
 ROWS = 60_000
 PARTITIONS = 8
@@ -252,7 +252,7 @@ def writer_creator_exits(env, seed, out: Outcome):
     catalog = os.path.join(env.workdir, f"shared-{seed}-{time.monotonic_ns()}.duckdb")
     other = OtherDriver(env.cluster.address, catalog)
     writer = start_writer(Catalog(catalog))  # joins the other driver's writer
-    if call(writer, "pid") != other.writer_pid:
+    if writer.pid() != other.writer_pid:
         raise AssertionError("this driver did not join the other driver's catalog writer")
     before = set(faults.spill_files(env.spill_root))
     job = BackgroundConversion(df, catalog, "creator-exits")
@@ -265,7 +265,7 @@ def writer_creator_exits(env, seed, out: Outcome):
     record_check(out, reference, read_all(ds), started)
     record_check(out, reference, read_all(ftbridge.open_recoverable(ftbridge.conversion_id(ds), catalog=catalog)),
                  started)
-    if call(writer, "pid") != other.writer_pid:
+    if writer.pid() != other.writer_pid:
         raise AssertionError("the catalog writer ended with the driver that started it")
     flush(Catalog(catalog))
     with Catalog(catalog).read() as con:

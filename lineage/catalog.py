@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from ftbridge.common.config import settings
 from ftbridge.common.errors import CatalogCorruptError, CatalogMissingError, CatalogVersionError
 from ftbridge.common.retry import catalog_lock_retry
 from ftbridge.lineage import queries
-from ftbridge.lineage.kinds import EventKind
 from ftbridge.lineage.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -40,30 +37,6 @@ def default_catalog_path(path: str | os.PathLike | None = None) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def new_event_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, started: float | None = None,
-              node_id: str | None = None, source: str | None = None, detail: str = "") -> dict:
-    """An events-table row; `started` is a time.time() value (default: now, a zero-length event)."""
-    finished = time.time()
-    started = finished if started is None else started
-    return {"event_id": new_event_id(), "conversion_id": conversion_id, "partition_id": partition_id,
-            "kind": kind, "started_at": datetime.fromtimestamp(started, UTC),
-            "finished_at": datetime.fromtimestamp(finished, UTC),
-            "duration_s": round(finished - started, 6), "node_id": node_id, "source": source, "detail": detail}
-
-
-def new_run_event(run_id: str, kind: str, at: float | None = None, epoch: int | None = None,
-                  checkpoint: str | None = None, detail: str = "") -> dict:
-    """A run_events-table row; `at` is a time.time() value (default: now)."""
-    at = time.time() if at is None else at
-    return {"event_id": new_event_id(), "run_id": run_id, "kind": kind,
-            "happened_at": datetime.fromtimestamp(at, UTC), "epoch": epoch, "checkpoint": checkpoint,
-            "detail": detail}
 
 
 def _make_private(path: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -118,6 +118,11 @@ MIGRATIONS: dict[int, list[str]] = {
             reason VARCHAR NOT NULL,            -- superseded | host_down
             recorded_at TIMESTAMPTZ NOT NULL
         )""",
+    ],
+    7: [
+        # The input files of the plan (name, size, modification time) as JSON, so a conversion of
+        # the same plan over unchanged files can be reused (from_spark_recoverable(reuse=True)).
+        """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS input_files VARCHAR""",
     ],
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import ray
@@ -34,7 +36,17 @@ from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE, settings
 from ftbridge.lineage import records
 from ftbridge.lineage.catalog import Catalog
-from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.rows import (
+    ConversionRow,
+    EventRow,
+    LeftoverRow,
+    PartitionRow,
+    PartitionUpdate,
+    RunEventRow,
+    RunRow,
+    RunUpdate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,7 @@ FLUSH_INTERVAL_S = 0.5
 START_TIMEOUT_S = 120
 START_GRACE_S = 10.0                  # a new writer waits this long for its creator's first lease
 RENEW_TICK_S = 0.2                    # how often the lease thread looks for leases due (a third of their length)
+RunBatch = tuple[str, RunUpdate, list[RunEventRow]]  # a run's buffered update and events
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process, as a holder
 
 
@@ -98,16 +111,17 @@ class Journal:
         return entries
 
 
-class CatalogWriter:
-    """Serialises every catalog write of a Ray job."""
+class CatalogWriter(records.Transactions):
+    """Serialises every catalog write of a Ray job (the transactions of `records.Transactions`,
+    one at a time, and buffered read events and training reports)."""
 
     def __init__(self, path: str, lease_s: float = 30.0, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self.catalog = Catalog(path)
+        super().__init__(Catalog(path))
         self.lease_s = lease_s                  # the creator's setting: a holder that stopped renewing let go
         self._flush_interval_s = flush_interval_s
         self._reads: set = set()
-        self._buffer: list[dict] = []
-        self._run_buffer: list[tuple[str, dict, list[dict]]] = []
+        self._buffer: list[EventRow] = []
+        self._run_buffer: list[RunBatch] = []
         self._buf_lock = threading.Lock()   # guards the buffers and the journal: read events never wait for DuckDB
         self._lock = threading.Lock()       # one DuckDB transaction at a time
         self.journal = Journal(path)
@@ -125,16 +139,20 @@ class CatalogWriter:
         self._flusher.start()
 
     @staticmethod
-    def _split(entries: list[tuple]) -> tuple[list[dict], list[tuple[str, dict, list[dict]]]]:
-        reads = [ev for kind, payload in entries if kind == "read" for ev in payload]
-        runs = [payload for kind, payload in entries if kind == "run"]
+    def _split(entries: list[tuple]) -> tuple[list[EventRow], list[RunBatch]]:
+        # A journal of a writer before typed rows holds dicts of the same columns.
+        reads = [EventRow(**ev) if isinstance(ev, dict) else ev
+                 for kind, payload in entries if kind == "read" for ev in payload]
+        runs = [(run_id, RunUpdate(**update) if isinstance(update, dict) else update,
+                 [RunEventRow(**e) if isinstance(e, dict) else e for e in events])
+                for kind, (run_id, update, events) in ((k, p) for k, p in entries if k == "run")]
         return reads, runs
 
     @staticmethod
-    def _commit(con, reads: list[dict], runs: list[tuple[str, dict, list[dict]]]) -> None:
+    def _commit(con, reads: list[EventRow], runs: list[RunBatch]) -> None:
         records.insert_events(con, reads)
-        for run_id, fields, events in runs:
-            records.update_run(con, run_id, fields)
+        for run_id, update, events in runs:
+            records.update_run(con, run_id, update)
             records.insert_run_events(con, events)
 
     def hold(self, holder: str) -> float | None:
@@ -213,62 +231,31 @@ class CatalogWriter:
     def pid(self) -> int:
         return os.getpid()
 
-    def record_conversion(self, conversion: dict, partitions: list[dict], events: list[dict]) -> None:
-        with self._lock, self.catalog.write() as con:
-            records.insert_conversion(con, conversion, partitions)
-            records.insert_events(con, events)
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        with self._lock, self.catalog.write() as con:  # one DuckDB transaction at a time
+            yield con
 
-    def record_read(self, token: str, events: list[dict]) -> None:
-        """A read event; a second read of the same block of the same materialized Dataset is a
+    def record_read(self, token: str, events: list[EventRow]) -> None:
+        """Read events; a second read of the same block of the same materialized Dataset is a
         reconstruction. A streaming Dataset (token "") reads every partition once per pass."""
         with self._buf_lock:
             for ev in events:
                 if not token:
                     continue
-                key = (token, ev["conversion_id"], ev["partition_id"])
+                key = (token, ev.conversion_id, ev.partition_id)
                 if key in self._reads:
-                    ev["kind"] = EventKind.OBJECT_RECONSTRUCTED
+                    ev.kind = EventKind.OBJECT_RECONSTRUCTED
                 self._reads.add(key)
             self.journal.append(("read", events))
             self._buffer.extend(events)
 
-    def record_events(self, events: list[dict]) -> None:
-        with self._lock, self.catalog.write() as con:
-            records.insert_events(con, events)
-
-    def update_partition(self, conversion_id: str, partition_id: int, fields: dict, events: list[dict]) -> None:
-        with self._lock, self.catalog.write() as con:
-            records.update_partition(con, conversion_id, partition_id, fields)
-            records.insert_events(con, events)
-
-    def set_status(self, conversion_id: str, status: str, partition_state: str | None, events: list[dict]) -> None:
-        with self._lock, self.catalog.write() as con:
-            records.set_conversion_status(con, conversion_id, status, partition_state)
-            records.insert_events(con, events)
-
-    def release(self, conversion_id: str, gone: list[str], waiting: list[dict], events: list[dict]) -> None:
-        """Mark a conversion released; record which of its files are gone and which still wait."""
-        with self._lock, self.catalog.write() as con:
-            records.set_conversion_status(con, conversion_id, ConversionStatus.RELEASED, PartitionState.RELEASED)
-            records.release_files(con, conversion_id, gone, waiting)
-            records.insert_events(con, events)
-
-    def record_run(self, run: dict, inputs: dict, events: list[dict]) -> None:
-        with self._lock, self.catalog.write() as con:
-            records.insert_run(con, run, inputs, events)
-
-    def buffer_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
+    def buffer_run_events(self, run_id: str, update: RunUpdate, events: list[RunEventRow]) -> None:
         """`record_run_events`, written by the next flush (within FLUSH_INTERVAL_S): what Ray Train's
         controller sends per report, so a report costs it one round trip, not a transaction."""
         with self._buf_lock:
-            self.journal.append(("run", (run_id, fields, events)))
-            self._run_buffer.append((run_id, fields, events))
-
-    def record_run_events(self, run_id: str, fields: dict, events: list[dict]) -> None:
-        """Events of a training run, and columns of its row to set (status, finished_at, ray_run_id)."""
-        with self._lock, self.catalog.write() as con:
-            records.update_run(con, run_id, fields)
-            records.insert_run_events(con, events)
+            self.journal.append(("run", (run_id, update, events)))
+            self._run_buffer.append((run_id, update, events))
 
 
 def actor_name(path: str) -> str:
@@ -359,7 +346,7 @@ def _let_go_at_exit() -> None:
         end_writers([path for _, path in list(_HANDLES)], timeout_s=5.0)
 
 
-def start_writer(catalog: Catalog):
+def start_writer(catalog: Catalog) -> CatalogClient:
     """`get_writer`, then wait (bounded) until the actor has opened the catalog and granted this
     process its lease: a bad or busy file fails here, with the catalog's own error, before any
     work is done. A writer that was just ending is waited out and a new one started (once)."""
@@ -370,7 +357,7 @@ def start_writer(catalog: Catalog):
             if lease is not None:
                 with _LOCK:
                     _LEASES[_key(catalog.path)] = lease
-                return writer
+                return CatalogClient.of_actor(writer)
             failure: BaseException = TimeoutError("the catalog's previous writer was ending and did not end")
         except Exception as exc:  # Ray's actor errors carry the catalog's error as their cause
             failure = exc
@@ -383,7 +370,7 @@ def start_writer(catalog: Catalog):
 
 def flush(catalog: Catalog, timeout_s: float | None = None) -> int:
     """Commit buffered read events of this job's writer now (tests, audits run in-process)."""
-    return call(get_writer(catalog), "flush", timeout_s=timeout_s)
+    return CatalogClient.of_actor(get_writer(catalog)).flush(timeout_s)
 
 
 def forget_writer(catalog: Catalog) -> None:
@@ -469,7 +456,7 @@ def _restart(writer):
     with _LOCK:
         if _HANDLES.get(_key(path)) is writer:
             _HANDLES.pop(_key(path))
-    return start_writer(Catalog(path))
+    return start_writer(Catalog(path)).handle
 
 
 def call(writer, method: str, *args, timeout_s: float | None = None):
@@ -572,3 +559,103 @@ def emit(writer, method: str, *args) -> None:
         log.warning("could not record %s in the catalog now (kept, sent again every %.0fs): %s",
                     method, SPOOL_RETRY_S, exc)
         SPOOL.keep(writer, method, args)
+
+
+class CatalogClient:
+    """Every catalog write of a process, typed, in front of both paths: the catalog's writer actor
+    (drivers and tasks of a Ray job: `start_writer`) or the file itself (no Ray: `direct`).
+
+    Calls wait for the writer, bounded (CatalogUnavailableError). A client `in_background()` (read
+    tasks, Ray Train's controller) never raises: what the writer cannot take now is spooled and
+    sent again (see `emit`). Picklable: it holds the actor handle, or the catalog's path.
+    """
+
+    def __init__(self, handle: Any = None, catalog: Catalog | None = None, background: bool = False) -> None:
+        if (handle is None) == (catalog is None):
+            raise ValueError("a CatalogClient needs a writer actor handle or a catalog, not both")
+        self.handle, self.background = handle, background
+        self.transactions = records.Transactions(catalog) if catalog is not None else None
+
+    @classmethod
+    def direct(cls, catalog: Catalog) -> CatalogClient:
+        """Writes straight into the file, each its own transaction (no writer actor may be running)."""
+        return cls(catalog=catalog)
+
+    @classmethod
+    def of_actor(cls, handle: Any) -> CatalogClient:
+        return cls(handle=handle)
+
+    def in_background(self) -> CatalogClient:
+        """This client for a task: records that cannot reach the writer are spooled, never raised."""
+        return CatalogClient(self.handle, None if self.transactions is None else self.transactions.catalog, True)
+
+    def _send(self, method, *args, timeout_s: float | None = None):
+        if self.transactions is not None:
+            return method(self.transactions, *args)
+        if self.background:
+            emit(self.handle, method.__name__, *args)
+            return None
+        return call(self.handle, method.__name__, *args, timeout_s=timeout_s)
+
+    # -- records ------------------------------------------------------------------------------
+    def record_conversion(self, conversion: ConversionRow, partitions: list[PartitionRow],
+                          events: list[EventRow]) -> None:
+        self._send(records.Transactions.record_conversion, conversion, partitions, events)
+
+    def record_events(self, events: list[EventRow]) -> None:
+        self._send(records.Transactions.record_events, events)
+
+    def update_partition(self, conversion_id: str, partition_id: int, update: PartitionUpdate,
+                         events: list[EventRow]) -> None:
+        self.update_partitions(conversion_id, [(partition_id, update)], events)
+
+    def update_partitions(self, conversion_id: str, updates: list[tuple[int, PartitionUpdate]],
+                          events: list[EventRow]) -> None:
+        self._send(records.Transactions.update_partitions, conversion_id, updates, events)
+
+    def set_status(self, conversion_id: str, status: str, partition_state: str | None,
+                   events: list[EventRow]) -> None:
+        self._send(records.Transactions.set_status, conversion_id, status, partition_state, events)
+
+    def release(self, conversion_id: str, gone: list[str], waiting: list[dict], events: list[EventRow]) -> None:
+        self._send(records.Transactions.release, conversion_id, gone, waiting, events)
+
+    def files_freed(self, conversion_id: str, gone: list[str], waiting: list[LeftoverRow], events: list[EventRow],
+                    release: bool) -> None:
+        self._send(records.Transactions.files_freed, conversion_id, gone, waiting, events, release)
+
+    def record_run(self, run: RunRow, inputs: dict[str, str], events: list[RunEventRow]) -> None:
+        self._send(records.Transactions.record_run, run, inputs, events)
+
+    def record_run_events(self, run_id: str, update: RunUpdate, events: list[RunEventRow]) -> None:
+        self._send(records.Transactions.record_run_events, run_id, update, events)
+
+    # -- buffered by the writer (written within FLUSH_INTERVAL_S, journaled at once) --------
+    def record_read(self, token: str, events: list[EventRow]) -> None:
+        if self.transactions is not None:
+            return self.transactions.record_events(events)
+        self._send(CatalogWriter.record_read, token, events)
+
+    def buffer_run_events(self, run_id: str, update: RunUpdate, events: list[RunEventRow]) -> None:
+        if self.transactions is not None:
+            return self.transactions.record_run_events(run_id, update, events)
+        self._send(CatalogWriter.buffer_run_events, run_id, update, events)
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Commit what the writer buffered now; how many records."""
+        if self.transactions is not None:
+            return 0
+        return self._send(CatalogWriter.flush, timeout_s=timeout_s)
+
+    def holders(self) -> list[str]:
+        """The processes holding a lease on the writer (none for a direct client)."""
+        return [] if self.transactions is not None else self._send(CatalogWriter.holders)
+
+    def pid(self) -> int:
+        """The writer's process id (this process's, for a direct client)."""
+        return os.getpid() if self.transactions is not None else self._send(CatalogWriter.pid)
+
+
+def client_for(catalog: Catalog) -> CatalogClient:
+    """The writer actor's client when this process is on a Ray cluster, else a direct one."""
+    return start_writer(catalog) if ray.is_initialized() else CatalogClient.direct(catalog)

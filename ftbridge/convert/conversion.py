@@ -31,10 +31,11 @@ from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_all
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.types import check_supported, dataframe_schema, schema_from_b64, schema_to_b64
-from ftbridge.lineage import queries, records
-from ftbridge.lineage.catalog import Catalog, new_event, now
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
-from ftbridge.lineage.writer import call, start_writer
+from ftbridge.lineage.rows import ConversionRow, PartitionRow, new_event
+from ftbridge.lineage.writer import client_for, start_writer
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,19 @@ def _plan_text(df) -> str:
 
 
 def _record(df, conversion_id: str, name, batches: ArrowBatches, target: SpillTarget, partitions: list[dict],
-            recipe, allow_nondeterministic: bool, storage_level) -> dict:
+            recipe, allow_nondeterministic: bool, storage_level) -> ConversionRow:
     """The conversions-table row of a spilled conversion."""
     plan = _plan_text(df)
     sc = df.sparkSession.sparkContext
-    return {
-        "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
-        "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(),
-        "schema_b64": schema_to_b64(batches.schema), "storage_level": str(storage_level), "spill_root": target.display_root,
-        "node_local": target.node_local, "app_id": sc.applicationId, "spark_version": sc.version,
-        "num_partitions": batches.num_partitions, "total_rows": sum(p["num_rows"] for p in partitions),
-        "total_bytes": sum(p["num_bytes"] for p in partitions), "recipe": recipe,
-        "allow_nondeterministic": allow_nondeterministic, "driver_host": socket.gethostname(),
-        "driver_pid": os.getpid(), "spill_format": batches.settings.to_json(),
-    }
+    return ConversionRow(
+        conversion_id=conversion_id, name=name, created_at=now(), status=ConversionStatus.ACTIVE,
+        plan_text=plan, plan_hash=hashlib.sha256(plan.encode()).hexdigest(),
+        schema_b64=schema_to_b64(batches.schema), storage_level=str(storage_level), spill_root=target.display_root,
+        node_local=target.node_local, app_id=sc.applicationId, spark_version=sc.version,
+        num_partitions=batches.num_partitions, total_rows=sum(p["num_rows"] for p in partitions),
+        total_bytes=sum(p["num_bytes"] for p in partitions), recipe=recipe,
+        allow_nondeterministic=allow_nondeterministic, driver_host=socket.gethostname(),
+        driver_pid=os.getpid(), spill_format=batches.settings.to_json())
 
 
 def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
@@ -93,9 +93,9 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
                      storage_level)
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
-                   detail=f"{batches.num_partitions} partitions, {record['total_rows']} rows")
+                   detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
     t_call = time.time()
-    call(writer, "record_conversion", record, partitions, [ev])
+    writer.record_conversion(record, [PartitionRow.of(conversion_id, p) for p in partitions], [ev])
     t_called = time.time()
     service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
                                           allow_nondeterministic, cluster.current_or_none()))
@@ -103,8 +103,8 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
     REGISTRY.remember(ds, conversion_id, cat.path)
     log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs (plan %.2fs, record "
-             "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record["total_rows"],
-             record["total_bytes"], spilled - started, recorded - spilled, t_call - t_plan, t_called - t_call,
+             "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record.total_rows,
+             record.total_bytes, spilled - started, recorded - spilled, t_call - t_plan, t_called - t_call,
              recorded - t_called, time.time() - recorded)
     return ds
 
@@ -167,11 +167,5 @@ def release(ds_or_id, *, catalog=None) -> int:
     ev = new_event(cid, None, EventKind.RELEASED, source="driver", detail=freed.describe())
     if freed.waiting:
         log.warning("conversion %s released; %s", cid, freed.describe())
-    if ray.is_initialized():
-        call(live.writer if live else start_writer(cat), "release", cid, freed.gone, freed.waiting, [ev])
-    else:
-        with cat.write() as con:
-            records.set_conversion_status(con, cid, ConversionStatus.RELEASED, PartitionState.RELEASED)
-            records.release_files(con, cid, freed.gone, freed.waiting)
-            records.insert_events(con, [ev])
+    (live.writer if live and ray.is_initialized() else client_for(cat)).release(cid, freed.gone, freed.waiting, [ev])
     return freed.total

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge.lineage.catalog import new_event
 from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.rows import EventRow, new_event
+from ftbridge.lineage.writer import CatalogClient
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ReadContext:
 
     token: str                      # unique per materialized Dataset: tells a re-read from a first read;
                                     # "" for a streaming Dataset (each pass reads every partition)
-    writer: object                  # CatalogWriter actor handle
+    writer: CatalogClient           # in the background: a task never fails or waits long on the catalog
     rebuild_service: str | None     # named RebuildService actor, or None when nothing can rebuild
     schema: pa.Schema | None = None  # the Dataset's schema; files in Spark's own labels are cast to it
     # Ray Data's DataContext.target_max_block_size where the Dataset was made (None: no limit).
@@ -45,5 +46,5 @@ class ReadContext:
 
 
 def event(ref: PartitionRef, kind: EventKind, started: float, detail: str = "", node_id: str | None = None,
-          source: str = "read_task") -> dict:
+          source: str = "read_task") -> EventRow:
     return new_event(ref.conversion_id, ref.partition_id, kind, started, node_id or ref.node_id, source, detail)

@@ -15,16 +15,16 @@ import logging
 import os
 import socket
 import time
-from typing import Any
 
 import ray
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE
-from ftbridge.lineage.catalog import new_run_event, now
+from ftbridge.lineage.catalog import now
 from ftbridge.lineage.kinds import RunEventKind, RunStatus
-from ftbridge.lineage.writer import actor_name, call, emit
+from ftbridge.lineage.rows import RunEventRow, RunRow, RunUpdate, new_run_event
+from ftbridge.lineage.writer import CatalogClient, actor_name
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +55,26 @@ class RunRecorderMixin:
         self.run_id = run_id
         self.catalog_path = catalog_path
         self._named = False
-        self._writer: Any = None  # the catalog writer's actor handle
+        self._writer: CatalogClient | None = None  # in the background: training never waits on the catalog
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_writer": None}  # an actor handle is looked up where it is used
 
-    def _send(self, fields: dict, events: list[dict]) -> None:
+    def _send(self, update: RunUpdate, events: list[RunEventRow]) -> None:
         if self._writer is None:
             try:
-                self._writer = ray.get_actor(actor_name(self.catalog_path), namespace=RAY_NAMESPACE)
+                handle = ray.get_actor(actor_name(self.catalog_path), namespace=RAY_NAMESPACE)
             except ValueError as exc:  # the writer is gone (its driver exited): keep training
                 log.warning("run %s: catalog writer not found, event not recorded: %s", self.run_id, exc)
                 return
-        emit(self._writer, "buffer_run_events", self.run_id, fields, events)
+            self._writer = CatalogClient.of_actor(handle).in_background()
+        self._writer.buffer_run_events(self.run_id, update, events)
 
-    def _ids(self, run_context) -> dict:
+    def _ids(self, run_context) -> RunUpdate:
         if self._named:
-            return {}
+            return RunUpdate()
         self._named = True
-        ray_id = ray_adapter.train_run_id(run_context)
-        return {"ray_run_id": ray_id} if ray_id else {}
+        return RunUpdate(ray_run_id=ray_adapter.train_run_id(run_context))
 
     def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
         path = getattr(checkpoint, "path", None) if checkpoint is not None else None
@@ -95,22 +95,22 @@ def recorder(run_id: str, catalog_path: str):
     return ray_adapter.train_callback_class(RunRecorderMixin)(run_id, catalog_path)
 
 
-def record_start(writer, run_id: str, name: str, trainer: str, storage_path: str | None,
+def record_start(writer: CatalogClient, run_id: str, name: str, trainer: str, storage_path: str | None,
                  inputs: dict[str, str]) -> None:
     """The run's row, its inputs ({dataset name: conversion id}) and its STARTED event."""
-    run = {"run_id": run_id, "name": name, "trainer": trainer, "started_at": now(), "status": RunStatus.RUNNING,
-           "storage_path": storage_path, "driver_host": socket.gethostname(), "driver_pid": os.getpid()}
-    call(writer, "record_run", run, inputs, [new_run_event(run_id, RunEventKind.STARTED,
-                                                           detail=", ".join(f"{k}={v[:12]}" for k, v in inputs.items()))])
+    run = RunRow(run_id=run_id, name=name, trainer=trainer, started_at=now(), status=RunStatus.RUNNING,
+                 storage_path=storage_path, driver_host=socket.gethostname(), driver_pid=os.getpid())
+    writer.record_run(run, inputs, [new_run_event(run_id, RunEventKind.STARTED,
+                                                  detail=", ".join(f"{k}={v[:12]}" for k, v in inputs.items()))])
 
 
-def record_end(writer, run_id: str, error: str | None = None) -> None:
+def record_end(writer: CatalogClient, run_id: str, error: str | None = None) -> None:
     """FINISHED (or FAILED with `error`): the run's status and end time."""
     kind, status = (RunEventKind.FAILED, RunStatus.FAILED) if error else (RunEventKind.FINISHED, RunStatus.FINISHED)
     at = time.time()
-    fields = {"status": status, "finished_at": now(), "error": error}
+    update = RunUpdate(status=status, finished_at=now(), error=error)
     try:
-        call(writer, "flush")  # the controller's last reports first
-        call(writer, "record_run_events", run_id, fields, [new_run_event(run_id, kind, at, detail=error or "")])
+        writer.flush()  # the controller's last reports first
+        writer.record_run_events(run_id, update, [new_run_event(run_id, kind, at, detail=error or "")])
     except Exception as exc:  # the training result matters more than its record
         log.warning("run %s: could not record its end in the catalog: %s", run_id, exc)

@@ -18,19 +18,29 @@ from ftbridge.chaos.runner import audit_gaps
 from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogVersionError, UnknownConversionError
 from ftbridge.lineage import queries, records
 from ftbridge.lineage.audit import audit, recovery_times
-from ftbridge.lineage.catalog import Catalog, default_catalog_path, new_event, now
+from ftbridge.lineage.catalog import Catalog, default_catalog_path, now
 from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.rows import (
+    ROWS,
+    ConversionRow,
+    EventRow,
+    PartitionRow,
+    RunRow,
+    RunUpdate,
+    new_event,
+    new_run_event,
+)
 from ftbridge.lineage.schema import SCHEMA_VERSION
 from tests.conftest import python_env
 
 
 def conv_record(cid=None, n=3):
     cid = cid or uuid.uuid4().hex
-    conv = {"conversion_id": cid, "name": "t", "created_at": now(), "status": "active", "plan_text": "p",
-            "plan_hash": "h", "schema_b64": "", "storage_level": "MEMORY_AND_DISK", "spill_root": "/tmp/x",
-            "node_local": True, "num_partitions": n, "total_rows": 10 * n, "total_bytes": 100 * n}
-    parts = [{"partition_id": i, "path": f"/tmp/x/{cid}/part-{i:05d}.arrow", "node_id": "n1", "num_rows": 10,
-              "num_bytes": 100, "checksum": f"c{i}"} for i in range(n)]
+    conv = ConversionRow(conversion_id=cid, name="t", created_at=now(), status="active", plan_text="p",
+                         plan_hash="h", schema_b64="", storage_level="MEMORY_AND_DISK", spill_root="/tmp/x",
+                         node_local=True, num_partitions=n, total_rows=10 * n, total_bytes=100 * n)
+    parts = [PartitionRow(conversion_id=cid, partition_id=i, path=f"/tmp/x/{cid}/part-{i:05d}.arrow", node_id="n1",
+                          num_rows=10, num_bytes=100, checksum=f"c{i}") for i in range(n)]
     return conv, parts
 
 
@@ -50,9 +60,9 @@ def test_create_migrate_and_record(tmp_path):
         records.insert_conversion(con, conv, parts)  # a replayed call leaves the same rows
     assert cat.schema_version() == SCHEMA_VERSION
     with cat.read() as con:
-        assert queries.conversion(con, conv["conversion_id"])["name"] == "t"
-        assert queries.conversion(con, conv["conversion_id"][:8])["conversion_id"] == conv["conversion_id"]
-        assert len(queries.partitions(con, conv["conversion_id"])) == 3
+        assert queries.conversion(con, conv.conversion_id)["name"] == "t"
+        assert queries.conversion(con, conv.conversion_id[:8])["conversion_id"] == conv.conversion_id
+        assert len(queries.partitions(con, conv.conversion_id)) == 3
         with pytest.raises(UnknownConversionError):
             queries.conversion(con, "nope")
 
@@ -62,31 +72,36 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
 
     path = tmp_path / "v1.duckdb"
     conv, parts = conv_record()
-    conv["spill_root"] = "s3://AKID:SECRET@bucket/spill?region=eu-west-1&secret_key=SECRET2"
+    conv.spill_root = "s3://AKID:SECRET@bucket/spill?region=eu-west-1&secret_key=SECRET2"
     with duckdb.connect(str(path)) as con:  # a catalog as version 1 of ftbridge left it
         for statement in MIGRATIONS[1]:
             con.execute(statement)
         con.execute("INSERT INTO ftbridge_meta VALUES ('schema_version', '1')")
-        records.insert_conversion(con, conv, parts)
+        for part in parts:
+            part.updated_at = now()
+        for row in [conv, *parts]:  # the columns version 1 had
+            cols = [c[0] for c in con.execute(f"DESCRIBE {row.TABLE}").fetchall()]
+            con.execute(f"INSERT INTO {row.TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [getattr(row, c) for c in cols])
     cat = Catalog(path)
     with cat.read() as con:  # readers never migrate
-        assert queries.conversion(con, conv["conversion_id"]).get("spill_format") is None
+        assert queries.conversion(con, conv.conversion_id).get("spill_format") is None
         assert queries.runs(con) == [] and queries.run(con, "anything") is None  # no runs tables yet
         assert queries.leftovers(con) == []  # no leftover_files table before version 6
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 6
+    assert cat.schema_version() == SCHEMA_VERSION == 7
     with cat.read() as con:
         assert queries.runs(con) == []  # version 5: the training-run tables exist, empty
         assert queries.leftovers(con) == []  # version 6: the leftover-files table exists, empty
     with cat.read() as con:
-        old = queries.conversion(con, conv["conversion_id"])
+        old = queries.conversion(con, conv.conversion_id)
         assert old["spill_format"] is None and old["num_partitions"] == 3
         assert old["direction"] == "spark_to_ray"  # what every conversion before version 3 was
         assert "SECRET" not in old["spill_root"] and "AKID" not in old["spill_root"]  # scrubbed by version 4
         assert old["spill_root"].startswith("s3://bucket/spill?region=eu-west-1")
-        assert len(queries.partitions(con, conv["conversion_id"])) == 3
+        assert len(queries.partitions(con, conv.conversion_id)) == 3
 
 
 def test_events_are_idempotent_and_feed_time_to_recover(tmp_path):
@@ -96,17 +111,17 @@ def test_events_are_idempotent_and_feed_time_to_recover(tmp_path):
     conv, parts = conv_record()
     t0 = now()
     evs = [
-        {"event_id": "a", "conversion_id": conv["conversion_id"], "partition_id": 1, "kind": "spill_missing",
-         "started_at": t0, "finished_at": t0, "duration_s": 0.0},
-        {"event_id": "b", "conversion_id": conv["conversion_id"], "partition_id": 1, "kind": "rebuilt_from_spark",
-         "started_at": t0 + timedelta(seconds=1), "finished_at": t0 + timedelta(seconds=3), "duration_s": 2.0},
+        EventRow(event_id="a", conversion_id=conv.conversion_id, partition_id=1, kind=EventKind.SPILL_MISSING,
+                 started_at=t0, finished_at=t0, duration_s=0.0),
+        EventRow(event_id="b", conversion_id=conv.conversion_id, partition_id=1, kind=EventKind.REBUILT_FROM_SPARK,
+                 started_at=t0 + timedelta(seconds=1), finished_at=t0 + timedelta(seconds=3), duration_s=2.0),
     ]
     with cat.write() as con:
         records.insert_conversion(con, conv, parts)
         records.insert_events(con, evs)
         records.insert_events(con, evs)
     with cat.read() as con:
-        events = queries.events(con, conv["conversion_id"])
+        events = queries.events(con, conv.conversion_id)
         assert len(events) == 2
         assert recovery_times(events) == [3.0]
         (row,) = audit(con)
@@ -185,13 +200,13 @@ def test_kill_9_of_writer_loses_no_committed_record(tmp_path):
     cat = Catalog(tmp_path / "c.duckdb")
     writer = textwrap.dedent(f"""
         import sys, uuid
-        from ftbridge.lineage.catalog import Catalog, now
+        from ftbridge.lineage.catalog import Catalog
         from ftbridge.lineage import records
+        from ftbridge.lineage.rows import new_event
         cat = Catalog({str(cat.path)!r})
         i = 0
         while True:
-            ev = {{"event_id": uuid.uuid4().hex, "conversion_id": "c", "partition_id": i, "kind": "read",
-                   "started_at": now(), "finished_at": now(), "duration_s": 0.0}}
+            ev = new_event("c", i, "read")
             with cat.write() as con:
                 records.insert_events(con, [ev])
             print(i, flush=True)
@@ -224,22 +239,20 @@ def test_retention_prunes_only_long_released_history_and_shrinks_the_file(tmp_pa
             # Long details that do not compress (DuckDB stores "x" * 2000 in a few bytes): what is
             # pruned must outweigh DuckDB's 256 KiB blocks, which every table (also the empty
             # training-run tables) keeps at least one of, whatever was checkpointed before.
-            records.insert_events(con, [new_event(conv["conversion_id"], p % 3, EventKind.READ,
+            records.insert_events(con, [new_event(conv.conversion_id, p % 3, EventKind.READ,
                                                   detail=os.urandom(1000).hex())
                                         for p in range(20)])
             if kind != "active":
-                records.set_conversion_status(con, conv["conversion_id"], "released", "released")
+                records.set_conversion_status(con, conv.conversion_id, "released", "released")
             if kind == "old":
                 con.execute("UPDATE conversions SET released_at = released_at - INTERVAL 40 DAY "
-                            "WHERE conversion_id = ?", [conv["conversion_id"]])
-        ids[kind].append(conv["conversion_id"])
-    from ftbridge.lineage.catalog import new_run_event
-
+                            "WHERE conversion_id = ?", [conv.conversion_id])
+        ids[kind].append(conv.conversion_id)
     runs = {}
     for kind, ended in (("old", now() - timedelta(days=40)), ("young", now() - timedelta(days=1)), ("active", None)):
         rid = uuid.uuid4().hex
-        run = {"run_id": rid, "name": kind, "started_at": now() - timedelta(days=41), "status": "finished",
-               "finished_at": ended}
+        run = RunRow(run_id=rid, name=kind, started_at=now() - timedelta(days=41), status="finished",
+                     finished_at=ended)
         with cat.write() as con:
             records.insert_run(con, run, {"train": ids[kind][0]}, [new_run_event(rid, "report") for _ in range(5)])
         runs[kind] = rid
@@ -269,15 +282,14 @@ def test_training_run_summary_and_timeline(tmp_path):
     from datetime import timedelta
 
     from ftbridge.lineage.audit import run_record, runs_audit
-    from ftbridge.lineage.catalog import new_event, new_run_event
     from ftbridge.lineage.kinds import RunEventKind as RK
 
     cat = Catalog(tmp_path / "c.duckdb")
     conv, parts = conv_record()
-    cid, rid = conv["conversion_id"], uuid.uuid4().hex
+    cid, rid = conv.conversion_id, uuid.uuid4().hex
     t0 = time.time() - 1000
-    run = {"run_id": rid, "name": "nightly", "trainer": "XGBoostTrainer",
-           "started_at": now() - timedelta(seconds=1000), "status": "running"}
+    run = RunRow(run_id=rid, name="nightly", trainer="XGBoostTrainer", started_at=now() - timedelta(seconds=1000),
+                 status="running")
     # progress every 10 s; a worker fails in the third interval, which then takes 25 s (15 s lost)
     evs = [new_run_event(rid, RK.STARTED, t0), new_run_event(rid, RK.REPORT, t0 + 10, epoch=0, checkpoint="/c/0"),
            new_run_event(rid, RK.REPORT, t0 + 20, epoch=1, checkpoint="/c/1"),
@@ -290,12 +302,12 @@ def test_training_run_summary_and_timeline(tmp_path):
         records.insert_run(con, run, {"train": cid}, evs[:1])  # replayed: same rows
         records.insert_run_events(con, evs[1:])
         records.insert_run_events(con, evs[1:])  # replayed: same rows
-        records.update_run(con, rid, {"ray_run_id": "ray-1"})
-        records.update_run(con, rid, {"ray_run_id": "ray-2"})  # only the first report names it
+        records.update_run(con, rid, RunUpdate(ray_run_id="ray-1"))
+        records.update_run(con, rid, RunUpdate(ray_run_id="ray-2"))  # only the first report names it
         records.insert_events(con, [new_event(cid, 1, "spill_missing", t0 + 30), new_event(cid, 1, "rebuilt_from_spark",
                                                                                           t0 + 31)])
         records.insert_events(con, [new_event(cid, 2, "rebuilt_from_spark", t0 - 100)])  # before the run
-        records.update_run(con, rid, {"status": "finished", "finished_at": now() - timedelta(seconds=900)})
+        records.update_run(con, rid, RunUpdate(status="finished", finished_at=now() - timedelta(seconds=900)))
         records.insert_run_events(con, [new_run_event(rid, RK.FINISHED, t0 + 100)])
     with cat.read() as con:
         assert queries.run(con, rid[:10])["run_id"] == rid
@@ -315,13 +327,10 @@ def test_training_run_summary_and_timeline(tmp_path):
 
 
 def test_the_chaos_audit_check_finds_a_corrupted_file_the_catalog_does_not_account_for(tmp_path):
-    from ftbridge.lineage.catalog import new_event
-    from ftbridge.lineage.kinds import EventKind
-
     path = str(tmp_path / "c.duckdb")
     cat = Catalog(path)
     conv, parts = conv_record()
-    cid, target = conv["conversion_id"], parts[1]["path"]
+    cid, target = conv.conversion_id, parts[1].path
     with cat.write() as con:
         records.insert_conversion(con, conv, parts)
     log = FaultLog()
@@ -330,7 +339,7 @@ def test_the_chaos_audit_check_finds_a_corrupted_file_the_catalog_does_not_accou
     faults = log.to_list()
     assert audit_gaps(path, faults) == [f"{target} (truncate): no detection event in the catalog"]
     with cat.write() as con:  # a detection of another file does not count
-        records.insert_events(con, [new_event(cid, 0, EventKind.CHECKSUM_MISMATCH, detail=parts[0]["path"])])
+        records.insert_events(con, [new_event(cid, 0, EventKind.CHECKSUM_MISMATCH, detail=parts[0].path)])
     assert len(audit_gaps(path, faults)) == 1
     with cat.write() as con:
         records.insert_events(con, [new_event(cid, 1, EventKind.CHECKSUM_MISMATCH, detail=f"{target}: crc differs")])
@@ -343,3 +352,14 @@ def test_the_chaos_audit_check_finds_a_corrupted_file_the_catalog_does_not_accou
         records.insert_events(con, [new_event(cid, 1, EventKind.REBUILT_FROM_SPARK)])
     assert audit_gaps(path, faults) == []
     assert audit_gaps(str(tmp_path / "none.duckdb"), faults) == []
+
+
+def test_the_typed_rows_are_the_migrated_tables_column_for_column(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.write():
+        pass
+    with cat.read() as con:
+        for cls in ROWS:
+            described = [(name, sql) for name, sql, *_ in con.execute(f"DESCRIBE {cls.TABLE}").fetchall()]
+            assert described == list(cls.sql_types().items()), cls.__name__
+            assert cls.arrow_schema().names == [name for name, _ in described]

@@ -23,6 +23,7 @@ from ftbridge.common.errors import (
     PartitionLostError,
     UnknownConversionError,
 )
+from ftbridge.lineage import rows
 from tests.syntax import parse
 
 pytestmark = pytest.mark.core
@@ -218,6 +219,9 @@ def test_the_docs_show_every_setting_and_exit_code():
     settings_page = (ROOT / "docs" / "reference" / "settings.md").read_text()
     assert config.markdown_table() in settings_page, \
         "docs/reference/settings.md's table differs from `python -m ftbridge.common.config`: paste its output"
+    catalog_page = (ROOT / "docs" / "reference" / "catalog.md").read_text()
+    assert rows.markdown_tables() in catalog_page, \
+        "docs/reference/catalog.md's tables differ from `python -m ftbridge.lineage.rows`: paste its output"
     cli_page = (ROOT / "docs" / "reference" / "cli.md").read_text()
     for line in exit_code_table().splitlines():
         code, meaning = line.split(" ", 1)

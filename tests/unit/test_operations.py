@@ -20,6 +20,7 @@ from ftbridge.errors import ConfigurationError, UnknownConversionError
 from ftbridge.lineage import queries, records
 from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.lineage.rows import ConversionRow, PartitionRow
 from tests.conftest import cli_in_process
 
 pytestmark = pytest.mark.core
@@ -38,15 +39,15 @@ def recorded_conversion(tmp_path, catalog: str, *, live_driver: bool, n: int = 3
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
             writer.write_table(table)
         checksum, _ = file_checksum(pafs.LocalFileSystem(), str(path), None)
-        parts.append({"partition_id": i, "path": str(path), "node_id": "n1", "num_rows": 10,
-                      "num_bytes": path.stat().st_size, "checksum": checksum})
+        parts.append(PartitionRow(conversion_id=cid, partition_id=i, path=str(path), node_id="n1", num_rows=10,
+                                  num_bytes=path.stat().st_size, checksum=checksum))
         paths.append(str(path))
-    conv = {"conversion_id": cid, "name": "ops", "created_at": now(), "status": "active", "plan_text": "p",
-            "plan_hash": "h", "schema_b64": schema_to_b64(SCHEMA), "storage_level": "MEMORY_AND_DISK",
-            "spill_root": str(root), "node_local": False, "num_partitions": n, "total_rows": 10 * n,
-            "total_bytes": sum(p["num_bytes"] for p in parts),
-            "driver_host": socket.gethostname() if live_driver else "elsewhere",
-            "driver_pid": os.getpid() if live_driver else None}
+    conv = ConversionRow(conversion_id=cid, name="ops", created_at=now(), status="active", plan_text="p",
+                         plan_hash="h", schema_b64=schema_to_b64(SCHEMA), storage_level="MEMORY_AND_DISK",
+                         spill_root=str(root), node_local=False, num_partitions=n, total_rows=10 * n,
+                         total_bytes=sum(p.num_bytes for p in parts),
+                         driver_host=socket.gethostname() if live_driver else "elsewhere",
+                         driver_pid=os.getpid() if live_driver else None)
     with Catalog(catalog).write() as con:
         records.insert_conversion(con, conv, parts)
     return cid, paths

@@ -18,16 +18,16 @@ from ftbridge.chaos.faults import FaultLog
 from ftbridge.common.config import RAY_NAMESPACE
 from ftbridge.lineage import queries
 from ftbridge.lineage import writer as writer_module
-from ftbridge.lineage.catalog import Catalog, new_event
+from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.rows import new_event
 from ftbridge.lineage.writer import (
     HOLDER,
     SPOOL,
+    CatalogClient,
     CatalogWriter,
     Journal,
     actor_name,
-    call,
-    emit,
     end_writers,
     flush,
     get_writer,
@@ -68,11 +68,12 @@ def test_threads_that_start_one_writer_at_once_all_keep_writing(ray_cluster, tmp
         assert not _in_threads(lambda i, catalog=catalog: start_writer(catalog))  # every thread drops its handle
         gc.collect()
         records = [conv_record(n=1) for _ in range(THREADS)]
-        errors = _in_threads(lambda i, catalog=catalog, records=records: call(get_writer(catalog), "record_conversion", *records[i], []))
+        errors = _in_threads(lambda i, catalog=catalog, records=records:
+                             CatalogClient.of_actor(get_writer(catalog)).record_conversion(*records[i], []))
         assert not errors, f"repetition {rep}: {errors[0]!r}"
         with catalog.read() as con:
             got = {c["conversion_id"] for c in queries.conversions(con)}
-        assert got == {conv["conversion_id"] for conv, _ in records}, f"repetition {rep}"
+        assert got == {conv.conversion_id for conv, _ in records}, f"repetition {rep}"
         assert end_writers([catalog.path]) == [catalog.path]
     assert not [p for p in writer_paths() if "race-" in p]
 
@@ -80,24 +81,24 @@ def test_threads_that_start_one_writer_at_once_all_keep_writing(ray_cluster, tmp
 def test_a_dead_writer_is_started_again_and_the_call_lands_once(ray_cluster, tmp_path):
     catalog = Catalog(str(tmp_path / "restart.duckdb"))
     writer = start_writer(catalog)
-    first_pid = ray.get(writer.pid.remote(), timeout=60)
+    first_pid = writer.pid()
     conv, parts = conv_record()
-    call(writer, "record_conversion", conv, parts, [])
-    ray.kill(writer, no_restart=True)  # destroyed, not restarted: as when its owner dropped it
+    writer.record_conversion(conv, parts, [])
+    ray.kill(writer.handle, no_restart=True)  # destroyed, not restarted: as when its owner dropped it
     again = conv_record()
-    call(writer, "record_conversion", *again, [])  # the old handle: restarted, retried once
-    call(writer, "record_conversion", conv, parts, [])  # a repeat of a landed record writes nothing
-    assert call(writer, "pid") != first_pid
+    writer.record_conversion(*again, [])  # the old handle: restarted, retried once
+    writer.record_conversion(conv, parts, [])  # a repeat of a landed record writes nothing
+    assert writer.pid() != first_pid
     with catalog.read() as con:
         assert sorted(c["conversion_id"] for c in queries.conversions(con)) == sorted(
-            [conv["conversion_id"], again[0]["conversion_id"]])
-        assert len(queries.partitions(con, conv["conversion_id"])) == len(parts)
+            [conv.conversion_id, again[0].conversion_id])
+        assert len(queries.partitions(con, conv.conversion_id)) == len(parts)
     end_writers([catalog.path])
 
 
 def test_ended_writer_leaves_no_actor(ray_cluster, tmp_path):
     catalog = Catalog(str(tmp_path / "ended.duckdb"))
-    pid = ray.get(start_writer(catalog).pid.remote(), timeout=60)
+    pid = start_writer(catalog).pid()
     assert catalog.path in writer_paths()
     assert end_writers([catalog.path]) == [catalog.path]
     assert catalog.path not in writer_paths()
@@ -120,8 +121,8 @@ def _driver_a(catalog: Catalog, lease_s: float) -> OtherDriver:
 def _read_events_from_a_task(writer, conversion_id: str, n: int) -> list[str]:
     """What a read task does: its read events to the writer, through the handle it was given."""
     events = [new_event(conversion_id, i, EventKind.READ) for i in range(n)]
-    emit(writer, "record_read", "", events)
-    return [ev["event_id"] for ev in events]
+    writer.in_background().record_read("", events)
+    return [ev.event_id for ev in events]
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
@@ -132,25 +133,25 @@ def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_pa
     driver_a = _driver_a(catalog, lease_s=3.0)
     pid = driver_a.writer_pid
     writer = start_writer(catalog)
-    assert call(writer, "pid") == pid, "driver B did not join driver A's writer"
-    assert len(call(writer, "holders")) == 2
+    assert writer.pid() == pid, "driver B did not join driver A's writer"
+    assert len(writer.holders()) == 2
     before = [conv_record(n=2) for _ in range(3)]
     for conv, parts in before:
-        call(writer, "record_conversion", conv, parts, [])
-    events = ray.get(_read_events_from_a_task.remote(writer, before[0][0]["conversion_id"], 4), timeout=60)
+        writer.record_conversion(conv, parts, [])
+    events = ray.get(_read_events_from_a_task.remote(writer, before[0][0].conversion_id, 4), timeout=60)
     driver_a.end(how, FaultLog())
     after = [conv_record(n=2) for _ in range(3)]
     for i, (conv, parts) in enumerate(after):
-        call(writer, "record_conversion", conv, parts, [])
-        events += ray.get(_read_events_from_a_task.remote(writer, conv["conversion_id"], 4), timeout=60)
+        writer.record_conversion(conv, parts, [])
+        events += ray.get(_read_events_from_a_task.remote(writer, conv.conversion_id, 4), timeout=60)
         if i == 0:
             time.sleep(4)  # past driver A's lease: a SIGKILLed holder has let go by now
-    assert call(writer, "pid") == pid, "the writer was ended with its creator"
+    assert writer.pid() == pid, "the writer was ended with its creator"
     flush(catalog)
     with catalog.read() as con:
-        assert {c["conversion_id"] for c in queries.conversions(con)} == {c["conversion_id"] for c, _ in before + after}
+        assert {c["conversion_id"] for c in queries.conversions(con)} == {c.conversion_id for c, _ in before + after}
         assert {e["event_id"] for e in queries.events(con)} == set(events)
-    assert call(writer, "holders") == [HOLDER]  # A let go (at exit) or its lease ran out (SIGKILL)
+    assert writer.holders() == [HOLDER]  # A let go (at exit) or its lease ran out (SIGKILL)
     assert end_writers([catalog.path]) == [catalog.path]  # B was the last holder: the writer ends now
     with pytest.raises(ValueError):
         ray.get_actor(actor_name(catalog.path), namespace=RAY_NAMESPACE)
@@ -182,15 +183,15 @@ def test_read_events_a_killed_writer_had_buffered_are_committed_by_its_restart(r
         catalog.path, 30.0, 3600.0)  # its flusher never runs within the test: only the journal holds them
     conv, parts = conv_record(n=3)
     ray.get(writer.record_conversion.remote(conv, parts, []), timeout=60)
-    events = [new_event(conv["conversion_id"], i, EventKind.READ) for i in range(3)]
+    events = [new_event(conv.conversion_id, i, EventKind.READ) for i in range(3)]
     ray.get(writer.record_read.remote("", events), timeout=60)
     with catalog.read() as con:
-        assert queries.events(con, conv["conversion_id"]) == [], "the events were committed before the kill"
+        assert queries.events(con, conv.conversion_id) == [], "the events were committed before the kill"
     pid = ray.get(writer.pid.remote(), timeout=60)
     os.kill(pid, signal.SIGKILL)
     assert ray.get(writer.pid.remote(), timeout=120) != pid  # restarted
     with catalog.read() as con:
-        assert {e["event_id"] for e in queries.events(con, conv["conversion_id"])} == {e["event_id"] for e in events}
+        assert {e["event_id"] for e in queries.events(con, conv.conversion_id)} == {e.event_id for e in events}
     assert not os.path.exists(catalog.path + ".journal") and not os.path.exists(catalog.path + ".journal.flushing")
     ray.kill(writer, no_restart=True)
 
@@ -215,13 +216,13 @@ def test_records_a_stopped_writer_could_not_take_are_kept_and_delivered_once(ray
     catalog = Catalog(str(tmp_path / "spool.duckdb"))
     writer = start_writer(catalog)
     conv, parts = conv_record(n=4)
-    call(writer, "record_conversion", conv, parts, [])
-    pid = call(writer, "pid")
-    batches = [[new_event(conv["conversion_id"], i, EventKind.READ)] for i in range(4)]
+    writer.record_conversion(conv, parts, [])
+    pid = writer.pid()
+    batches = [[new_event(conv.conversion_id, i, EventKind.READ)] for i in range(4)]
     os.kill(pid, signal.SIGSTOP)
     try:
         for batch in batches:
-            emit(writer, "record_read", "", batch)
+            writer.in_background().record_read("", batch)
         assert len(SPOOL) == len(batches), "the records were not kept while the writer was stopped"
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -231,7 +232,7 @@ def test_records_a_stopped_writer_could_not_take_are_kept_and_delivered_once(ray
     assert not len(SPOOL), "the spool was not delivered within 60 s of the writer running again"
     flush(catalog)
     with catalog.read() as con:
-        got = [e["event_id"] for e in queries.events(con, conv["conversion_id"])]
-    assert sorted(got) == sorted(b[0]["event_id"] for b in batches)
-    assert call(writer, "pid") == pid and SPOOL.dropped == 0
+        got = [e["event_id"] for e in queries.events(con, conv.conversion_id)]
+    assert sorted(got) == sorted(b[0].event_id for b in batches)
+    assert writer.pid() == pid and SPOOL.dropped == 0
     end_writers([catalog.path])

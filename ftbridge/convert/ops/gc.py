@@ -15,9 +15,11 @@ import ray
 from ftbridge.convert.spill import cleanup
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.lineage import queries, records
-from ftbridge.lineage.catalog import Catalog, new_event, now
-from ftbridge.lineage.kinds import ConversionStatus, EventKind, PartitionState
+from ftbridge.lineage.catalog import Catalog, now
+from ftbridge.lineage.kinds import ConversionStatus, EventKind
 from ftbridge.lineage.reports import GcConversion, GcReport
+from ftbridge.lineage.rows import new_event
+from ftbridge.lineage.writer import CatalogClient
 
 
 def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> GcReport:
@@ -61,14 +63,11 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> Gc
         if dry_run:
             continue
         known = {f["path"]: f["reason"] for f in leftovers.get(cid, [])}
-        with catalog.write() as con:
-            if reason == "expired":
-                records.set_conversion_status(con, cid, ConversionStatus.RELEASED, PartitionState.RELEASED)
-                records.insert_events(con, [new_event(cid, None, EventKind.RELEASED, source="gc",
-                                                      detail=f"expired; {freed.describe()}")])
-            records.drop_leftovers(con, freed.gone)
-            records.add_leftovers(con, [{**w, "conversion_id": cid, "reason": known.get(w["path"], "host_down")}
-                                        for w in freed.waiting])
+        expired = reason == "expired"
+        events = [new_event(cid, None, EventKind.RELEASED, source="gc", detail=f"expired; {freed.describe()}")]
+        CatalogClient.direct(catalog).files_freed(
+            cid, freed.gone, [records.leftover(cid, w, known.get(w["path"], "host_down")) for w in freed.waiting],
+            events if expired else [], release=expired)
     return GcReport(dry_run=dry_run, bytes_freed=sum(c.bytes for c in done), files=sum(c.files for c in done),
                     by_host=by_host, waiting=sum(c.waiting for c in done), ray=ray.is_initialized(), conversions=done)
 

@@ -10,11 +10,12 @@ import pyarrow as pa
 
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import file_checksum
-from ftbridge.lineage import records
-from ftbridge.lineage.catalog import Catalog, new_event
+from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.kinds import BAD_STATES, ConversionStatus, EventKind
 from ftbridge.lineage.kinds import PartitionState as S
 from ftbridge.lineage.reports import Health, PartitionCheck, VerifyReport
+from ftbridge.lineage.rows import PartitionUpdate, new_event
+from ftbridge.lineage.writer import CatalogClient
 
 
 def check_file(target: SpillTarget, part: dict) -> tuple[S, str]:
@@ -61,14 +62,11 @@ def verify(catalog: Catalog, conversion_id: str) -> VerifyReport:
             events.append(new_event(cid, part["partition_id"], kind, started, part["node_id"], "verify",
                                     f"{state}: {detail}"))
             if state != part["state"]:
-                updates.append((part["partition_id"], state))
+                updates.append((part["partition_id"], PartitionUpdate(state=state)))
         results.append(PartitionCheck(partition=part["partition_id"], state=state, detail=detail, path=part["path"],
                                       node_id=part["node_id"]))
     if events or updates:
-        with catalog.write() as con:
-            for pid, state in updates:
-                records.update_partition(con, cid, pid, {"state": state})
-            records.insert_events(con, events)
+        CatalogClient.direct(catalog).update_partitions(cid, updates, events)
     bad = [r for r in results if r.state in BAD_STATES]
     rebuildable = bool(conv.get("recipe")) or driver_alive(conv)
     health = Health.HEALTHY if not bad else Health.DEGRADED if rebuildable else Health.DATA_LOST

@@ -15,11 +15,11 @@ from ftbridge.common.config import settings
 from ftbridge.convert.partition import PartitionRef, ReadContext
 from ftbridge.convert.read.datasource import SpillDatasource
 from ftbridge.convert.spill.target import SpillTarget
-from ftbridge.lineage.writer import call
+from ftbridge.lineage.writer import CatalogClient
 
 
-def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget, schema: pa.Schema, writer,
-                 service_name: str | None, materialize: bool = True):
+def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget, schema: pa.Schema,
+                 writer: CatalogClient, service_name: str | None, materialize: bool = True):
     """The Dataset over `partitions`.
 
     Args:
@@ -30,7 +30,7 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
             object store holds only the blocks in flight.
     """
     refs = [PartitionRef.of(conversion_id, p, target) for p in partitions]
-    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer, service_name, schema,
+    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer.in_background(), service_name, schema,
                       ray_adapter.target_block_bytes())
     if not refs:  # no partitions at all: an empty Dataset that still knows its schema
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
@@ -47,7 +47,7 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
                                          concurrency=min(per_pass, source.num_tasks()))
     if materialize:
         ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
-        call(writer, "flush")  # the read events of this build are durable when we return
+        writer.flush()  # the read events of this build are durable when we return
     return ds
 
 

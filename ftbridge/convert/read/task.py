@@ -25,7 +25,7 @@ from ftbridge.convert.partition import PartitionRef, ReadContext, event
 from ftbridge.convert.read import fetch
 from ftbridge.convert.rebuild.service import request_rebuild
 from ftbridge.lineage.kinds import EventKind, PartitionState
-from ftbridge.lineage.writer import emit
+from ftbridge.lineage.rows import PartitionUpdate
 
 log = logging.getLogger(__name__)
 def _serve(ref: PartitionRef, ctx: ReadContext, here: str, reads: list) -> pa.Table:
@@ -60,13 +60,13 @@ def _rebuild(ref: PartitionRef, ctx: ReadContext, here: str, started: float, pro
     try:
         new_ref, reused = request_rebuild(ref, ctx, why)
     except FtbridgeError as exc:
-        emit(ctx.writer, "record_events", [detected])
-        emit(ctx.writer, "update_partition", ref.conversion_id, ref.partition_id, {"state": PartitionState.LOST},
+        ctx.writer.record_events([detected])
+        ctx.writer.update_partition(ref.conversion_id, ref.partition_id, PartitionUpdate(state=PartitionState.LOST),
              [event(ref, EventKind.UNRECOVERABLE, started, str(exc), node_id=here)])
         raise
     if not reused:
         log.warning("conversion %s partition %d: %s (%s)", ref.conversion_id, ref.partition_id, problem, why)
-        emit(ctx.writer, "record_events", [detected])
+        ctx.writer.record_events([detected])
     return new_ref, reused
 
 
@@ -122,7 +122,7 @@ def read_group(refs: tuple, ctx: ReadContext):
     here = ray.get_runtime_context().get_node_id()
     reads: list = []
     yield from blocks_of(_served(refs, ctx, here, reads), ctx.block_bytes)
-    emit(ctx.writer, "record_read", ctx.token, reads)  # one round trip per task, not per partition
+    ctx.writer.record_read(ctx.token, reads)  # one round trip per task, not per partition
 
 
 @ray.remote(num_cpus=0)

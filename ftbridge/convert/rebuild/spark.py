@@ -17,7 +17,7 @@ from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_one
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.lineage.kinds import EventKind, PartitionState
-from ftbridge.lineage.writer import call
+from ftbridge.lineage.rows import PartitionUpdate
 
 
 class SparkRebuilder:
@@ -52,13 +52,13 @@ class SparkRebuilder:
         ref = PartitionRef.of(self.conversion_id, meta, self.target)
         if meta["checksum"] != orig["checksum"] and not self.allow_nondeterministic:
             self._refuse(ref, meta, orig, started)
-        fields = {"path": meta["path"], "node_id": meta["node_id"], "num_bytes": meta["num_bytes"],
-                  "checksum": meta["checksum"], "num_rows": meta["num_rows"], "state": PartitionState.HEALTHY,
-                  "rebuilt_count": orig.get("rebuilt_count", 0) + 1}
-        orig["rebuilt_count"] = fields["rebuilt_count"]
+        update = PartitionUpdate(state=PartitionState.HEALTHY, path=meta["path"], node_id=meta["node_id"],
+                                 num_bytes=meta["num_bytes"], checksum=meta["checksum"], num_rows=meta["num_rows"],
+                                 rebuilt_count=orig.get("rebuilt_count", 0) + 1)
+        orig["rebuilt_count"] = update.rebuilt_count
         if self.allow_nondeterministic:
             orig.update(checksum=meta["checksum"], num_bytes=meta["num_bytes"], num_rows=meta["num_rows"])
-        call(self.writer, "update_partition", self.conversion_id, partition_id, fields,
+        self.writer.update_partition(self.conversion_id, partition_id, update,
              [event(ref, self.rebuilt_kind, started, f"{why} -> {meta['path']}", source="spark")])
         with self.lock:
             self.rebuilt[partition_id] = meta
@@ -67,7 +67,7 @@ class SparkRebuilder:
     def _refuse(self, ref: PartitionRef, meta: dict, orig: dict, started: float) -> None:
         detail = (f"rebuilt checksum {meta['checksum']} ({meta['num_rows']} rows) != original "
                   f"{orig['checksum']} ({orig['num_rows']} rows)")
-        call(self.writer, "update_partition", self.conversion_id, ref.partition_id, {"state": PartitionState.LOST},
+        self.writer.update_partition(self.conversion_id, ref.partition_id, PartitionUpdate(state=PartitionState.LOST),
              [event(ref, EventKind.REBUILD_REFUSED, started, detail, source="spark")])
         raise NonDeterministicRebuildError(
             f"partition {ref.partition_id} of conversion {self.conversion_id} came out different when Spark "

@@ -20,9 +20,10 @@ from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.reader import make_reader
 from ftbridge.convert.to_spark.stage import stage_all
 from ftbridge.convert.types import schema_to_b64
-from ftbridge.lineage.catalog import Catalog, new_event, now
+from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind
-from ftbridge.lineage.writer import call, start_writer
+from ftbridge.lineage.rows import ConversionRow, PartitionRow, new_event
+from ftbridge.lineage.writer import start_writer
 
 log = logging.getLogger(__name__)
 STAGE_FORMAT = '{"format": "arrow-ipc-stream/1", "source": "ray-blocks"}'
@@ -58,18 +59,17 @@ def _unified(schemas: list[pa.Schema], fallback) -> pa.Schema:
 
 
 def _record(ds, spark, conversion_id: str, name, target: SpillTarget, partitions: list[dict],
-            schema: pa.Schema) -> dict:
+            schema: pa.Schema) -> ConversionRow:
     plan = str(ds)[:10_000]
     sc = spark.sparkContext
-    return {
-        "conversion_id": conversion_id, "name": name, "created_at": now(), "status": ConversionStatus.ACTIVE,
-        "plan_text": plan, "plan_hash": hashlib.sha256(plan.encode()).hexdigest(), "schema_b64": schema_to_b64(schema),
-        "storage_level": "ray object store", "spill_root": target.display_root, "node_local": target.node_local,
-        "app_id": sc.applicationId, "spark_version": sc.version, "num_partitions": len(partitions),
-        "total_rows": sum(p["num_rows"] for p in partitions), "total_bytes": sum(p["num_bytes"] for p in partitions),
-        "recipe": None, "allow_nondeterministic": False, "driver_host": socket.gethostname(),
-        "driver_pid": os.getpid(), "spill_format": STAGE_FORMAT, "direction": Direction.RAY_TO_SPARK,
-    }
+    return ConversionRow(
+        conversion_id=conversion_id, name=name, created_at=now(), status=ConversionStatus.ACTIVE,
+        plan_text=plan, plan_hash=hashlib.sha256(plan.encode()).hexdigest(), schema_b64=schema_to_b64(schema),
+        storage_level="ray object store", spill_root=target.display_root, node_local=target.node_local,
+        app_id=sc.applicationId, spark_version=sc.version, num_partitions=len(partitions),
+        total_rows=sum(p["num_rows"] for p in partitions), total_bytes=sum(p["num_bytes"] for p in partitions),
+        recipe=None, allow_nondeterministic=False, driver_host=socket.gethostname(),
+        driver_pid=os.getpid(), spill_format=STAGE_FORMAT, direction=Direction.RAY_TO_SPARK)
 
 
 def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None, name=None):
@@ -93,8 +93,8 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
     expected = spark_adapter.pyspark_arrow_schema(sschema, large_var_types=large)
     record = _record(ds, spark, conversion_id, name, target, partitions, expected)
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
-                   detail=f"{len(partitions)} blocks staged, {record['total_rows']} rows")
-    call(writer, "record_conversion", record, partitions, [ev])
+                   detail=f"{len(partitions)} blocks staged, {record.total_rows} rows")
+    writer.record_conversion(record, [PartitionRow.of(conversion_id, p) for p in partitions], [ev])
     restager = registry.add_staging(conversion_id, refs, target, partitions, cat, writer, spark_owner)
     if partitions:
         reader = make_reader(conversion_id, partitions, target, expected, ray.get_runtime_context().gcs_address,
@@ -104,5 +104,5 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
         df = spark.createDataFrame([], sschema)
     registry.remember(df, conversion_id, cat.path)
     log.info("to_spark %s: %d blocks, %d rows staged in %.2fs", conversion_id, len(partitions),
-             record["total_rows"], time.time() - started)
+             record.total_rows, time.time() - started)
     return df

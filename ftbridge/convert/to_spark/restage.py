@@ -22,7 +22,7 @@ from ftbridge.convert.partition import PartitionRef, event
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.to_spark.stage import stage_block
 from ftbridge.lineage.kinds import EventKind, PartitionState
-from ftbridge.lineage.writer import call
+from ftbridge.lineage.rows import PartitionUpdate
 
 
 class _Staged:
@@ -47,17 +47,17 @@ class _Staged:
             detection = event(ref, EventKind.SPILL_MISSING if "missing" in why or "not exist" in why
                               else EventKind.CHECKSUM_MISMATCH, started, why, node_id=node_id, source="spark_task")
             if meta["checksum"] != now["checksum"]:
-                call(self.writer, "update_partition", self.conversion_id, index, {"state": PartitionState.LOST},
+                self.writer.update_partition(self.conversion_id, index, PartitionUpdate(state=PartitionState.LOST),
                      [detection, event(ref, EventKind.REBUILD_REFUSED, started, f"restaged checksum "
                                        f"{meta['checksum']} != {now['checksum']}", source="ray")])
                 raise NonDeterministicRebuildError(
                     f"block {index} of conversion {self.conversion_id} was staged again with different bytes "
                     f"({meta['checksum']} != {now['checksum']}); its Ray object changed.",
                     conversion_id=self.conversion_id, partition=index)
-            fields = {"path": meta["path"], "node_id": meta["node_id"], "state": PartitionState.HEALTHY,
-                      "rebuilt_count": now.get("rebuilt_count", 0) + 1}
-            now.update(fields)
-            call(self.writer, "update_partition", self.conversion_id, index, fields,
+            update = PartitionUpdate(state=PartitionState.HEALTHY, path=meta["path"], node_id=meta["node_id"],
+                                     rebuilt_count=now.get("rebuilt_count", 0) + 1)
+            now.update(update.fields())
+            self.writer.update_partition(self.conversion_id, index, update,
                  [detection, event(ref, EventKind.REBUILT_FROM_RAY, started, f"{why} -> {meta['path']}",
                                    source="ray")])
             return dict(now)
