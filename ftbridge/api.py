@@ -39,7 +39,7 @@ __all__ = ["AuditReport", "ConversionDetail", "ConversionSummary", "ExecutorInfo
 def from_spark_recoverable(df: DataFrame, storage_level: StorageLevel | None = None, *, spill_dir: str | None = None,
                            catalog: str | None = None, name: str | None = None,
                            allow_nondeterministic: bool = False, recipe: str | None = None,
-                           materialize: bool = True) -> Dataset:
+                           materialize: bool = True, reuse: bool = False) -> Dataset:
     """Convert a Spark DataFrame to a ray.data.Dataset that survives lost blocks, files and nodes.
 
     Args:
@@ -56,12 +56,18 @@ def from_spark_recoverable(df: DataFrame, storage_level: StorageLevel | None = N
             block comes back through Ray's lineage). False: a lazy, streaming Dataset; every pass
             (epoch) streams the spill files again and the object store holds only the blocks in
             flight - for data larger than the object store and long training jobs.
+        reuse: serve the files of the newest active conversion of the same deterministic plan
+            over the same input files (names, sizes and modification times as recorded), with
+            the same spill root and session settings, instead of running the spill job again
+            (recorded as a `reused` event). Otherwise it converts as usual and logs why.
+            Plans that are not deterministic, or read in-memory rows or RDDs, are never reused.
 
     Returns:
         A ray.data.Dataset; `ftbridge.conversion_id(ds)` gives its conversion id.
     """
     return conversion.create(df, storage_level, spill_dir=spill_dir, catalog=catalog, name=name,
-                             allow_nondeterministic=allow_nondeterministic, recipe=recipe, materialize=materialize)
+                             allow_nondeterministic=allow_nondeterministic, recipe=recipe, materialize=materialize,
+                             reuse=reuse)
 
 
 def from_spark(df: DataFrame, **kwargs: Any) -> Dataset:

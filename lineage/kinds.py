@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     VERIFY_OK = "verify_ok"
     VERIFY_FAILED = "verify_failed"
     RELEASED = "released"
+    REUSED = "reused"                              # the same plan over the same files: its files served again
 
 
 class PartitionState(StrEnum):

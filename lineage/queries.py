@@ -28,6 +28,12 @@ def conversions(con) -> list[dict]:
     return _dicts(con.execute("SELECT * FROM conversions ORDER BY created_at"))
 
 
+def reusable(con) -> list[dict]:
+    """Active Spark -> Ray conversions that recorded a reuse key, newest first."""
+    return _dicts(con.execute("SELECT * FROM conversions WHERE status = 'active' AND reuse_key IS NOT NULL "
+                              "AND coalesce(direction, 'spark_to_ray') = 'spark_to_ray' ORDER BY created_at DESC"))
+
+
 def partitions(con, conversion_id: str) -> list[dict]:
     return _dicts(con.execute("SELECT * FROM partitions WHERE conversion_id = ? ORDER BY partition_id",
                               [conversion_id]))

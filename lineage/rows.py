@@ -88,7 +88,7 @@ class ConversionRow(Row):
     released_at: datetime | None = col("TIMESTAMP WITH TIME ZONE", None)
     spill_format: str | None = col("VARCHAR", None)   # JSON: how the files were made
     direction: str | None = col("VARCHAR", "spark_to_ray")
-    input_files: str | None = col("VARCHAR", None)     # JSON: the plan's input files (name, size, mtime)
+    reuse_key: str | None = col("VARCHAR", None)       # JSON: plan hash and input files (reuse=True)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)

@@ -120,9 +120,10 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
     7: [
-        # The input files of the plan (name, size, modification time) as JSON, so a conversion of
-        # the same plan over unchanged files can be reused (from_spark_recoverable(reuse=True)).
-        """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS input_files VARCHAR""",
+        # What identifies a conversion's data, as JSON: the hash of its analyzed plan and its input
+        # files (name, size, modification time); set by from_spark_recoverable(reuse=True), which
+        # serves the files of an active conversion with the same key instead of converting again.
+        """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS reuse_key VARCHAR""",
     ],
 }
 

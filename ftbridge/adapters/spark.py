@@ -200,6 +200,43 @@ def plan_text(df) -> str:
     return str(df._jdf.queryExecution().optimizedPlan().toString())
 
 
+# Leaves of an analyzed plan whose data the plan text and the input files identify.
+PLAN_LEAVES = ("Range", "OneRowRelation")   # the plan is the data
+FILE_LEAVES = ("LogicalRelation", "DataSourceV2Relation")  # file sources: their files are the data
+
+
+def plan_inputs(df) -> tuple[bool, str, list[str], list[str]]:
+    """What identifies `df`'s data: (its analyzed plan is deterministic, the plan's text, the
+    leaves that neither the text nor files identify (in-memory or RDD data, tables of other
+    sources), the input files of its file sources). From the analyzed plan, so a cached
+    DataFrame is identified as the plan it caches."""
+    analyzed = df._jdf.queryExecution().analyzed()
+    leaves = analyzed.collectLeaves()
+    unknown, files = [], []
+    for i in range(leaves.size()):
+        leaf = leaves.apply(i)
+        kind = str(leaf.getClass().getSimpleName())
+        if kind in PLAN_LEAVES:
+            continue
+        listed = _leaf_files(leaf, kind) if kind in FILE_LEAVES else None
+        if listed is None:
+            unknown.append(kind)
+        else:
+            files.extend(listed)
+    return bool(analyzed.deterministic()), str(analyzed.toString()), unknown, sorted(set(files))
+
+
+def _leaf_files(leaf, kind: str) -> list[str] | None:
+    """The input files of a file-source leaf (None: not a file source)."""
+    try:
+        if kind == "LogicalRelation":
+            return [str(f) for f in leaf.relation().inputFiles()]  # a HadoopFsRelation; JDBC & co. have none
+        index = leaf.table().fileIndex()  # a FileTable (DataSourceV2Relation of a file source)
+        return [str(f) for f in index.inputFiles()]
+    except Exception:  # Py4J: not a file relation (no such method)
+        return None
+
+
 def executor_ids(sc) -> list[str]:
     """Executor ids the driver knows (the driver itself included on some releases)."""
     ids = sc._jsc.sc().getExecutorIds()

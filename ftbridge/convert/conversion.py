@@ -8,6 +8,7 @@ Spark job (`spill/job.py`), recorded in the catalog, and read by the Datasource'
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from ftbridge.convert.read.task import prewarm_readers
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.registry import Registry
+from ftbridge.convert.reuse import find, reuse_key
 from ftbridge.convert.spill import cleanup
 from ftbridge.convert.spill.batches import ArrowBatches
 from ftbridge.convert.spill.job import spill_all
@@ -35,7 +37,7 @@ from ftbridge.lineage import queries
 from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
 from ftbridge.lineage.rows import ConversionRow, PartitionRow, new_event
-from ftbridge.lineage.writer import client_for, start_writer
+from ftbridge.lineage.writer import CatalogClient, client_for, start_writer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def _record(df, conversion_id: str, name, batches: ArrowBatches, target: SpillTa
 
 
 def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
-           allow_nondeterministic: bool = False, recipe: str | None = None, materialize: bool = True):
+           allow_nondeterministic: bool = False, recipe: str | None = None, materialize: bool = True,
+           reuse: bool = False):
     """`ftbridge.from_spark_recoverable` (see `ftbridge.api` for the arguments)."""
     storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
     check_supported(dataframe_schema(df))               # unsupported types fail before any work
@@ -86,12 +89,23 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     started = time.time()
     warm = prewarm_readers()
     batches = ArrowBatches(df, storage_level)
+    key = None
+    if reuse:
+        key, why = reuse_key(df)
+        found = None
+        if key is not None:
+            found, why = find(cat, key, target, batches.settings.to_json(), batches.num_partitions)
+        if found is not None:
+            del warm
+            return _reused(*found, batches, target, cat, writer, started, materialize)
+        log.info("converting again, not reusing a recorded conversion: %s", why)
     partitions = spill_all(batches, target, conversion_id)
     spilled = time.time()
     del warm  # fire and forget: they only start worker processes
     t_plan = time.time()
     record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
                      storage_level)
+    record.reuse_key = key
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
     t_call = time.time()
@@ -106,6 +120,25 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
              "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record.total_rows,
              record.total_bytes, spilled - started, recorded - spilled, t_call - t_plan, t_called - t_call,
              recorded - t_called, time.time() - recorded)
+    return ds
+
+
+def _reused(conv: dict, parts: list[dict], batches: ArrowBatches, target: SpillTarget, cat: Catalog,
+            writer: CatalogClient, started: float, materialize: bool):
+    """The Dataset of a recorded conversion of the same plan over the same files: no Spark job.
+    This session's Spark rebuilds its lost partitions (the plan is the same and deterministic),
+    and its `stop_spark()` releases it as one of its own conversions."""
+    cid = conv["conversion_id"]
+    files = len(json.loads(conv["reuse_key"])["files"])
+    writer.record_events([new_event(cid, None, EventKind.REUSED, started, source="driver",
+                                    detail=f"same plan over {files} unchanged input files; {len(parts)} partitions "
+                                           f"served again")])
+    service = REGISTRY.add(SparkRebuilder(cid, batches, target, cat, writer, parts, False,
+                                          cluster.current_or_none()))
+    ds = open_dataset(cid, parts, target, batches.schema, writer, service, materialize)
+    REGISTRY.remember(ds, cid, cat.path)
+    log.info("conversion %s reused (same plan, %d unchanged input files): %d partitions, %d rows in %.2fs", cid,
+             files, len(parts), conv["total_rows"], time.time() - started)
     return ds
 
 

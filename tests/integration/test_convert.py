@@ -351,3 +351,53 @@ def test_failing_spark_job_is_a_conversion_error_naming_the_partition(spark, cat
     assert "row 77 is bad" in str(err.value) and "Py4J" not in str(err.value)
     assert len(str(err.value)) < 1500
     assert err.value.__cause__ is not None
+
+
+def test_reuse_serves_the_same_plan_over_unchanged_files_and_converts_again_when_they_change(
+        spark, catalog, tmp_path, caplog):
+    source = str(tmp_path / "source")
+    make_df(spark, n=8_000).write.parquet(source)
+
+    def frame():  # the same code in a later job: a new DataFrame of the same plan
+        return spark.read.parquet(source).where("a % 3 = 0").selectExpr("id", "a", "s")
+
+    first = ftbridge.from_spark_recoverable(frame(), catalog=catalog, reuse=True)
+    cid = ftbridge.conversion_id(first)
+    with Catalog(catalog).read() as con:
+        assert queries.conversion(con, cid)["reuse_key"], "the conversion recorded no reuse key"
+    files = sorted(p["path"] for p in parts_of(catalog, cid))
+
+    again = ftbridge.from_spark_recoverable(frame(), catalog=catalog, reuse=True)
+    assert ftbridge.conversion_id(again) == cid
+    assert_same(frame(), again)
+    with Catalog(catalog).read() as con:
+        assert len(queries.conversions(con)) == 1, "reuse ran a new conversion"
+    assert sorted(p["path"] for p in parts_of(catalog, cid)) == files
+    assert [e["kind"] for e in events_of(catalog, cid)].count("reused") == 1
+
+    # A lost file of a reused conversion is rebuilt by this session's Spark, exactly.
+    os.remove(files[1])
+    streaming = ftbridge.from_spark_recoverable(frame(), catalog=catalog, reuse=True, materialize=False)
+    assert ftbridge.conversion_id(streaming) == cid
+    assert_same(frame(), streaming)
+    assert ("rebuilt_from_spark", 1) in [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
+
+    # Another file in the source: converted again, and the log says why.
+    spark.range(10_000, 10_050).selectExpr("id", "id * 7 as a", "cast(id as double) / 3 as b",
+                                           "concat('row-', cast(id as string)) as s").write.mode("append").parquet(source)
+    with caplog.at_level("INFO", logger="ftbridge.convert.conversion"):
+        changed = ftbridge.from_spark_recoverable(frame(), catalog=catalog, reuse=True)
+    assert ftbridge.conversion_id(changed) != cid
+    assert_same(frame(), changed)
+    assert any("is new since conversion" in r.getMessage() for r in caplog.records), caplog.text
+
+    # Plans whose data the plan does not pin down are never reused.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ftbridge.convert.conversion"):
+        noisy = [ftbridge.from_spark_recoverable(spark.range(100).selectExpr("id", "rand() as r"), catalog=catalog,
+                                                 reuse=True, allow_nondeterministic=True) for _ in range(2)]
+        local = [ftbridge.from_spark_recoverable(spark.createDataFrame([(1, "x")], ["k", "v"]), catalog=catalog,
+                                                 reuse=True) for _ in range(2)]
+    assert len({ftbridge.conversion_id(ds) for ds in noisy + local}) == 4
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "not deterministic" in messages and "neither the plan nor input files identify" in messages
