@@ -1,6 +1,6 @@
 """Soak: many conversions and releases in one driver, with executors killed and nodes replaced.
 
-    ./dev bench soak [--conversions 300] [--kill-every 20] [--replace-every 100]
+    ./dev bench soak [--conversions 1000] [--kill-every 20] [--replace-every 100]
 
 A local multi-node Ray cluster (head + 2 worker nodes), Spark on Ray with 2 executors. Each
 round converts a 50,000-row DataFrame recoverably, reads it back, checks it row by row (ids
@@ -8,19 +8,23 @@ and content) against the rows it must hold, every 10th round also against Spark'
 and releases it. Every `--kill-every`-th round
 an executor actor is SIGKILLed first; every `--replace-every`-th round a worker node holding an
 executor is removed and a fresh one added. After each round it samples the driver's RSS and
-open file descriptors, the bytes ftbridge keeps in the temp dir (`$TMPDIR/ftbridge-$UID`
+open file descriptors, the Ray objects it holds references to, the bytes ftbridge keeps in the temp dir (`$TMPDIR/ftbridge-$UID`
 without logs and spill), its log folders, the spill root, the catalog file and
 the round's time (every `--gc-every`-th round it prunes released history, as an operator's daily
-`ftbridge gc --events-older-than` would); it prints the first and last decile's medians, which should match.
+`ftbridge gc --events-older-than` would); it prints the first and last decile's medians, which should match
+(target: driver RSS grows at most 10 MiB from the first decile to the last, fds and objects flat),
+and keeps them in benchmarks/results/soak.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +34,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pyarrow as pa
 import ray
-from _common import ray_init, rss_bytes
+import ray.data
+from _common import ray_init, rss_bytes, write_results
 from ray.cluster_utils import Cluster
 
 import ftbridge
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.cluster import scratch
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.common.config import settings
@@ -80,14 +86,41 @@ def replace_node(cluster, nodes: list) -> None:
     wait_for_executors(2, timeout_s=180)
 
 
+def plain_ray_data(rounds: int) -> dict:
+    """The baseline: the same rounds through Ray Data alone (no Spark, no ftbridge) in a fresh
+    process: one `from_arrow(...).materialize()` and read per round. What a driver grows by per
+    Ray Data execution, whoever runs it."""
+    ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rss = []
+    for i in range(1, rounds + 1):
+        rows = expected_rows(i)
+        ds = ray.data.from_arrow([rows.slice(k * ROWS // 4, ROWS // 4) for k in range(4)]).materialize()
+        assert check(rows, pa.concat_tables(ray.get(list(ds.to_arrow_refs())))).ok, f"round {i}"
+        del ds
+        rss.append(rss_bytes())
+    ray.shutdown()
+    k = max(1, rounds // 10)
+    return {"rounds": rounds, "rss growth first -> last decile (MiB)":
+            round((statistics.median(rss[-k:]) - statistics.median(rss[:k])) / 2**20, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--conversions", type=int, default=300)
+    parser.add_argument("--plain-ray-data", type=int, default=0, metavar="N",
+                        help="only the baseline: N rounds through Ray Data alone; prints its figures as JSON")
+    parser.add_argument("--conversions", type=int, default=1000)
     parser.add_argument("--kill-every", type=int, default=20)
     parser.add_argument("--replace-every", type=int, default=100)
     parser.add_argument("--gc-every", type=int, default=50,
                         help="prune released history as a daily `ftbridge gc --events-older-than` would")
     args = parser.parse_args()
+    if args.plain_ray_data:
+        print(json.dumps(plain_ray_data(args.plain_ray_data)))
+        return
+    baseline = json.loads(subprocess.run([sys.executable, __file__, "--plain-ray-data", str(args.conversions)],
+                                         capture_output=True, text=True, check=True, timeout=3600).stdout.splitlines()[-1])
+    print(f"baseline, Ray Data alone: {baseline}", flush=True)
     workdir = tempfile.mkdtemp(prefix="ftbridge-soak-")
     catalog = os.path.join(workdir, "catalog.duckdb")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
@@ -126,6 +159,7 @@ def main() -> None:
             if i % args.gc_every == 0:
                 prune(Catalog(catalog), timedelta(0))
             samples.append({"round": i, "seconds": took, "rss": rss_bytes(), "fds": open_fds(),
+                            "objects": ray_adapter.owned_object_count(),
                             "temp": tree_bytes(root, skip=(logs, spill_root)), "logs": tree_bytes(logs),
                             "spill": tree_bytes(spill_root), "catalog": file_bytes(catalog)})
             if i % 25 == 0:
@@ -138,10 +172,15 @@ def main() -> None:
         ray.shutdown()
         cluster.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
-    report(samples, faults)
+    summary = report(samples, faults)
+    command = "./dev bench soak " + " ".join(sys.argv[1:])
+    summary["plain Ray Data, same rounds: rss growth first -> last decile (MiB)"] = \
+        baseline["rss growth first -> last decile (MiB)"]
+    print("results: " + write_results("soak", command.strip(), conversions=len(samples), faults=faults,
+                                      summary=summary))
 
 
-def report(samples: list[dict], faults: dict) -> None:
+def report(samples: list[dict], faults: dict) -> dict:
     k = max(1, len(samples) // 10)
     first, last = samples[:k], samples[-k:]
 
@@ -150,10 +189,16 @@ def report(samples: list[dict], faults: dict) -> None:
 
     print(f"\n{len(samples)} conversions and releases; {faults}")
     print(f"{'':22}{'first decile':>14}{'last decile':>14}")
-    for key, unit, scale in (("seconds", "s", 1), ("rss", "MiB", 2**20), ("fds", "", 1),
+    summary = {}
+    for key, unit, scale in (("seconds", "s", 1), ("rss", "MiB", 2**20), ("fds", "", 1), ("objects", "", 1),
                              ("temp", "MiB", 2**20), ("logs", "MiB", 2**20), ("spill", "KiB", 2**10), ("catalog", "MiB", 2**20)):
-        print(f"{key + (' (' + unit + ')' if unit else ''):22}{med(first, key) / scale:14.2f}"
-              f"{med(last, key) / scale:14.2f}")
+        label = key + (' (' + unit + ')' if unit else '')
+        a, b = med(first, key) / scale, med(last, key) / scale
+        print(f"{label:22}{a:14.2f}{b:14.2f}")
+        summary[f"{label}: first decile"] = round(a, 3)
+        summary[f"{label}: last decile"] = round(b, 3)
+    summary["rss growth first -> last decile (MiB)"] = round((med(last, "rss") - med(first, "rss")) / 2**20, 2)
+    return summary
 
 
 if __name__ == "__main__":

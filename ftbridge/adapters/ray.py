@@ -277,6 +277,14 @@ def object_nodes(refs: list) -> list[set[str]]:
     return [set((found.get(ref) or {}).get("node_ids") or ()) for ref in refs]
 
 
+def owned_object_count() -> int:
+    """How many Ray objects this process holds references to (its core worker's reference
+    table): flat over a long-running driver, or something keeps refs alive."""
+    import ray._private.worker as worker
+
+    return len(getattr(worker.global_worker, "core_worker").get_all_reference_counts())  # noqa: B009 (untyped)
+
+
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data
@@ -301,6 +309,9 @@ def check() -> list[str]:
 
     if not callable(getattr(worker, "print_to_stdstream", None)):
         missing.append("ray._private.worker.print_to_stdstream")
+    core_worker_cls = getattr(getattr(ray, "_raylet", None), "CoreWorker", None)
+    if not callable(getattr(core_worker_cls, "get_all_reference_counts", None)):
+        missing.append("ray._raylet.CoreWorker.get_all_reference_counts")
     try:
         from ray.train.v2._internal.constants import is_v2_enabled  # noqa: F401
         from ray.train.v2.api.callback import UserCallback
