@@ -353,6 +353,7 @@ def test_failing_spark_job_is_a_conversion_error_naming_the_partition(spark, cat
     assert err.value.__cause__ is not None
 
 
+@pytest.mark.core  # the plan's leaves and files come from the JVM (the Spark adapter)
 def test_reuse_serves_the_same_plan_over_unchanged_files_and_converts_again_when_they_change(
         spark, catalog, tmp_path, caplog):
     source = str(tmp_path / "source")
