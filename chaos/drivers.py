@@ -1,7 +1,10 @@
 """Another driver on the same Ray cluster and catalog, as a real process: it starts (or joins) the
 catalog's writer, reports the writer's pid, and exits or is SIGKILLed when told.
 
-    python -m ftbridge.chaos.drivers RAY_ADDRESS CATALOG   (then a line on stdin: exit | sigkill)
+    python -m ftbridge.chaos.drivers RAY_ADDRESS CATALOG   (then a line on stdin: exit | sigkill | ray_shutdown)
+
+`ray_shutdown` is a driver that calls `ray.shutdown()` and carries on: it waits a whole lease,
+then says whether Ray is still down (no background call of ftbridge's may start it again).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 
 import ray
 
 from ftbridge.chaos.faults import Fault, FaultLog
+from ftbridge.common.config import settings
 from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.writer import start_writer
 
@@ -45,6 +50,16 @@ class OtherDriver:
                 raise TimeoutError(f"the other driver said nothing within {START_TIMEOUT_S}s")
         return self.stdout.readline()
 
+    def shut_ray_down(self) -> bool:
+        """Tell it to call `ray.shutdown()` and wait a lease; True when Ray stayed down there."""
+        self.stdin.write("ray_shutdown\n")
+        self.stdin.flush()
+        answer = self._line().strip()
+        code = self.proc.wait(timeout=60)
+        if code != 0 or answer not in ("down", "up"):
+            raise RuntimeError(f"the other driver said {answer!r} and ended with {code}")
+        return answer == "down"
+
     def end(self, how: str, log: FaultLog) -> Fault:
         """`exit` (cleanly, its atexit hooks run) or `sigkill`; waits until it is gone."""
         self.stdin.write(how + "\n")
@@ -64,6 +79,11 @@ def main(argv: list[str]) -> int:
     how = sys.stdin.readline().strip()
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "ray_shutdown":
+        ray.shutdown()
+        time.sleep(settings().catalog_lease_s)  # three renewals' worth
+        print("up" if ray.is_initialized() else "down", flush=True)
+        ray.shutdown()
     return 0
 
 

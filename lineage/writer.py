@@ -323,10 +323,13 @@ def _renew_loop() -> None:
     renewed: dict[tuple[str, str], float] = {}
     while True:  # a daemon thread: ends with the process; each pass is bounded
         time.sleep(RENEW_TICK_S)
+        cluster = _connected_cluster()
+        if cluster is None:
+            continue
         now = time.monotonic()
         with _LOCK:
-            due = [(key, handle) for key, handle in _HANDLES.items()
-                   if now - renewed.setdefault(key, now) >= _LEASES.get(key, settings().catalog_lease_s) / 3]
+            due = [(key, handle) for key, handle in _HANDLES.items() if key[0] == cluster
+                   and now - renewed.setdefault(key, now) >= _LEASES.get(key, settings().catalog_lease_s) / 3]
         for key, handle in due:
             renewed[key] = now
             try:
@@ -339,6 +342,18 @@ def _renew_loop() -> None:
                     _LEASES[key] = granted
                 elif _HANDLES.get(key) is handle:  # it is ending: the next get_writer makes a new one
                     _HANDLES.pop(key)
+
+
+def _connected_cluster() -> str | None:
+    """The GCS address of the Ray cluster this process is connected to, or None.
+
+    Checked before every renewal: an actor call made after the user's `ray.shutdown()` would
+    start Ray again (Ray's auto-init), joining the last cluster or starting a new one under the
+    user's feet; and a handle from an earlier connection cannot reach its writer anyway.
+    """
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().gcs_address
 
 
 def _let_go_at_exit() -> None:

@@ -157,6 +157,14 @@ def test_a_second_driver_keeps_the_writer_its_creator_leaves(ray_cluster, tmp_pa
         ray.get_actor(actor_name(catalog.path), namespace=RAY_NAMESPACE)
 
 
+def test_a_driver_that_shuts_ray_down_is_not_connected_again_by_its_lease(ray_cluster, tmp_path):
+    """After `ray.shutdown()` the lease thread makes no Ray call: one would start Ray again
+    (Ray's auto-init joins the last cluster), and `Cluster.shutdown()` then refuses to end it."""
+    catalog = Catalog(str(tmp_path / "shutdown.duckdb"))
+    driver = _driver_a(catalog, lease_s=1.5)
+    assert driver.shut_ray_down(), "a background renewal started Ray again after ray.shutdown()"
+
+
 def test_a_writer_whose_only_driver_was_sigkilled_ends_itself(ray_cluster, tmp_path):
     catalog = Catalog(str(tmp_path / "orphan.duckdb"))
     driver_a = _driver_a(catalog, lease_s=2.0)
