@@ -120,6 +120,22 @@ def main() -> None:
     wait_go("read-after-crash")  # the test restarts the host
     session.wait_for_executors(2)
 
+    # 2b. A host crashes (its disk wiped) while the spill job runs: each partition's first row
+    # sleeps 1.5 s in its executor (a filter that keeps every row), so the job lasts ~6 s.
+    df = frame(11)
+    reference = spark_to_arrow(df)
+    slow = df.where("if(id % 25000 = 0, reflect('java.lang.Thread', 'sleep', cast(1500 as bigint)), 'x') "
+                    "is not null")
+    say("spilling-crash")
+    ds = ftbridge.from_spark_recoverable(slow)
+    returned_at = time.time()
+    cid = ftbridge.conversion_id(ds)
+    result = check(reference, read_all(ds))
+    say("spilled-crash", cid=cid, returned_at=returned_at, ok=result.ok, result=str(result),
+        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    wait_go("spilled-crash")  # the test restarts the host
+    session.wait_for_executors(2)
+
     # 3. A host partitioned from the head during a read, never healed.
     df = frame(7)
     reference = spark_to_arrow(df)

@@ -8,6 +8,8 @@ hosts have; this test injects them while the driver's work runs and checks every
 - a worker host crashes (power cut, disk wiped) while a materialized Dataset is being read: the
   read finishes exact, and reopening the conversion rebuilds exactly the crashed host's
   partitions through Spark (ids and content checked row by row, both times);
+- a worker host crashes (disk wiped) while the spill job runs, once it has written a file and
+  before the conversion returns: every row comes back, and the catalog names no file there;
 - a worker host is cut off from the network during a read and never healed: Ray declares it dead,
   ftbridge removes its Spark executor at once, every row comes back;
 - `stop_spark(cleanup_data=True)` leaves no spill file on a reachable host, and records the
@@ -181,6 +183,34 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         assert rebuilt == lost, f"rebuilt {rebuilt}, the crashed host held {lost}: {after['events']}"
         env.restart(victim)  # a new boot: a fresh disk, a new Ray node on the same address
         driver.go("read-after-crash")
+
+        # 2b. A worker host crashes, its disk wiped, while the spill job runs: once it has written
+        # a file of the conversion and before the conversion returns (both checked).
+        before = set(spill_files(env, victim))
+        driver.step("spilling-crash")
+        deadline = time.monotonic() + 120
+        while not set(spill_files(env, victim)) - before:
+            assert time.monotonic() < deadline, "the spill job wrote nothing on the host within 120s"
+            time.sleep(0.05)
+        written = set(spill_files(env, victim)) - before
+        crashed_at = time.time()  # the power cut is the first thing crash() does
+        env.crash(victim, wipe=True)
+        traffic = env.traffic()
+        spilled = driver.step("spilled-crash")
+        assert crashed_at < spilled["returned_at"], "the conversion had returned before the host crashed"
+        assert spilled["ok"] and spilled["checksum_ok"], spilled["result"]
+        print(f"hosts: the spill job's host crashed {spilled['returned_at'] - crashed_at:.1f}s before the "
+              f"conversion returned, with {len(written)} of its files written")
+        # Reading found what the crash took (files the host had written for finished tasks) and
+        # rebuilt it; a task cut short ran again on the other host. Now nothing is on the crashed host.
+        rebuilt = {e["partition"] for e in spilled["events"] if e["kind"] == "rebuilt_from_spark"}
+        misplaced = [p for p in spilled["parts"] if p["host"] == victim.ip or p["state"] != "healthy"]
+        assert not misplaced, f"after the read the catalog still names the crashed host's files: {misplaced}"
+        figures["crash_during_spill"] = {"crash_before_return_s": spilled["returned_at"] - crashed_at,
+                                         "files_lost": len(written), "partitions_rebuilt": len(rebuilt),
+                                         "moved_bytes": moved(env, traffic)}
+        env.restart(victim)
+        driver.go("spilled-crash")
 
         # 3. A worker host is cut off during a read and never healed.
         conv = driver.step("converted-partition")
