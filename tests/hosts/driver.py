@@ -136,6 +136,26 @@ def main() -> None:
     wait_go("spilled-crash")  # the test restarts the host
     session.wait_for_executors(2)
 
+    # 2c. A slow link: the same conversion and read at full speed, then with one worker host's
+    # cable throttled by the test (the figures say how much slower; every row is checked).
+    def timed(seed: int) -> tuple[float, object, str]:
+        df = frame(seed)
+        reference = spark_to_arrow(df)
+        started = time.monotonic()
+        ds = ftbridge.from_spark_recoverable(df)
+        result = check(reference, read_all(ds))
+        seconds = time.monotonic() - started
+        ftbridge.release(ds)
+        return seconds, result, ftbridge.conversion_id(ds)
+
+    full_s, result, _ = timed(13)
+    say("slow-link", full_seconds=full_s, ok=result.ok, result=str(result))
+    wait_go("slow-link")  # the test slows one worker host's link
+    slow_s, result, cid = timed(17)
+    say("slowed", cid=cid, seconds=slow_s, ok=result.ok, result=str(result),
+        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    wait_go("slowed")
+
     # 3. A host partitioned from the head during a read, never healed.
     df = frame(7)
     reference = spark_to_arrow(df)

@@ -10,6 +10,8 @@ hosts have; this test injects them while the driver's work runs and checks every
   partitions through Spark (ids and content checked row by row, both times);
 - a worker host crashes (disk wiped) while the spill job runs, once it has written a file and
   before the conversion returns: every row comes back, and the catalog names no file there;
+- a worker host's link is slowed to 16 Mbit/s (tc's token bucket; lossy under bursts) during a
+  conversion and its read: every row comes back, and the link's counters show the limit was hit;
 - a worker host is cut off from the network during a read and never healed: Ray declares it dead,
   ftbridge removes its Spark executor at once, every row comes back;
 - `stop_spark(cleanup_data=True)` leaves no spill file on a reachable host, and records the
@@ -211,6 +213,26 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
                                          "moved_bytes": moved(env, traffic)}
         env.restart(victim)
         driver.go("spilled-crash")
+
+        # 2c. A worker host's link slowed to 16 Mbit/s in both directions (lossy under bursts)
+        # during a conversion and its read: every row comes back; how much slower is a figure.
+        full = driver.step("slow-link")
+        assert full["ok"], full["result"]
+        slowed_host = env.worker_hosts[0]
+        env.slow(slowed_host, rate_kbit=16_000)
+        try:
+            driver.go("slow-link")
+            slowed = driver.step("slowed")
+            link = env.throttled(slowed_host)
+        finally:
+            env.fast(slowed_host)
+        assert slowed["ok"] and slowed["checksum_ok"], slowed["result"]
+        assert link["overlimits"] > 0, f"the work never reached the link's limit: {link}"
+        print(f"hosts: slow link: {slowed['seconds']:.1f}s vs {full['full_seconds']:.1f}s at full speed; {link}")
+        figures["slow_link"] = {"full_speed_s": full["full_seconds"], "slowed_s": slowed["seconds"],
+                                "ratio": slowed["seconds"] / full["full_seconds"], "moved_bytes": link["sent"],
+                                "dropped_packets": link["dropped"]}
+        driver.go("slowed")
 
         # 3. A worker host is cut off during a read and never healed.
         conv = driver.step("converted-partition")
