@@ -74,13 +74,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def _tc(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True, timeout=30)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"`tc {' '.join(args)}` in {ns} failed: {proc.stderr.strip()}")
-    return proc
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -381,7 +374,7 @@ class Hosts:
         bucket filter; what waits more than 100 ms in its queue is dropped, so a burst is lossy
         too. (tc's netem, for delay and random loss, is not in every kernel: it is not here.)"""
         for ns, dev in self._cable(host):
-            _tc(ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{rate_kbit}kbit",
+            _ip("netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{rate_kbit}kbit",
                 "burst", "32kbit", "latency", "100ms")
 
     def throttled(self, host: Host) -> dict[str, int]:
@@ -389,7 +382,7 @@ class Hosts:
         (overlimits: packets that had to wait for the bucket, i.e. the limit was reached)."""
         out = {"sent": 0, "dropped": 0, "overlimits": 0}
         for ns, dev in self._cable(host):
-            stats = json.loads(_tc(ns, "-s", "-j", "qdisc", "show", "dev", dev).stdout or "[]")
+            stats = json.loads(_ip("netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev).stdout or "[]")
             for q in stats:
                 if q.get("kind") == "tbf":
                     out["sent"] += int(q.get("bytes", 0))
@@ -400,7 +393,7 @@ class Hosts:
     def fast(self, host: Host) -> None:
         """The slow link back to full speed."""
         for ns, dev in self._cable(host):
-            _tc(ns, "qdisc", "del", "dev", dev, "root", check=False)
+            _ip("netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root", check=False)
 
     # -- inspect -----------------------------------------------------------------------------
     def files_under(self, host: Host, inside: str) -> dict[str, int]:

@@ -191,10 +191,9 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         before = set(spill_files(env, victim))
         driver.step("spilling-crash")
         deadline = time.monotonic() + 120
-        while not set(spill_files(env, victim)) - before:
+        while not (written := set(spill_files(env, victim)) - before):
             assert time.monotonic() < deadline, "the spill job wrote nothing on the host within 120s"
             time.sleep(0.05)
-        written = set(spill_files(env, victim)) - before
         crashed_at = time.time()  # the power cut is the first thing crash() does
         env.crash(victim, wipe=True)
         traffic = env.traffic()
