@@ -102,6 +102,27 @@ def main() -> None:
     say("to-spark-released", cid=cid, freed=freed, **catalog_rows(cid))
     wait_go("to-spark-released")
 
+    # 1c. Both directions through a folder every host sees (a shared `staging_dir` / `spill_dir`):
+    # no block staged again, no recovery, every file freed; the bytes moved are the figures.
+    shared_dir = os.path.join(SHARED, "shared-files")
+    df = ftbridge.to_spark(staged_source, spark, staging_dir=shared_dir)
+    cid = ftbridge.conversion_id(df)
+    result = check(staged_reference, spark_to_arrow(df))
+    say("to-spark-shared", cid=cid, ok=result.ok, result=str(result), dir=shared_dir,
+        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    wait_go("to-spark-shared")
+    freed = ftbridge.release(df)
+    reference = spark_to_arrow(frame(3))
+    ds = ftbridge.from_spark_recoverable(frame(3), spill_dir=shared_dir)
+    cid = ftbridge.conversion_id(ds)
+    result = check(reference, read_all(ds))
+    say("from-spark-shared", cid=cid, ok=result.ok, result=str(result), staged_freed=freed,
+        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    wait_go("from-spark-shared")
+    freed = ftbridge.release(ds)
+    say("shared-released", cid=cid, freed=freed)
+    wait_go("shared-released")
+
     # 2. A host crashes (its disk wiped) during a materialized read.
     df = frame(5)
     reference = spark_to_arrow(df)

@@ -5,6 +5,8 @@ hosts have; this test injects them while the driver's work runs and checks every
 - the files of a conversion are on both worker hosts, and `release` frees them on both;
 - `to_spark` with node-local staging stages each block on an executor's host although the head
   holds the blocks, and Spark reads every row (checked) with no block staged again;
+- both directions through a folder every host sees (a shared `staging_dir`, then `spill_dir`):
+  every row, no recovery event, every file freed;
 - a worker host crashes (power cut, disk wiped) while a materialized Dataset is being read: the
   read finishes exact, and reopening the conversion rebuilds exactly the crashed host's
   partitions through Spark (ids and content checked row by row, both times);
@@ -163,6 +165,36 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         assert all(not spill_files(env, h, cid) for h in env.hosts), "release left staged files on a host"
         assert released["freed"] == sum(sum(f.values()) for f in on_disk.values()) > 0
         driver.go("to-spark-released")
+
+        # 1c. The same through a folder every host sees: Ray -> Spark with a shared staging_dir,
+        # then Spark -> Ray with a shared spill_dir. Every row, no recovery, every file freed.
+        traffic = env.traffic()
+        staged = driver.step("to-spark-shared")
+        figures["to_spark_shared_moved_bytes"] = moved(env, traffic)
+        assert staged["ok"] and staged["checksum_ok"], staged["result"]
+        shared_dir = staged["dir"]
+        assert staged["parts"] and all(p["path"].startswith(shared_dir + "/") for p in staged["parts"]), \
+            staged["parts"]
+        assert all(os.path.exists(p["path"]) for p in staged["parts"]), "a staged file is not in the shared folder"
+        recoveries = [e for e in staged["events"] if e["kind"] != "created"]
+        assert not recoveries, f"a fault-free to_spark through a shared folder recorded {recoveries}"
+        on_shared = sum(os.path.getsize(p["path"]) for p in staged["parts"])
+        traffic = env.traffic()
+        driver.go("to-spark-shared")
+        spilled = driver.step("from-spark-shared")
+        figures["from_spark_shared_moved_bytes"] = moved(env, traffic)
+        assert spilled["staged_freed"] == on_shared > 0, (spilled["staged_freed"], on_shared)
+        assert spilled["ok"] and spilled["checksum_ok"], spilled["result"]
+        assert all(p["path"].startswith(shared_dir + "/") for p in spilled["parts"]), spilled["parts"]
+        recoveries = [e for e in spilled["events"] if e["kind"] not in ("created", "read")]
+        assert not recoveries, f"a fault-free conversion through a shared folder recorded {recoveries}"
+        on_shared = sum(os.path.getsize(p["path"]) for p in spilled["parts"])
+        driver.go("from-spark-shared")
+        released = driver.step("shared-released")
+        assert released["freed"] == on_shared > 0, (released["freed"], on_shared)
+        left = [os.path.join(d, f) for d, _, files in os.walk(shared_dir) for f in files]
+        assert not left, f"release left files in the shared folder: {left}"
+        driver.go("shared-released")
 
         # 2. A worker host crashes, its disk wiped, during a materialized read; then the conversion is reopened.
         conv = driver.step("converted-crash")
