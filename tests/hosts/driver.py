@@ -71,6 +71,11 @@ def main() -> None:
                             "at": e["started_at"].timestamp(), "duration_s": e["duration_s"], "source": e["source"]}
                            for e in events]}
 
+    def say_checked(step: str, cid: str, result, **extra) -> None:
+        """The step, with the row check's outcome and the conversion's catalog rows."""
+        say(step, cid=cid, ok=result.ok, result=str(result),
+            checksum_ok=result.checksum_read == result.checksum_expected, **extra, **catalog_rows(cid))
+
     def read_through(ds, step: str):
         """Read `ds` as a trainer would; after the first batch, let the test inject its fault."""
         it = iter(ds.iter_batches(batch_size=2000, batch_format="pyarrow", prefetch_batches=0))
@@ -95,8 +100,7 @@ def main() -> None:
     df = ftbridge.to_spark(staged_source, spark)
     cid = ftbridge.conversion_id(df)
     result = check(staged_reference, spark_to_arrow(df))
-    say("to-spark", cid=cid, ok=result.ok, result=str(result),
-        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    say_checked("to-spark", cid, result)
     wait_go("to-spark")
     freed = ftbridge.release(df)
     say("to-spark-released", cid=cid, freed=freed, **catalog_rows(cid))
@@ -108,16 +112,14 @@ def main() -> None:
     df = ftbridge.to_spark(staged_source, spark, staging_dir=shared_dir)
     cid = ftbridge.conversion_id(df)
     result = check(staged_reference, spark_to_arrow(df))
-    say("to-spark-shared", cid=cid, ok=result.ok, result=str(result), dir=shared_dir,
-        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    say_checked("to-spark-shared", cid, result, dir=shared_dir)
     wait_go("to-spark-shared")
     freed = ftbridge.release(df)
     reference = spark_to_arrow(frame(3))
     ds = ftbridge.from_spark_recoverable(frame(3), spill_dir=shared_dir)
     cid = ftbridge.conversion_id(ds)
     result = check(reference, read_all(ds))
-    say("from-spark-shared", cid=cid, ok=result.ok, result=str(result), staged_freed=freed,
-        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    say_checked("from-spark-shared", cid, result, staged_freed=freed)
     wait_go("from-spark-shared")
     freed = ftbridge.release(ds)
     say("shared-released", cid=cid, freed=freed)
@@ -152,8 +154,7 @@ def main() -> None:
     returned_at = time.time()
     cid = ftbridge.conversion_id(ds)
     result = check(reference, read_all(ds))
-    say("spilled-crash", cid=cid, returned_at=returned_at, ok=result.ok, result=str(result),
-        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    say_checked("spilled-crash", cid, result, returned_at=returned_at)
     wait_go("spilled-crash")  # the test restarts the host
     session.wait_for_executors(2)
 
@@ -173,8 +174,7 @@ def main() -> None:
     say("slow-link", full_seconds=full_s, ok=result.ok, result=str(result))
     wait_go("slow-link")  # the test slows one worker host's link
     slow_s, result, cid = timed(17)
-    say("slowed", cid=cid, seconds=slow_s, ok=result.ok, result=str(result),
-        checksum_ok=result.checksum_read == result.checksum_expected, **catalog_rows(cid))
+    say_checked("slowed", cid, result, seconds=slow_s)
     wait_go("slowed")
 
     # 3. A host partitioned from the head during a read, never healed.

@@ -112,6 +112,13 @@ def busiest(env: hostlib.Hosts, parts: list[dict]) -> hostlib.Host:
     return by_ip(env)[max((ip for ip in counts if ip != env.head.ip), key=counts.get)]
 
 
+def in_folder(parts: list[dict], folder: str) -> int:
+    """The bytes of these partitions' files, each of which must be in `folder`."""
+    assert parts and all(p["path"].startswith(folder + "/") for p in parts), parts
+    assert all(os.path.exists(p["path"]) for p in parts), f"a file is not in {folder}: {parts}"
+    return sum(os.path.getsize(p["path"]) for p in parts)
+
+
 def moved(env: hostlib.Hosts, since: dict[str, int]) -> int:
     """Bytes sent between hosts since the `env.traffic()` snapshot `since`."""
     return sum(n - since.get(name, 0) for name, n in env.traffic().items())
@@ -173,22 +180,18 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
         figures["to_spark_shared_moved_bytes"] = moved(env, traffic)
         assert staged["ok"] and staged["checksum_ok"], staged["result"]
         shared_dir = staged["dir"]
-        assert staged["parts"] and all(p["path"].startswith(shared_dir + "/") for p in staged["parts"]), \
-            staged["parts"]
-        assert all(os.path.exists(p["path"]) for p in staged["parts"]), "a staged file is not in the shared folder"
+        on_shared = in_folder(staged["parts"], shared_dir)
         recoveries = [e for e in staged["events"] if e["kind"] != "created"]
         assert not recoveries, f"a fault-free to_spark through a shared folder recorded {recoveries}"
-        on_shared = sum(os.path.getsize(p["path"]) for p in staged["parts"])
         traffic = env.traffic()
         driver.go("to-spark-shared")
         spilled = driver.step("from-spark-shared")
         figures["from_spark_shared_moved_bytes"] = moved(env, traffic)
         assert spilled["staged_freed"] == on_shared > 0, (spilled["staged_freed"], on_shared)
         assert spilled["ok"] and spilled["checksum_ok"], spilled["result"]
-        assert all(p["path"].startswith(shared_dir + "/") for p in spilled["parts"]), spilled["parts"]
+        on_shared = in_folder(spilled["parts"], shared_dir)
         recoveries = [e for e in spilled["events"] if e["kind"] not in ("created", "read")]
         assert not recoveries, f"a fault-free conversion through a shared folder recorded {recoveries}"
-        on_shared = sum(os.path.getsize(p["path"]) for p in spilled["parts"])
         driver.go("from-spark-shared")
         released = driver.step("shared-released")
         assert released["freed"] == on_shared > 0, (released["freed"], on_shared)
