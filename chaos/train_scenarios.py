@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 
@@ -19,6 +20,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 import ftbridge
 from ftbridge.chaos import faults
 from ftbridge.chaos.env import TRAIN_RESOURCE
+from ftbridge.chaos.resumed import check_resumed, resumable_loop
 from ftbridge.chaos.scenarios import Outcome, add_check, frame, partitions_and_events
 from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
@@ -35,7 +37,7 @@ FIT_TIMEOUT_S = 360
 class BackgroundFit:
     """`fit_on_spark` in a thread so faults can land while it trains; `result()` joins (bounded)."""
 
-    def __init__(self, env, seed: int, name: str, streaming: bool) -> None:
+    def __init__(self, env, seed: int, name: str, streaming: bool, resumed: bool = False) -> None:
         self.out = os.path.join(env.workdir, f"{name}-{seed}-{time.monotonic_ns()}")
         os.makedirs(self.out)
         self.name = f"{name}-{seed}"
@@ -43,15 +45,19 @@ class BackgroundFit:
         spark = env.ensure_spark()
         self.df = frame(spark, seed)
         self.reference = spark_to_arrow(self.df)
+        self.resumed = resumed
+        loop = resumable_loop if resumed else epoch_loop
+        self.config = {"out": self.out, "epochs": EPOCHS, "batch_size": 1500, "batch_sleep_s": 0.05}
+        if resumed:  # smaller batches and a checkpoint every 10 of them: several inside each epoch
+            self.config.update(batch_size=500, report_every=10)
 
         def run():
             try:
                 self.box["fit"] = ftbridge.fit_on_spark(
                     DataParallelTrainer, self.df, name=self.name, catalog=env.catalog, streaming=streaming,
-                    storage_path=os.path.join(self.out, "results"), train_loop_per_worker=epoch_loop,
+                    storage_path=os.path.join(self.out, "results"), train_loop_per_worker=loop,
                     scaling_config=ScalingConfig(num_workers=WORKERS, resources_per_worker={TRAIN_RESOURCE: 1}),
-                    train_loop_config={"out": self.out, "epochs": EPOCHS, "batch_size": 1500,
-                                       "batch_sleep_s": 0.05})
+                    train_loop_config=self.config)
             except BaseException as exc:  # raised by result()
                 self.box["error"] = exc
 
@@ -97,7 +103,10 @@ def epoch_reported(epoch: int):
 def finish(env, job: BackgroundFit, out: Outcome, started: float, want_failures: int, want_rebuilt: int = 0) -> None:
     """Join training, check every completed epoch attempt row by row, and check the run's record."""
     fit = job.result()
-    checks, facts = check_epochs(job.out, job.reference, WORKERS, EPOCHS)
+    if job.resumed:
+        checks, facts = check_resumed(job.out, job.reference, EPOCHS)
+    else:
+        checks, facts = check_epochs(job.out, job.reference, WORKERS, EPOCHS)
     for c in checks:
         add_check(out, c)
     out.recover_seconds = round(time.monotonic() - started, 3)
@@ -113,16 +122,25 @@ def finish(env, job: BackgroundFit, out: Outcome, started: float, want_failures:
                              f">= {want_failures}: {[r.what for r in timeline]}")
     if summary.rebuilt < want_rebuilt:
         raise AssertionError(f"the audit shows {summary.rebuilt} rebuilds during the run, expected >= {want_rebuilt}")
+    if job.resumed and want_failures and (facts["mid_epoch_resumes"] < 1 or summary.resumes < 1):
+        raise AssertionError(f"no restart went on mid-epoch: {facts}, {summary.resumes} resumes in the catalog")
+    if job.resumed:
+        out.detail = (f"{len(checks)} epochs checked over {facts['chain']} contributing of {facts['attempts']} "
+                      f"attempts, {facts['mid_epoch_resumes']} mid-epoch resumes, {facts['reconsumed']} rows "
+                      f"consumed again, {summary.worker_failures} worker failures, {summary.rebuilt} rebuilt, "
+                      f"time lost {summary.time_lost_s:.1f}s")
+        return
     out.detail = (f"{len(checks)} epoch attempts checked ({facts['attempts']} worker-group starts), "
                   f"{summary.worker_failures} worker failures, {summary.rebuilt} rebuilt, "
                   f"{summary.reconstructed} reconstructed, time lost {summary.time_lost_s:.1f}s")
 
 
 def train_node_removed(env, seed, out: Outcome):
-    """A node holding a Train worker and an executor (and blocks, spill files) is removed mid-epoch 1."""
+    """A node holding a Train worker and an executor (and blocks, spill files) is removed inside epoch 1
+    after mid-epoch checkpoints; the restarted group goes on from the last one's position."""
     rng = random.Random(seed)
-    job = BackgroundFit(env, seed, "train-node", streaming=seed % 2 == 1)
-    seen = job.wait_for(in_epoch(1, 2), "epoch 1")
+    job = BackgroundFit(env, seed, "train-node", streaming=seed % 2 == 1, resumed=True)
+    seen = job.wait_for(mid_epoch_checkpoints(1, 3), "three checkpoints inside epoch 1")
     train_nodes = {p["node"] for p in seen if p["kind"] == "attempt"}
     executor_nodes = {e.node_id for e in ftbridge.executors()}
     worker_ids = {n.node_id for n in env.nodes}
@@ -135,6 +153,31 @@ def train_node_removed(env, seed, out: Outcome):
     env.remove(env.node(victim))
     finish(env, job, out, started, want_failures=1)
     wait_for_executors(2)
+
+
+def mid_epoch_checkpoints(epoch: int, n: int):
+    """Rank 0 has reported `n` checkpoints inside `epoch` (the earlier ones are registered by now)."""
+    return lambda seen: sum(1 for p in seen if p["kind"] == "report" and p["rank"] == 0 and p["epoch"] == epoch
+                            and not p["complete"]) >= n
+
+
+def train_worker_killed_resumed(env, seed, out: Outcome):
+    """A Train worker is SIGKILLed inside epoch 1 after mid-epoch checkpoints, and (streaming) a spill
+    file is deleted: the restarted group goes on from the last checkpoint's position, each row of
+    every epoch once over the attempts that contributed."""
+    rng = random.Random(seed)
+    streaming = seed % 2 == 1
+    job = BackgroundFit(env, seed, "train-resume", streaming=streaming, resumed=True)
+    seen = job.wait_for(mid_epoch_checkpoints(1, 3), "three checkpoints inside epoch 1")
+    started = time.monotonic()
+    workers = [p for p in seen if p["kind"] == "attempt"]
+    victim = rng.choice(workers)
+    os.kill(victim["pid"], signal.SIGKILL)
+    out.log.add("train_worker_killed", str(victim["pid"]), rank=victim["rank"], epoch=1)
+    if streaming:
+        parts, _ = partitions_and_events(env, job.conversion_id(env))
+        faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
+    finish(env, job, out, started, want_failures=1)
 
 
 def train_executor_killed(env, seed, out: Outcome):
@@ -166,4 +209,5 @@ TRAIN_SCENARIOS = {
     "train_node_removed": train_node_removed,
     "train_executor_killed": train_executor_killed,
     "train_spill_lost_between_epochs": train_spill_lost_between_epochs,
+    "train_worker_killed_resumed": train_worker_killed_resumed,
 }

@@ -28,14 +28,14 @@ from ftbridge.convert.ops.rowcheck import CheckResult, check
 PROGRESS = "progress.jsonl"
 
 
-def _write_atomic(path: str, table: pa.Table) -> None:
+def write_atomic(path: str, table: pa.Table) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with pa.OSFile(tmp, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     os.replace(tmp, path)
 
 
-def _progress(out: str, **fields) -> None:
+def progress_line(out: str, **fields) -> None:
     """One line per event, so the chaos scenario can time its fault (appends are atomic at this size)."""
     with open(os.path.join(out, PROGRESS), "a") as f:
         f.write(json.dumps({"t": time.time(), **fields}) + "\n")
@@ -65,14 +65,14 @@ def epoch_loop(config: dict) -> None:
     start = _start_epoch(ray.train.get_checkpoint())
     shard = ray.train.get_dataset_shard("train")
     fail = config.get("fail_once_at")
-    _progress(out, kind="attempt", attempt=attempt, rank=rank, start_epoch=start,
+    progress_line(out, kind="attempt", attempt=attempt, rank=rank, start_epoch=start,
               node=ray.get_runtime_context().get_node_id())
     for epoch in range(start, config["epochs"]):
         tables = []
         for i, batch in enumerate(shard.iter_batches(batch_size=config.get("batch_size", 2048),
                                                      batch_format="pyarrow")):
             tables.append(batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
-            _progress(out, kind="batch", attempt=attempt, rank=rank, epoch=epoch, batch=i)
+            progress_line(out, kind="batch", attempt=attempt, rank=rank, epoch=epoch, batch=i)
             if fail and (epoch, i, rank) == (fail["epoch"], fail["batch"], fail["rank"]) \
                     and not os.path.exists(os.path.join(out, "failed-once")):
                 open(os.path.join(out, "failed-once"), "w").close()
@@ -80,7 +80,7 @@ def epoch_loop(config: dict) -> None:
             time.sleep(config.get("batch_sleep_s", 0))
         seen = pa.concat_tables(tables) if tables else None
         if seen is not None:
-            _write_atomic(os.path.join(out, attempt, f"e{epoch}-r{rank}.arrow"), seen)
+            write_atomic(os.path.join(out, attempt, f"e{epoch}-r{rank}.arrow"), seen)
         # Under `out`, not the system temp dir: a worker killed mid-report leaves it where the run cleans up.
         with tempfile.TemporaryDirectory(dir=out) as folder:
             checkpoint = None
@@ -89,10 +89,10 @@ def epoch_loop(config: dict) -> None:
                     json.dump({"epoch": epoch}, f)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report({"epoch": epoch, "rows": 0 if seen is None else seen.num_rows}, checkpoint=checkpoint)
-        _progress(out, kind="epoch_done", attempt=attempt, rank=rank, epoch=epoch)
+        progress_line(out, kind="epoch_done", attempt=attempt, rank=rank, epoch=epoch)
 
 
-def _read(path: str) -> pa.Table:
+def read_table(path: str) -> pa.Table:
     with pa.memory_map(path) as source:
         return ipc.open_file(source).read_all()
 
@@ -119,7 +119,7 @@ def check_epochs(out: str, reference: pa.Table, world_size: int, epochs: int) ->
             if len(ranks) < world_size:
                 incomplete += 1
                 continue
-            seen = pa.concat_tables([_read(ranks[r]) for r in sorted(ranks)], promote_options="default")
+            seen = pa.concat_tables([read_table(ranks[r]) for r in sorted(ranks)], promote_options="default")
             checks.append(check(reference, seen.select(reference.column_names)))
             done.add(epoch)
     missing = sorted(set(range(epochs)) - done)

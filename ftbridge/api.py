@@ -88,13 +88,16 @@ def open_recoverable(conversion_id: str, *, catalog: str | None = None, material
 def fit_on_spark(trainer_cls: type, train_df: DataFrame, evaluate_df: DataFrame | None = None, *,
                  datasets: dict[str, Any] | None = None, name: str | None = None, streaming: bool = True,
                  spill_dir: str | None = None, catalog: str | None = None, max_failures: int = 3,
-                 storage_path: str | None = None, keep_data: bool = False, **trainer_kwargs: Any) -> FitResult:
+                 storage_path: str | None = None, keep_data: bool = False, shuffle_seed: int | None = None,
+                 **trainer_kwargs: Any) -> FitResult:
     """Train a Ray Train (v2) trainer on Spark DataFrames, recoverably, with the run in the catalog.
 
     Each DataFrame becomes a recoverable conversion and one of the trainer's datasets:
     `train_df` is "train", `evaluate_df` is "evaluation", `datasets` adds more by name (Spark
     DataFrames or ray.data.Datasets). Inside the training function, read them with
-    `ray.train.get_dataset_shard(name)`.
+    `ftbridge.train.resumable(name)`: a restart goes on mid-epoch from the checkpoint's position,
+    each row of an epoch consumed once (see the training guide); `ray.train.get_dataset_shard(name)`
+    works too, and a restart then reads its epoch from the start.
 
     Args:
         trainer_cls: a Ray Train trainer class (XGBoostTrainer, TorchTrainer, DataParallelTrainer, ...).
@@ -106,6 +109,8 @@ def fit_on_spark(trainer_cls: type, train_df: DataFrame, evaluate_df: DataFrame 
         storage_path: where Ray Train keeps checkpoints (default ~/ray_results; on a multi-node
             cluster a path every node sees).
         keep_data: keep the conversions after a successful run (default: release them).
+        shuffle_seed: `ftbridge.train.resumable` reads the partitions in a seeded order per epoch
+            (None: in order).
         **trainer_kwargs: the trainer's own arguments (train_loop_per_worker, scaling_config,
             run_config, ...). The run recorder is added to run_config's callbacks.
 
@@ -118,7 +123,8 @@ def fit_on_spark(trainer_cls: type, train_df: DataFrame, evaluate_df: DataFrame 
     """
     return train_fit.fit_on_spark(trainer_cls, train_df, evaluate_df, datasets=datasets, name=name,
                                   streaming=streaming, spill_dir=spill_dir, catalog=catalog, max_failures=max_failures,
-                                  storage_path=storage_path, keep_data=keep_data, **trainer_kwargs)
+                                  storage_path=storage_path, keep_data=keep_data, shuffle_seed=shuffle_seed,
+                                  **trainer_kwargs)
 
 
 def to_spark(ds: Dataset, spark: SparkSession, *, staging_dir: str | None = None, catalog: str | None = None,

@@ -73,29 +73,37 @@ def audit(con) -> list[ConversionSummary]:
     return out
 
 
-def _epoch_seconds(run_events: list[dict]) -> tuple[list[float], list[float]]:
-    """Lengths of the intervals between progress points (start, reports): (clean ones, ones with a failure)."""
+def _intervals(run_events: list[dict]) -> tuple[list[float], list[tuple[float, float | None]]]:
+    """Lengths of the intervals between progress points (start, reports): (clean ones, [(length,
+    seconds a mid-epoch resume in it recorded as lost, or None)] for the ones with a failure)."""
     clean: list[float] = []
-    disrupted: list[float] = []
-    last, failed = None, False
+    disrupted: list[tuple[float, float | None]] = []
+    last, failed, resumed = None, False, None
     for ev in run_events:
         if ev["kind"] == RK.WORKER_FAILED:
             failed = True
+        elif ev["kind"] == RK.RESUMED and ev.get("lost_s") is not None:
+            resumed = (resumed or 0.0) + float(ev["lost_s"])
         elif ev["kind"] in (RK.STARTED, RK.REPORT):
             if last is not None:
-                (disrupted if failed else clean).append((ev["happened_at"] - last).total_seconds())
-            last, failed = ev["happened_at"], False
+                length = (ev["happened_at"] - last).total_seconds()
+                if failed:
+                    disrupted.append((length, resumed))
+                else:
+                    clean.append(length)
+            last, failed, resumed = ev["happened_at"], False, None
         elif ev["kind"] in (RK.FINISHED, RK.FAILED) and failed and last is not None:
-            disrupted.append((ev["happened_at"] - last).total_seconds())
+            disrupted.append(((ev["happened_at"] - last).total_seconds(), resumed))
     return clean, disrupted
 
 
 def time_lost(run_events: list[dict]) -> float:
-    """Seconds the failures cost: each interval between progress points that held a failure, minus
-    the median clean interval (work redone since the last report + restart + the interval's own work)."""
-    clean, disrupted = _epoch_seconds(run_events)
+    """Seconds the failures cost. A failure the run resumed from mid-epoch costs what its resume
+    recorded (from the checkpoint it went on from to the resume: work redone + restart); any other
+    costs its interval between progress points minus the median clean interval."""
+    clean, disrupted = _intervals(run_events)
     typical = statistics.median(clean) if clean else 0.0
-    return round(sum(max(0.0, d - typical) for d in disrupted), 3)
+    return round(sum(resumed if resumed is not None else max(0.0, d - typical) for d, resumed in disrupted), 3)
 
 
 def summarize_run(run: dict, inputs: dict[str, str], run_events: list[dict], input_events: list[dict]) -> RunSummary:
@@ -114,6 +122,7 @@ def summarize_run(run: dict, inputs: dict[str, str], run_events: list[dict], inp
         reports=len(reports),
         checkpoints=sum(1 for e in reports if e["checkpoint"]),
         worker_failures=failures, restarts=restarts, attempts=1 + restarts,
+        resumes=sum(1 for e in run_events if e["kind"] == RK.RESUMED),
         recovery_events=sum(1 for e in input_events if e["kind"] in RECOVERY_KINDS),
         rebuilt=sum(1 for e in input_events if e["kind"] in REBUILDS),
         reconstructed=sum(1 for e in input_events if e["kind"] == K.OBJECT_RECONSTRUCTED),

@@ -65,5 +65,6 @@ class RunEventKind(StrEnum):
     STARTED = "started"              # the driver started the trainer
     REPORT = "report"                # every worker reported (ray.train.report): an epoch or step done
     WORKER_FAILED = "worker_failed"  # one or more Train workers raised or died; Ray Train restarts the group
+    RESUMED = "resumed"              # a restarted attempt went on mid-epoch from a checkpoint's position
     FINISHED = "finished"
     FAILED = "failed"

@@ -115,6 +115,7 @@ class RunSummary(Report):
     worker_failures: int
     restarts: int
     attempts: int
+    resumes: int               # restarts that went on mid-epoch from a checkpoint's position
     recovery_events: int       # in the run's inputs while it ran
     rebuilt: int
     reconstructed: int

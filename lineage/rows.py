@@ -195,8 +195,8 @@ class RunInputRow(Row):
 
 @dataclasses.dataclass(slots=True, kw_only=True)
 class RunEventRow(Row):
-    """Something that happened to a training run: started, a report (epoch, checkpoint), a worker
-    failure, the end."""
+    """Something that happened to a training run: started, a report (epoch, checkpoint, how far into
+    its epoch), a resume mid-epoch (where, and the seconds it cost), a worker failure, the end."""
 
     TABLE: ClassVar[str] = "run_events"
     event_id: str = col("VARCHAR")
@@ -206,6 +206,8 @@ class RunEventRow(Row):
     epoch: int | None = col("INTEGER", None)
     checkpoint: str | None = col("VARCHAR", None)
     detail: str | None = col("VARCHAR", None)
+    position: float | None = col("DOUBLE", None)   # share of the epoch consumed (report, resume)
+    lost_s: float | None = col("DOUBLE", None)     # a resume: seconds since the checkpoint it went on from
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -240,11 +242,12 @@ def new_event(conversion_id: str, partition_id: int | None, kind: EventKind, sta
 
 
 def new_run_event(run_id: str, kind: RunEventKind, at: float | None = None, epoch: int | None = None,
-                  checkpoint: str | None = None, detail: str = "") -> RunEventRow:
+                  checkpoint: str | None = None, detail: str = "", position: float | None = None,
+                  lost_s: float | None = None) -> RunEventRow:
     """A training run's event; `at` is a time.time() value (default: now)."""
     at = time.time() if at is None else at
     return RunEventRow(event_id=new_event_id(), run_id=run_id, kind=kind, happened_at=datetime.fromtimestamp(at, UTC),
-                       epoch=epoch, checkpoint=checkpoint, detail=detail)
+                       epoch=epoch, checkpoint=checkpoint, detail=detail, position=position, lost_s=lost_s)
 
 
 def markdown_tables() -> str:

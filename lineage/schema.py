@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -97,7 +97,7 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE IF NOT EXISTS run_events (
             event_id VARCHAR PRIMARY KEY,       -- made by the caller: retried writes are idempotent
             run_id VARCHAR NOT NULL,
-            kind VARCHAR NOT NULL,              -- started | report | worker_failed | finished | failed
+            kind VARCHAR NOT NULL,              -- started | report | worker_failed | finished | failed (| resumed: v8)
             happened_at TIMESTAMPTZ NOT NULL,
             epoch INTEGER,                      -- the reported metrics' "epoch", if any
             checkpoint VARCHAR,                 -- the checkpoint's path, if the report carried one
@@ -124,6 +124,12 @@ MIGRATIONS: dict[int, list[str]] = {
         # files (name, size, modification time); set by from_spark_recoverable(reuse=True), which
         # serves the files of an active conversion with the same key instead of converting again.
         """ALTER TABLE conversions ADD COLUMN IF NOT EXISTS reuse_key VARCHAR""",
+    ],
+    8: [
+        # Mid-epoch resume: how far into its epoch a report's checkpoint was (0..1), and for a
+        # `resumed` event where the restarted attempt went on and the seconds it cost.
+        """ALTER TABLE run_events ADD COLUMN IF NOT EXISTS position DOUBLE""",
+        """ALTER TABLE run_events ADD COLUMN IF NOT EXISTS lost_s DOUBLE""",
     ],
 }
 

@@ -257,6 +257,31 @@ def train_callback_class(mixin: type) -> type:
     return type(mixin.__name__.removesuffix("Mixin"), (mixin, UserCallback), {"__module__": mixin.__module__})
 
 
+def materialized_blocks(ds) -> list[tuple[Any, int]] | None:
+    """(block ref, rows) of a materialized Dataset's blocks in order; None for a lazy Dataset.
+
+    `MaterializedDataset.iter_internal_ref_bundles` (a DeveloperAPI): the only way to the blocks'
+    refs and row counts without fetching them.
+    """
+    from ray.data.dataset import MaterializedDataset
+
+    if not isinstance(ds, MaterializedDataset):
+        return None
+    out = []
+    for bundle in ds.iter_internal_ref_bundles():
+        for ref, meta in bundle.blocks:
+            out.append((ref, int(meta.num_rows or 0)))
+    return out
+
+
+def train_world() -> tuple[int, int, str]:
+    """(world rank, world size, experiment name) of the Train worker this runs in."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size(), ctx.get_experiment_name()
+
+
 def train_run_id(run_context) -> str | None:
     """Ray Train's own id of a run, from the `TrainRunContext` its callbacks receive."""
     return getattr(run_context, "run_id", None)
@@ -309,6 +334,10 @@ def check() -> list[str]:
 
     if not callable(getattr(worker, "print_to_stdstream", None)):
         missing.append("ray._private.worker.print_to_stdstream")
+    from ray.data.dataset import MaterializedDataset
+
+    if not callable(getattr(MaterializedDataset, "iter_internal_ref_bundles", None)):
+        missing.append("MaterializedDataset.iter_internal_ref_bundles")
     core_worker_cls = getattr(getattr(ray, "_raylet", None), "CoreWorker", None)
     if not callable(getattr(core_worker_cls, "get_all_reference_counts", None)):
         missing.append("ray._raylet.CoreWorker.get_all_reference_counts")

@@ -22,6 +22,7 @@ from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session as cluster
 from ftbridge.common.errors import ConfigurationError, ConversionReleasedError
 from ftbridge.convert import warm
+from ftbridge.convert.partition import PartitionRef, ReadContext
 from ftbridge.convert.read.dataset import open_dataset
 from ftbridge.convert.read.task import prewarm_readers
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
@@ -157,15 +158,41 @@ def reopen(conversion_id: str, *, catalog=None, materialize: bool = True):
     cluster.ensure_ray()
     writer = start_writer(cat)
     target = SpillTarget.recorded(conv)
-    service = None
-    if conversion_id in REGISTRY.rebuilders:
-        service = REGISTRY.service_name()
-    elif conv.get("recipe"):
-        service = REGISTRY.serve(conversion_id, RecipeRebuilder(conv, parts, cat, writer).rebuild)
-    ds = open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer, service,
-                      materialize)
+    ds = open_dataset(conversion_id, parts, target, schema_from_b64(conv["schema_b64"]), writer,
+                      _rebuild_service(conv, parts, cat, writer), materialize)
     REGISTRY.remember(ds, conversion_id, cat.path)
     return ds
+
+
+def _rebuild_service(conv: dict, parts: list[dict], cat: Catalog, writer: CatalogClient) -> str | None:
+    """The rebuild service for a recorded conversion: this session's Spark, else its recipe, else none."""
+    if conv["conversion_id"] in REGISTRY.rebuilders:
+        return REGISTRY.service_name()
+    if conv.get("recipe"):
+        return REGISTRY.serve(conv["conversion_id"], RecipeRebuilder(conv, parts, cat, writer).rebuild)
+    return None
+
+
+def partition_reads(ds_or_id, *, catalog=None) -> tuple[dict, list[PartitionRef], ReadContext]:
+    """(conversion row, its partitions as read refs in order, a streaming read context): what reads a
+    conversion's spill files outside its Dataset (the resumable training iterator)."""
+    if isinstance(ds_or_id, str):
+        cid = ds_or_id
+    else:
+        cid = conversion_id(ds_or_id)
+        origin = REGISTRY.origin(ds_or_id)
+        catalog = catalog or (origin.catalog if origin is not None else None)
+    cat = Catalog(catalog)
+    conv, parts = cat.load(cid)
+    if conv["status"] == ConversionStatus.RELEASED:
+        raise ConversionReleasedError(f"conversion {conv['conversion_id']} was released; its spill files are gone.",
+                                      conversion_id=conv["conversion_id"])
+    writer = start_writer(cat)
+    target = SpillTarget.recorded(conv)
+    refs = [PartitionRef.of(conv["conversion_id"], p, target) for p in parts]
+    ctx = ReadContext("", writer.in_background(), _rebuild_service(conv, parts, cat, writer),
+                      schema_from_b64(conv["schema_b64"]), None)
+    return conv, refs, ctx
 
 
 def conversion_id(ds) -> str:

@@ -10,6 +10,8 @@ its inputs, its reports and failures.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 import uuid
 from typing import Any
@@ -24,6 +26,7 @@ from ftbridge.convert import conversion
 from ftbridge.lineage.catalog import Catalog
 from ftbridge.lineage.writer import start_writer
 from ftbridge.train.recorder import record_end, record_start, recorder
+from ftbridge.train.resume import ResumableSource, installed
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,40 @@ def _convert(named: dict, run_name: str, streaming: bool, spill_dir, catalog: st
     return datasets, inputs, made
 
 
+def _with_sources(loop, sources: dict[str, ResumableSource]):
+    """The user's training loop, with `ftbridge.train.resumable(name)` knowing the run's datasets.
+
+    Ray Train passes the config only to a loop that takes an argument, so the wrapper takes as many.
+    """
+    takes_config = len(inspect.signature(loop).parameters) > 0
+
+    if takes_config:
+        @functools.wraps(loop)
+        def with_config(config):
+            with installed(sources):
+                return loop(config)
+        return with_config
+
+    @functools.wraps(loop)
+    def without_config():
+        with installed(sources):
+            return loop()
+    return without_config
+
+
+def _resumable_sources(ds_map: dict, seed: int | None) -> dict[str, ResumableSource]:
+    """A resumable source per recoverable dataset (the others have no stable row ids)."""
+    out = {}
+    for key, ds in ds_map.items():
+        if conversion.REGISTRY.origin(ds) is not None:
+            out[key] = ResumableSource.of(ds, key, seed=seed)
+    return out
+
+
 def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets: dict | None = None, name: str | None = None,
                  streaming: bool = True, spill_dir=None, catalog=None, max_failures: int = 3,
-                 storage_path: str | None = None, keep_data: bool = False, **trainer_kwargs) -> FitResult:
+                 storage_path: str | None = None, keep_data: bool = False, shuffle_seed: int | None = None,
+                 **trainer_kwargs) -> FitResult:
     """`ftbridge.fit_on_spark` (see `ftbridge.api`)."""
     if not isinstance(trainer_cls, type):
         raise ConfigurationError(f"fit_on_spark takes a Ray Train trainer class (e.g. XGBoostTrainer), not "
@@ -123,6 +157,9 @@ def fit_on_spark(trainer_cls, train_df, evaluate_df=None, *, datasets: dict | No
     writer = start_writer(cat)
     ds_map, inputs, made = _convert(named, run_name, streaming, spill_dir, cat.path)
     config = _run_config(run_config, run_name, storage_path, max_failures, recorder(run_id, cat.path))
+    loop = trainer_kwargs.get("train_loop_per_worker")
+    if callable(loop):
+        trainer_kwargs["train_loop_per_worker"] = _with_sources(loop, _resumable_sources(ds_map, shuffle_seed))
     record_start(writer, run_id, config.name, trainer_cls.__name__, config.storage_path, inputs)
     log.info("training run %s (%s): %s on %s", config.name, run_id, trainer_cls.__name__, inputs)
     try:

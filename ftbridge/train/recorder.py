@@ -2,7 +2,8 @@
 
 The driver records the run (its inputs, start and end); the `RunRecorder` callback, which Ray
 Train calls in its controller process, records every report (an epoch or step every worker
-finished, with its checkpoint) and every worker failure. Both write through the catalog's
+finished, with its checkpoint and, from the resumable iterator, how far into its epoch it was),
+every resume mid-epoch and every worker failure. Both write through the catalog's
 single writer actor, so nothing opens the DuckDB file but that actor. Recovery events of the
 run's conversions (rebuilds, re-reads) are already in the catalog; the audit links them to the
 run by conversion and time.
@@ -15,16 +16,21 @@ import logging
 import os
 import socket
 import time
+import uuid
+from typing import Any
 
 import ray
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE
-from ftbridge.lineage.catalog import now
+from ftbridge.common.errors import ConfigurationError
+from ftbridge.convert import conversion
+from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import RunEventKind, RunStatus
 from ftbridge.lineage.rows import RunEventRow, RunRow, RunUpdate, new_run_event
-from ftbridge.lineage.writer import CatalogClient, actor_name
+from ftbridge.lineage.writer import CatalogClient, actor_name, start_writer
+from ftbridge.train.resume import METRICS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +49,74 @@ def _epoch(metrics: list[dict]) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-class RunRecorderMixin:
-    """Ray Train v2 callback: reports and worker failures of one run → the catalog writer.
+def _position(metrics: list[dict]) -> tuple[float | None, list[tuple[str, dict]]]:
+    """(the reported share of the epoch, [(dataset, resume)]) from rank 0's `_ftbridge` metrics."""
+    summaries = (metrics[0] if metrics else {}).get(METRICS_KEY)
+    if not isinstance(summaries, dict) or not summaries:
+        return None, []
+    main = summaries.get("train") or summaries[sorted(summaries)[0]]
+    resumes = [(name, s["resumed"]) for name, s in sorted(summaries.items())
+               if isinstance(s, dict) and isinstance(s.get("resumed"), dict)]
+    return main.get("position") if isinstance(main, dict) else None, resumes
 
-    Use `recorder(run_id, catalog_path)` to get an instance (the class is completed with Ray
-    Train's `UserCallback` base when v2 is on). Recording never fails the training: a catalog
-    outage is logged and the run goes on.
+
+class RunRecorderMixin:
+    """Ray Train v2 callback: reports, mid-epoch positions, resumes and worker failures of one run.
+
+    `ftbridge.train.RunRecorder(name, inputs={"train": ds}, catalog=...)` records a trainer built
+    by hand: it records the run's start when made; put it in `RunConfig(callbacks=[...])`, then
+    `recorder.fit(trainer)` (or `with recorder: trainer.fit()`) records the end. Recording never
+    fails the training: a catalog outage is logged and the run goes on.
     """
 
-    def __init__(self, run_id: str, catalog_path: str) -> None:
+    def __init__(self, name: str | None = None, *, inputs: dict | None = None, catalog=None,
+                 trainer: str | None = None) -> None:
+        cat = Catalog(catalog)
+        run_id = uuid.uuid4().hex
+        self._setup(run_id, cat.path)
+        self.name = name or f"ftbridge-run-{run_id[:8]}"
+        writer = start_writer(cat)
+        self._driver_writer = writer
+        named = {}
+        for key, value in (inputs or {}).items():
+            origin = conversion.REGISTRY.origin(value) if not isinstance(value, str) else None
+            if origin is None and not isinstance(value, str):
+                raise ConfigurationError(f"RunRecorder: input {key!r} is not a recoverable Dataset (from "
+                                         "ftbridge.from_spark_recoverable / open_recoverable) nor a conversion id.")
+            named[key] = origin.conversion_id if origin is not None else value
+        record_start(writer, run_id, self.name, trainer or "", None, named)
+
+    _driver_writer: CatalogClient | None
+
+    def _setup(self, run_id: str, catalog_path: str) -> None:
         self.run_id = run_id
         self.catalog_path = catalog_path
         self._named = False
         self._writer: CatalogClient | None = None  # in the background: training never waits on the catalog
+        self._driver_writer = None
+        self._checkpoint_at: float | None = None   # the last report with a checkpoint (controller's clock)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_writer": None}  # an actor handle is looked up where it is used
+        # Actor handles are looked up where they are used.
+        return {**self.__dict__, "_writer": None, "_driver_writer": None}
 
+    # -- on the driver: the run's end, for trainers built by hand -----------------------------
+    def fit(self, trainer):
+        """`trainer.fit()`, with the run's end (finished, or failed with its cause) recorded."""
+        with self:
+            return trainer.fit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self._driver_writer is None:
+            raise ConfigurationError("RunRecorder: only the recorder made on the driver records the run's end")
+        record_end(self._driver_writer, self.run_id,
+                   None if exc is None else f"{type(foreign.root_cause(exc)).__name__}: "
+                                           f"{foreign.first_line(foreign.root_cause(exc), 300)}")
+
+    # -- in Ray Train's controller --------------------------------------------------------------
     def _send(self, update: RunUpdate, events: list[RunEventRow]) -> None:
         if self._writer is None:
             try:
@@ -76,11 +133,27 @@ class RunRecorderMixin:
         self._named = True
         return RunUpdate(ray_run_id=ray_adapter.train_run_id(run_context))
 
+    def _resumes(self, resumes: list[tuple[str, dict]]) -> list[RunEventRow]:
+        out = []
+        for name, r in resumes:
+            at = float(r.get("at") or time.time())
+            lost = round(at - self._checkpoint_at, 3) if self._checkpoint_at is not None else None
+            pct = 100 * float(r.get("position") or 0.0)
+            what = f"{name}: resumed epoch {r.get('epoch')} at {pct:.0f} %"
+            out.append(new_run_event(self.run_id, RunEventKind.RESUMED, at, epoch=r.get("epoch"),
+                                     detail=what + (f": {lost:.1f} s lost" if lost is not None else ""),
+                                     position=r.get("position"), lost_s=lost))
+        return out
+
     def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
         path = getattr(checkpoint, "path", None) if checkpoint is not None else None
-        ev = new_run_event(self.run_id, RunEventKind.REPORT, epoch=_epoch(metrics), checkpoint=path,
-                           detail=_metrics_detail(metrics))
-        self._send(self._ids(run_context), [ev])
+        position, resumes = _position(metrics)
+        events = self._resumes(resumes)
+        events.append(new_run_event(self.run_id, RunEventKind.REPORT, epoch=_epoch(metrics), checkpoint=path,
+                                    detail=_metrics_detail(metrics), position=position))
+        if path is not None:
+            self._checkpoint_at = time.time()
+        self._send(self._ids(run_context), events)
 
     def after_exception(self, run_context, worker_exceptions: dict) -> None:
         causes = "; ".join(f"rank {rank}: {type(foreign.root_cause(exc)).__name__}: "
@@ -90,9 +163,26 @@ class RunRecorderMixin:
         self._send(self._ids(run_context), [ev])
 
 
+def run_recorder_class() -> type:
+    """`RunRecorder`: the mixin on Ray Train v2's `UserCallback` (one class per process)."""
+    global _CLASS
+    if _CLASS is None:
+        if not ray_adapter.train_v2_enabled():
+            raise ConfigurationError("RunRecorder needs Ray Train v2 (the default since Ray 2.51). On Ray 2.50 set "
+                                     "RAY_TRAIN_V2_ENABLED=1 in the environment before Python starts.")
+        _CLASS = ray_adapter.train_callback_class(RunRecorderMixin)
+    return _CLASS
+
+
+_CLASS: type | None = None
+
+
 def recorder(run_id: str, catalog_path: str):
-    """A `RunRecorder` callback for Ray Train's `RunConfig(callbacks=[...])`."""
-    return ray_adapter.train_callback_class(RunRecorderMixin)(run_id, catalog_path)
+    """The callback `fit_on_spark` adds (it records the run's start and end itself)."""
+    cls: Any = run_recorder_class()
+    rec = cls.__new__(cls)
+    rec._setup(run_id, catalog_path)
+    return rec
 
 
 def record_start(writer: CatalogClient, run_id: str, name: str, trainer: str, storage_path: str | None,

@@ -91,7 +91,7 @@ def test_version_1_catalog_is_readable_then_migrated(tmp_path):
     assert cat.schema_version() == 1
     with cat.write() as con:
         pass
-    assert cat.schema_version() == SCHEMA_VERSION == 7
+    assert cat.schema_version() == SCHEMA_VERSION == 8
     with cat.read() as con:
         assert queries.runs(con) == []  # version 5: the training-run tables exist, empty
         assert queries.leftovers(con) == []  # version 6: the leftover-files table exists, empty

@@ -114,6 +114,16 @@ def _served(refs: tuple, ctx: ReadContext, here: str, reads: list):
             raise foreign.partition_read_failed(exc, ref.conversion_id, ref.partition_id, here) from exc
 
 
+def serve_one(ref: PartitionRef, ctx: ReadContext) -> pa.Table:
+    """One partition, checked (rebuilt if it must be), outside a Ray Data read task: what the
+    resumable training iterator reads. Its read event goes to the catalog writer at once."""
+    here = ray.get_runtime_context().get_node_id()
+    reads: list = []
+    table = next(_served((ref,), ctx, here, reads))
+    ctx.writer.record_read(ctx.token, reads)
+    return table
+
+
 def read_group(refs: tuple, ctx: ReadContext):
     """Body of one read task: its partitions' rows, in order, in blocks of Ray Data's target size.
 
