@@ -34,6 +34,28 @@ from ftbridge.convert.ops.rowcheck import CheckResult, check
 from ftbridge.train import resumable
 
 STATE = "state.json"
+FAIL_NOW = "fail-now"        # made by the driver: rank `fail_rank` raises at its next batch, once
+FAILED = "failed-once"
+
+
+def fail_now(out: str) -> None:
+    """Have the loop's `fail_rank` raise at its next batch (first time only)."""
+    open(os.path.join(out, FAIL_NOW), "w").close()
+
+
+def _maybe_fail(out: str, rank: int, config: dict, epoch: int, batch: int) -> None:
+    if rank == config.get("fail_rank", 1) and os.path.exists(os.path.join(out, FAIL_NOW)) \
+            and not os.path.exists(os.path.join(out, FAILED)):
+        open(os.path.join(out, FAILED), "w").close()
+        raise RuntimeError(f"injected failure: epoch {epoch}, batch {batch}, rank {rank}")
+
+
+def checkpoints_recorded(con, run_name: str, epoch: int) -> int:
+    """Checkpoints inside `epoch` that Ray Train registered (its controller's recorder wrote them)."""
+    row = con.execute("""SELECT count(*) FROM run_events e JOIN runs r USING (run_id)
+                         WHERE r.name = ? AND e.kind = 'report' AND e.epoch = ? AND e.checkpoint IS NOT NULL
+                           AND e.position > 0 AND e.position < 1""", [run_name, epoch]).fetchone()
+    return int(row[0])
 
 
 def _resumed_from(checkpoint) -> dict | None:
@@ -45,7 +67,8 @@ def _resumed_from(checkpoint) -> dict | None:
 
 def resumable_loop(config: dict) -> None:
     """The training function. `config`: out, epochs, report_every (batches), and optionally
-    source (a ResumableSource; default: fit_on_spark's "train"), batch_size, batch_sleep_s."""
+    source (a ResumableSource; default: fit_on_spark's "train"), batch_size, batch_sleep_s,
+    fail_rank (the rank that raises once `fail_now(out)` was called; default 1)."""
     out = config["out"]
     rank = ray.train.get_context().get_world_rank()
     attempt = broadcast_from_rank_zero(uuid.uuid4().hex[:12])
@@ -61,6 +84,7 @@ def resumable_loop(config: dict) -> None:
         for i, batch in enumerate(data.iter_batches()):
             chunk.append(batch)
             progress_line(out, kind="batch", attempt=attempt, rank=rank, epoch=epoch, chunk=seq + 1, rows=batch.num_rows)
+            _maybe_fail(out, rank, config, epoch, i)
             time.sleep(config.get("batch_sleep_s", 0))
             if (i + 1) % every == 0:
                 seq += 1

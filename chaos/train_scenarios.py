@@ -20,7 +20,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 import ftbridge
 from ftbridge.chaos import faults
 from ftbridge.chaos.env import TRAIN_RESOURCE
-from ftbridge.chaos.resumed import check_resumed, resumable_loop
+from ftbridge.chaos.resumed import check_resumed, checkpoints_recorded, resumable_loop
 from ftbridge.chaos.scenarios import Outcome, add_check, frame, partitions_and_events
 from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
 from ftbridge.cluster.session import wait_for_executors
@@ -48,8 +48,8 @@ class BackgroundFit:
         self.resumed = resumed
         loop = resumable_loop if resumed else epoch_loop
         self.config = {"out": self.out, "epochs": EPOCHS, "batch_size": 1500, "batch_sleep_s": 0.05}
-        if resumed:  # smaller batches and a checkpoint every 10 of them: several inside each epoch
-            self.config.update(batch_size=500, report_every=10)
+        if resumed:  # smaller batches and a checkpoint every 10 of them (1 s): several inside each epoch
+            self.config.update(batch_size=500, report_every=10, batch_sleep_s=0.1)
 
         def run():
             try:
@@ -78,6 +78,17 @@ class BackgroundFit:
                 break
             time.sleep(0.05)
         raise TimeoutError(f"{self.name}: {what} did not happen (training alive: {self.thread.is_alive()})")
+
+    def wait_registered(self, env, epoch: int, timeout_s: float = 240) -> None:
+        """Until Ray Train has registered a checkpoint inside `epoch` (the recorder put it in the catalog)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.thread.is_alive():
+            with Catalog(env.catalog).read() as con:
+                if checkpoints_recorded(con, self.name, epoch):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name}: no checkpoint inside epoch {epoch} was registered "
+                           f"(training alive: {self.thread.is_alive()})")
 
     def conversion_id(self, env) -> str:
         with Catalog(env.catalog).read() as con:
@@ -140,7 +151,8 @@ def train_node_removed(env, seed, out: Outcome):
     after mid-epoch checkpoints; the restarted group goes on from the last one's position."""
     rng = random.Random(seed)
     job = BackgroundFit(env, seed, "train-node", streaming=seed % 2 == 1, resumed=True)
-    seen = job.wait_for(mid_epoch_checkpoints(1, 3), "three checkpoints inside epoch 1")
+    job.wait_registered(env, 1)
+    seen = job.progress()
     train_nodes = {p["node"] for p in seen if p["kind"] == "attempt"}
     executor_nodes = {e.node_id for e in ftbridge.executors()}
     worker_ids = {n.node_id for n in env.nodes}
@@ -155,28 +167,21 @@ def train_node_removed(env, seed, out: Outcome):
     wait_for_executors(2)
 
 
-def mid_epoch_checkpoints(epoch: int, n: int):
-    """Rank 0 has reported `n` checkpoints inside `epoch` (the earlier ones are registered by now)."""
-    return lambda seen: sum(1 for p in seen if p["kind"] == "report" and p["rank"] == 0 and p["epoch"] == epoch
-                            and not p["complete"]) >= n
-
-
 def train_worker_killed_resumed(env, seed, out: Outcome):
-    """A Train worker is SIGKILLed inside epoch 1 after mid-epoch checkpoints, and (streaming) a spill
-    file is deleted: the restarted group goes on from the last checkpoint's position, each row of
-    every epoch once over the attempts that contributed."""
+    """A Train worker is SIGKILLed inside epoch 1 once Ray Train registered a checkpoint there, and a
+    spill file is deleted: the restarted group goes on from that checkpoint's position (rebuilding
+    the file), each row of every epoch once over the attempts that contributed."""
     rng = random.Random(seed)
-    streaming = seed % 2 == 1
-    job = BackgroundFit(env, seed, "train-resume", streaming=streaming, resumed=True)
-    seen = job.wait_for(mid_epoch_checkpoints(1, 3), "three checkpoints inside epoch 1")
+    job = BackgroundFit(env, seed, "train-resume", streaming=True, resumed=True)
+    job.wait_registered(env, 1)
+    seen = job.progress()
     started = time.monotonic()
     workers = [p for p in seen if p["kind"] == "attempt"]
     victim = rng.choice(workers)
     os.kill(victim["pid"], signal.SIGKILL)
     out.log.add("train_worker_killed", str(victim["pid"]), rank=victim["rank"], epoch=1)
-    if streaming:
-        parts, _ = partitions_and_events(env, job.conversion_id(env))
-        faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
+    parts, _ = partitions_and_events(env, job.conversion_id(env))
+    faults.corrupt_spill(rng.choice(parts)["path"], "delete", rng, out.log)
     finish(env, job, out, started, want_failures=1)
 
 

@@ -269,7 +269,8 @@ def materialized_blocks(ds) -> list[tuple[Any, int]] | None:
         return None
     out = []
     for bundle in ds.iter_internal_ref_bundles():
-        for ref, meta in bundle.blocks:
+        # RefBundle.block_refs / .metadata: its `blocks` changed from (ref, metadata) pairs to BlockEntry.
+        for ref, meta in zip(bundle.block_refs, bundle.metadata, strict=True):
             out.append((ref, int(meta.num_rows or 0)))
     return out
 
@@ -338,6 +339,9 @@ def check() -> list[str]:
 
     if not callable(getattr(MaterializedDataset, "iter_internal_ref_bundles", None)):
         missing.append("MaterializedDataset.iter_internal_ref_bundles")
+    from ray.data._internal.execution.interfaces import RefBundle
+
+    missing += [f"RefBundle.{name}" for name in ("block_refs", "metadata") if not hasattr(RefBundle, name)]
     core_worker_cls = getattr(getattr(ray, "_raylet", None), "CoreWorker", None)
     if not callable(getattr(core_worker_cls, "get_all_reference_counts", None)):
         missing.append("ray._raylet.CoreWorker.get_all_reference_counts")

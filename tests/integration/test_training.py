@@ -13,13 +13,15 @@ import time
 
 import numpy as np
 import pytest
-from ray.train import ScalingConfig
+from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 import ftbridge
+import ftbridge.train
 from examples import etl_to_xgboost, train_through_node_loss
 from ftbridge.chaos import faults
-from ftbridge.chaos.training import check_epochs, epoch_loop, read_progress
+from ftbridge.chaos.resumed import check_resumed, checkpoints_recorded, fail_now, resumable_loop
+from ftbridge.chaos.training import epoch_loop
 from ftbridge.cluster.session import wait_for_executors
 from ftbridge.convert import conversion
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
@@ -93,65 +95,70 @@ def test_a_streaming_partition_nothing_can_rebuild_fails_naming_it(train_cluster
     ftbridge.release(cid, catalog=catalog)
 
 
-def _delete_between_epochs(out: str, catalog: str, name: str, box: dict) -> None:
-    """Once epoch 0 is reported, delete one spill file of the run's conversion (before epoch 1 reads it)."""
+def _fail_once_registered(out: str, catalog: str, run_name: str, box: dict) -> None:
+    """Once Ray Train registered a checkpoint inside epoch 1, have rank 1 raise at its next batch."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if any(p["kind"] == "epoch_done" and p["epoch"] == 0 for p in read_progress(out)):
-            with Catalog(catalog).read() as con:
-                conv = queries.conversion(con, name)
-                part = queries.partitions(con, conv["conversion_id"])[5]
-            os.remove(part["path"])
-            box["deleted"] = part["partition_id"]
-            return
-        time.sleep(0.05)
+        with Catalog(catalog).read() as con:
+            if queries.run(con, run_name) is not None and checkpoints_recorded(con, run_name, 1):
+                fail_now(out)
+                box["at"] = time.time()
+                return
+        time.sleep(0.1)
 
 
-@pytest.mark.core
-def test_fit_on_spark_every_epoch_row_by_row_through_a_failure_and_a_lost_file(train_cluster, tmp_path):
-    """A DataParallelTrainer streams 3 epochs; a worker fails once mid-epoch 1 (restart from the epoch-0
-    checkpoint) and a spill file is deleted after epoch 0. Every completed epoch attempt saw every row once."""
+def test_a_trainer_built_by_hand_resumes_mid_epoch_each_row_once(train_cluster, tmp_path):
+    """A DataParallelTrainer built by hand over a materialized recoverable Dataset, read with
+    `ftbridge.train.resumable` (shuffled pieces) and recorded by `ftbridge.train.RunRecorder`: a worker
+    fails inside epoch 1 after a registered mid-epoch checkpoint; the restart goes on from its
+    position. Every epoch, over the attempts that contributed, saw each row once with its content;
+    the rows read again are fewer than one checkpoint interval; the catalog has the resume."""
     catalog, out = str(tmp_path / "c.duckdb"), str(tmp_path / "seen")
     os.makedirs(out)
     df = frame(train_cluster)
     expected = spark_to_arrow(df)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name="by-hand", materialize=True)
+    recorder = ftbridge.train.RunRecorder("by-hand", inputs={"train": ds}, catalog=catalog)
+    every, batch, workers = 5, 1000, 2
+    trainer = DataParallelTrainer(
+        resumable_loop, scaling_config=two_workers(),
+        train_loop_config={"out": out, "epochs": 3, "batch_size": batch, "report_every": every, "batch_sleep_s": 0.1,
+                           "source": ftbridge.train.ResumableSource.of(ds, seed=5)},
+        run_config=RunConfig(name="by-hand", storage_path=str(tmp_path / "results"), callbacks=[recorder],
+                             failure_config=FailureConfig(max_failures=2)))
     box: dict = {}
-    deleter = threading.Thread(target=_delete_between_epochs, args=(out, catalog, "epochs:train", box), daemon=True)
-    deleter.start()
-    fit = ftbridge.fit_on_spark(
-        DataParallelTrainer, df, name="epochs", catalog=catalog, storage_path=str(tmp_path / "results"),
-        train_loop_per_worker=epoch_loop, scaling_config=two_workers(),
-        train_loop_config={"out": out, "epochs": 3, "batch_size": 1000,
-                           "fail_once_at": {"epoch": 1, "batch": 3, "rank": 1}})
-    deleter.join(timeout=60)
-    assert "deleted" in box, "the spill file was never deleted"
-    checks, facts = check_epochs(out, expected, world_size=2, epochs=3)
+    failer = threading.Thread(target=_fail_once_registered, args=(out, catalog, "by-hand", box), daemon=True)
+    failer.start()
+    result = recorder.fit(trainer)
+    failer.join(timeout=60)
+    assert "at" in box and os.path.exists(os.path.join(out, "failed-once")), "the failure never landed"
+    checks, facts = check_resumed(out, expected, epochs=3)
     assert all(c.ok for c in checks), "; ".join(str(c) for c in checks if not c.ok)
-    assert facts["attempts"] == 2, facts
-    first = next(p["attempt"] for p in read_progress(out) if p["kind"] == "attempt")
-    assert any(p["kind"] == "batch" and p["attempt"] == first and p["epoch"] == 1 for p in read_progress(out)), \
-        "the first attempt never started epoch 1: the failure did not land mid-epoch"
-    assert fit.metrics["epoch"] == 2 and fit.checkpoint is not None
+    assert facts["attempts"] == 2 and facts["chain"] == 2 and facts["mid_epoch_resumes"] == 1, facts
+    # What the failure cost in rows: what was read after the checkpoint the restart went on from,
+    # at most one checkpoint interval on every rank (a plain restart reads the epoch again from its start).
+    assert 0 < facts["reconsumed"] <= every * batch * workers, facts
+    assert result.metrics["epoch"] == 2 and result.checkpoint is not None
 
     with Catalog(catalog).read() as con:
-        summary, timeline = run_record(con, queries.run(con, fit.run_id))
-        conv = queries.conversion(con, fit.conversions["train"])
-    assert summary.status == "finished" and summary.trainer == "DataParallelTrainer"
-    assert summary.ray_run_id and summary.inputs == {"train": conv["conversion_id"]}
-    assert (summary.epochs_completed, summary.checkpoints) == (3, 3)
-    assert (summary.worker_failures, summary.restarts, summary.attempts) == (1, 1, 2)
-    # How long the failure cost is timing (the unit test checks the arithmetic on fixed times): here
-    # only that the disrupted epoch is counted, never a negative figure.
-    assert summary.rebuilt == 1 and summary.time_lost_s >= 0
+        summary, timeline = run_record(con, queries.run(con, "by-hand"))
+        conv = queries.conversion(con, "by-hand")
+        resumed = [e for e in queries.run_events(con, summary.id) if e["kind"] == "resumed"]
+    assert summary.status == "finished" and summary.inputs == {"train": conv["conversion_id"]}
+    assert (summary.worker_failures, summary.restarts, summary.resumes) == (1, 1, 1)
+    assert summary.epochs_completed == 3 and summary.checkpoints > 3  # mid-epoch ones too
+    (ev,) = resumed
+    assert ev["epoch"] == 1 and 0 < ev["position"] < 1 and ev["lost_s"] > 0
+    assert f"train: resumed epoch 1 at {100 * ev['position']:.0f} %: {ev['lost_s']:.1f} s lost" == ev["detail"]
+    assert summary.time_lost_s == pytest.approx(ev["lost_s"])  # the audit's time lost is the resume's
     what = [r.what for r in timeline]
     assert what[0] == "started" and what[-1] == "finished"
-    assert what.index("worker_failed") > what.index("report") and "rebuilt_from_spark" in what
-    assert next(r for r in timeline if r.what == "rebuilt_from_spark").partition == box["deleted"]
-    assert conv["status"] == "released"  # the run's data is freed when it succeeds (keep_data=False)
+    assert what.index("worker_failed") < what.index("resumed")
 
-    shown = cli("show", fit.run_id[:10], "--catalog", catalog)
-    assert shown["run"]["id"] == fit.run_id and [r["what"] for r in shown["timeline"]] == what
-    assert [r["id"] for r in cli("audit", "--catalog", catalog)["runs"]] == [fit.run_id]
+    shown = cli("show", summary.id[:10], "--catalog", catalog)
+    assert [r["what"] for r in shown["timeline"]] == what and shown["run"]["resumes"] == 1
+    assert ev["detail"] in [r["detail"] for r in shown["timeline"]]
+    ftbridge.release(ds)
 
 
 def test_xgboost_trainer_fits_on_train_and_evaluation_frames(train_cluster, tmp_path):
