@@ -83,9 +83,10 @@ class BackgroundFit:
         """Until Ray Train has registered a checkpoint inside `epoch` (the recorder put it in the catalog)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.thread.is_alive():
-            with Catalog(env.catalog).read() as con:
-                if checkpoints_recorded(con, self.name, epoch):
-                    return
+            if os.path.exists(env.catalog):  # the run's conversion makes it
+                with Catalog(env.catalog).read() as con:
+                    if checkpoints_recorded(con, self.name, epoch):
+                        return
             time.sleep(0.2)
         raise TimeoutError(f"{self.name}: no checkpoint inside epoch {epoch} was registered "
                            f"(training alive: {self.thread.is_alive()})")

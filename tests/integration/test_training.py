@@ -199,6 +199,7 @@ def test_a_long_streaming_run_trains_through_a_node_loss(chaos_env, train_cluste
     assert report["attempts"] >= 2 and report["epochs"] == [0, 1, 2, 3]
     run = report["run"]
     assert run.status == "finished" and run.epochs_completed == 4 and run.worker_failures >= 1
+    assert run.resumes >= 1  # the restart went on from a checkpoint's position in epoch 1
     assert np.allclose(report["weights"], [2.0, -3.0, 1.5], atol=0.25), report["weights"]
 
 
