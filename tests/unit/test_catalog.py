@@ -17,9 +17,10 @@ from ftbridge.chaos.faults import FaultLog
 from ftbridge.chaos.runner import audit_gaps
 from ftbridge.errors import CatalogCorruptError, CatalogError, CatalogVersionError, UnknownConversionError
 from ftbridge.lineage import queries, records
-from ftbridge.lineage.audit import audit, recovery_times
+from ftbridge.lineage.audit import audit, recovery_times, time_lost
 from ftbridge.lineage.catalog import Catalog, default_catalog_path, now
 from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.kinds import RunEventKind as RK
 from ftbridge.lineage.rows import (
     ROWS,
     ConversionRow,
@@ -282,7 +283,7 @@ def test_training_run_summary_and_timeline(tmp_path):
     from datetime import timedelta
 
     from ftbridge.lineage.audit import run_record, runs_audit
-    from ftbridge.lineage.kinds import RunEventKind as RK
+
 
     cat = Catalog(tmp_path / "c.duckdb")
     conv, parts = conv_record()
@@ -363,3 +364,23 @@ def test_the_typed_rows_are_the_migrated_tables_column_for_column(tmp_path):
             described = [(name, sql) for name, sql, *_ in con.execute(f"DESCRIBE {cls.TABLE}").fetchall()]
             assert described == list(cls.sql_types().items()), cls.__name__
             assert cls.arrow_schema().names == [name for name, _ in described]
+
+
+def test_a_resumed_failure_costs_what_its_resume_recorded():
+    """Time lost: a failure the run went on from mid-epoch costs its resume's lost_s; one without a
+    resume costs its interval minus the median clean one (fixed times, no catalog)."""
+    from datetime import UTC, datetime
+
+    def ev(kind, t, **kw):
+        row = new_run_event("r", kind, t, **kw)
+        return {**row.to_dict(), "happened_at": datetime.fromtimestamp(t, UTC)}
+
+    t0 = 1_000_000.0
+    clean = [ev(RK.STARTED, t0), ev(RK.REPORT, t0 + 10, epoch=0, position=0.5),
+             ev(RK.REPORT, t0 + 20, epoch=0, position=1.0)]
+    resumed = [ev(RK.WORKER_FAILED, t0 + 24), ev(RK.RESUMED, t0 + 27, epoch=1, position=0.0, lost_s=7.0),
+               ev(RK.REPORT, t0 + 33, epoch=1, position=0.5)]
+    plain = [ev(RK.WORKER_FAILED, t0 + 38), ev(RK.REPORT, t0 + 58, epoch=1, position=1.0)]
+    assert time_lost(clean + resumed) == pytest.approx(7.0)
+    assert time_lost(clean + resumed + plain) == pytest.approx(7.0 + (25 - 10))
+    assert time_lost(clean) == 0.0
