@@ -107,6 +107,7 @@ def _fail_once_registered(out: str, catalog: str, run_name: str, box: dict) -> N
         time.sleep(0.1)
 
 
+@pytest.mark.core
 def test_a_trainer_built_by_hand_resumes_mid_epoch_each_row_once(train_cluster, tmp_path):
     """A DataParallelTrainer built by hand over a materialized recoverable Dataset, read with
     `ftbridge.train.resumable` (shuffled pieces) and recorded by `ftbridge.train.RunRecorder`: a worker
