@@ -4,7 +4,7 @@
 
 One embedded Ray (4 CPUs), Spark on it (2 executors x 1 core), one streaming recoverable
 conversion of `--rows` rows, read by a DataParallelTrainer (2 workers) for 2 epochs, batches of
-2,000 rows with 10 ms of "compute" each, a checkpoint every 50 batches (5 % of an epoch) in
+2,000 rows with 20 ms of "compute" each, a checkpoint every 50 batches (10 % of an epoch) in
 both modes. Same fault schedule in both: in epoch 1, at `--fail-at` of the epoch, rank 1's
 worker process is SIGKILLed (first attempt only); Ray Train restarts the group from the last
 registered checkpoint.
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import bench_session, median, write_results
 
 MODES = ("resume", "restart")
-BATCH, EVERY, SLEEP_S, EPOCHS, FAIL_EPOCH = 2000, 50, 0.01, 2, 1
+BATCH, EVERY, SLEEP_S, EPOCHS, FAIL_EPOCH = 2000, 50, 0.02, 2, 1
 
 
 def loop(config: dict) -> None:
