@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,6 +19,9 @@ PAGE = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
 NOT_BENCHMARKS = ("run.py", "report.py")
 # A result's structured figures shown as a table, where the benchmark wrote flat medians.
 TABLE_FIELDS = ("medians", "summary")
+# Ray's own log lines that reach a benchmark's stdout ("(raylet) A worker died…" after a SIGKILL the
+# benchmark made on purpose) stay in the results file and are left off the page.
+RAY_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet|pid=\d+|[\w.]+ pid=\d+)[^)]*\)")
 
 
 def _machine(m: dict | None) -> str:
@@ -66,7 +70,8 @@ def render() -> str:
             if isinstance(result.get(field), dict):
                 out += _table(result[field]) + [""]
         if result.get("output"):
-            out += ["```text", *result["output"], "```", ""]
+            lines = [line for line in result["output"] if not RAY_LOG_LINE.match(line)]
+            out += ["```text", *lines, "```", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -503,31 +503,40 @@ SPOOL_RETRY_S = 5.0      # how often the spool tries the writer again
 
 
 class Spool:
-    """Records this process could not deliver, kept in order and sent again until the writer takes
-    them (every record has its own id: one that had landed after all writes nothing twice).
+    """Records this process could not deliver, kept in order per writer and sent again until that
+    writer takes them (every record has its own id: one that had landed after all writes nothing
+    twice). Each writer's records wait only behind that writer's: a catalog whose writer is gone
+    never holds up the records of another catalog.
 
-    Bounded: past SPOOL_MAX the oldest is dropped, counted and logged as an error. What is kept
-    lives in this process: a worker that exits with records kept logs how many it loses.
+    Bounded: past SPOOL_MAX records in all the oldest is dropped, counted and logged as an error.
+    What is kept lives in this process: a worker that exits with records kept logs how many it loses.
     """
 
     def __init__(self) -> None:
-        self._calls: collections.deque = collections.deque()
+        self._calls: dict[Any, collections.deque] = {}   # writer handle -> its (method, args), in order
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.dropped = 0
         atexit.register(self._at_exit)
 
     def __len__(self) -> int:
-        return len(self._calls)
+        with self._lock:
+            return sum(len(q) for q in self._calls.values())
+
+    def waiting(self, writer) -> bool:
+        """Records for `writer` are kept: a new one goes behind them."""
+        with self._lock:
+            return bool(self._calls.get(writer))
 
     def keep(self, writer, method: str, args: tuple) -> None:
         with self._lock:
-            if len(self._calls) >= SPOOL_MAX:
-                _, lost, _ = self._calls.popleft()
+            if sum(len(q) for q in self._calls.values()) >= SPOOL_MAX:
+                oldest = max(self._calls.values(), key=len)
+                lost, _ = oldest.popleft()
                 self.dropped += 1
                 log.error("the catalog writer has been out of reach for long: %d records kept, the oldest "
                           "(%s) dropped (%d so far)", SPOOL_MAX, lost, self.dropped)
-            self._calls.append((writer, method, args))
+            self._calls.setdefault(writer, collections.deque()).append((method, args))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="catalog-spool", daemon=True)
                 self._thread.start()
@@ -535,25 +544,39 @@ class Spool:
     def _drain(self) -> None:
         while True:  # until the spool is empty; each pass is bounded
             time.sleep(SPOOL_RETRY_S)
-            while True:
-                with self._lock:
-                    if not self._calls:
-                        self._thread = None
-                        return
-                    writer, method, args = self._calls[0]
-                try:
-                    call(writer, method, *args, timeout_s=EMIT_TIMEOUT_S)
-                except Exception as exc:  # still out of reach: the next pass tries again
-                    log.debug("the catalog writer is still out of reach (%d records kept): %s", len(self), exc)
-                    break
-                with self._lock:
-                    self._calls.popleft()
-                    if not self._calls:
-                        log.info("the catalog writer is back: every kept record was delivered")
+            with self._lock:
+                writers = [w for w, q in self._calls.items() if q]
+                if not writers:
+                    self._calls.clear()
+                    self._thread = None
+                    return
+            for writer in writers:
+                self._deliver(writer)
+
+    def _deliver(self, writer) -> None:
+        """Send `writer`'s kept records in order until one does not go through."""
+        while True:
+            with self._lock:
+                queue = self._calls.get(writer)
+                if not queue:
+                    self._calls.pop(writer, None)
+                    return
+                method, args = queue[0]
+            try:
+                call(writer, method, *args, timeout_s=EMIT_TIMEOUT_S)
+            except Exception as exc:  # still out of reach: the next pass tries again
+                log.debug("the catalog writer is still out of reach (%d records kept): %s", len(self), exc)
+                return
+            with self._lock:
+                queue.popleft()
+                if not queue:
+                    self._calls.pop(writer, None)
+                    log.info("the catalog writer is back: every record kept for it was delivered")
 
     def _at_exit(self) -> None:
-        if self._calls:
-            log.error("this process exits with %d catalog records the writer never took", len(self._calls))
+        kept = len(self)
+        if kept:
+            log.error("this process exits with %d catalog records the writer never took", kept)
 
 
 SPOOL = Spool()
@@ -565,8 +588,8 @@ def emit(writer, method: str, *args) -> None:
     Waits for the writer at most EMIT_TIMEOUT_S; a record it could not take then is kept in this
     process's spool and delivered when the writer is back (records kept before go first).
     """
-    if len(SPOOL):
-        SPOOL.keep(writer, method, args)  # behind the ones waiting: the writer is still out of reach
+    if SPOOL.waiting(writer):
+        SPOOL.keep(writer, method, args)  # behind the ones waiting: this writer is still out of reach
         return
     try:
         call(writer, method, *args, timeout_s=EMIT_TIMEOUT_S)

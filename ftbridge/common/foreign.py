@@ -46,7 +46,11 @@ def first_line(exc: BaseException, limit: int = 500) -> str:
 
 
 def ftbridge_error_in(exc: BaseException) -> FtbridgeError | None:
-    """The ftbridge error somewhere in a (Ray-wrapped) exception chain, if any."""
+    """The ftbridge error somewhere in a (Ray-wrapped) exception chain, if any.
+
+    Only causes (`raise ... from`, Ray's wrappers) are followed, never `__context__`: an error that
+    happened while an ftbridge error was being handled (a writer call in an `except` block) is not
+    that error."""
     seen: set[int] = set()
     node: BaseException | None = exc
     while node is not None and id(node) not in seen:
@@ -57,7 +61,7 @@ def ftbridge_error_in(exc: BaseException) -> FtbridgeError | None:
             continue
         if isinstance(node, FtbridgeError):
             return node
-        node = node.__cause__ or node.__context__
+        node = node.__cause__
     return None
 
 

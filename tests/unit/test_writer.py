@@ -15,7 +15,9 @@ import ray
 
 from ftbridge.chaos.drivers import OtherDriver
 from ftbridge.chaos.faults import FaultLog
+from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE
+from ftbridge.common.errors import CatalogUnavailableError, PartitionLostError
 from ftbridge.lineage import queries
 from ftbridge.lineage import writer as writer_module
 from ftbridge.lineage.catalog import Catalog
@@ -218,20 +220,30 @@ def test_the_journal_replays_whole_frames_only(tmp_path):
 
 def test_records_a_stopped_writer_could_not_take_are_kept_and_delivered_once(ray_cluster, tmp_path, monkeypatch):
     """The writer's process is stopped (SIGSTOP) past the emit bound: the records wait in the
-    spool, and once it runs again (SIGCONT) every one of them is in the catalog exactly once."""
+    spool, and once it runs again (SIGCONT) every one of them is in the catalog exactly once.
+    Meanwhile another catalog's writer takes this process's records at once: they do not queue
+    behind the stopped writer's."""
     monkeypatch.setattr(writer_module, "EMIT_TIMEOUT_S", 1.0)  # the bound, shortened: no wait of 30 s
     monkeypatch.setattr(writer_module, "SPOOL_RETRY_S", 0.5)
-    catalog = Catalog(str(tmp_path / "spool.duckdb"))
-    writer = start_writer(catalog)
+    catalog, other = Catalog(str(tmp_path / "spool.duckdb")), Catalog(str(tmp_path / "other.duckdb"))
+    writer, other_writer = start_writer(catalog), start_writer(other)
     conv, parts = conv_record(n=4)
     writer.record_conversion(conv, parts, [])
+    other_conv, other_parts = conv_record(n=1)
+    other_writer.record_conversion(other_conv, other_parts, [])
     pid = writer.pid()
     batches = [[new_event(conv.conversion_id, i, EventKind.READ)] for i in range(4)]
+    other_read = new_event(other_conv.conversion_id, 0, EventKind.READ)
     os.kill(pid, signal.SIGSTOP)
     try:
         for batch in batches:
             writer.in_background().record_read("", batch)
         assert len(SPOOL) == len(batches), "the records were not kept while the writer was stopped"
+        other_writer.in_background().record_read("", [other_read])
+        assert len(SPOOL) == len(batches), "the other catalog's record waited behind the stopped writer's"
+        flush(other)
+        with other.read() as con:
+            assert [e["event_id"] for e in queries.events(con, other_conv.conversion_id)] == [other_read.event_id]
     finally:
         os.kill(pid, signal.SIGCONT)
     deadline = time.monotonic() + 60
@@ -243,4 +255,22 @@ def test_records_a_stopped_writer_could_not_take_are_kept_and_delivered_once(ray
         got = [e["event_id"] for e in queries.events(con, conv.conversion_id)]
     assert sorted(got) == sorted(b[0].event_id for b in batches)
     assert writer.pid() == pid and SPOOL.dropped == 0
-    end_writers([catalog.path])
+    end_writers([catalog.path, other.path])
+
+
+def test_a_writer_outage_while_a_loss_is_handled_is_an_outage_not_the_loss():
+    """A read task records a partition it could not rebuild from inside its `except` block; when
+    that writer call fails too, the error is the writer's, not the partition loss being handled."""
+    loss = PartitionLostError(conversion_id="c1", partition=2, node_id="n1", cause="its node is gone")
+    try:
+        try:
+            raise loss
+        except PartitionLostError:
+            raise RuntimeError("The actor died unexpectedly before finishing this task.")  # noqa: B904
+    except RuntimeError as exc:
+        outage = foreign.writer_call_failed(exc, "record_events", 30.0)
+    assert isinstance(outage, CatalogUnavailableError) and "died during record_events" in str(outage)
+    try:
+        raise RuntimeError("wrapped") from loss
+    except RuntimeError as exc:
+        assert foreign.writer_call_failed(exc, "record_events", 30.0) is loss  # a cause is followed
