@@ -52,6 +52,15 @@ def frame(spark, seed: int):
         "id", f"(id * {seed % 97 + 3}) % 1009 as a", "sha1(cast(id as string)) as h")
 
 
+def slowed(df, sleep_ms: int = 1500, fast: int = 2):
+    """`df` with the first row of each partition after the first `fast` ones sleeping `sleep_ms` in
+    its executor (a filter that keeps every row): the spill job writes its first files at once and
+    lasts a few seconds more, so a fault can land while it runs. Same rows as `df`."""
+    per = ROWS // PARTITIONS
+    return df.where(f"if(id % {per} = 0 and id >= {fast * per}, "
+                    f"reflect('java.lang.Thread', 'sleep', cast({sleep_ms} as bigint)), 'x') is not null")
+
+
 def convert_frame(env, seed: int, name: str, **kw):
     """The scenarios' frame for `seed`, its fault-free reference table, and its recoverable Dataset."""
     spark = env.ensure_spark()
@@ -255,7 +264,7 @@ def writer_creator_exits(env, seed, out: Outcome):
     if writer.pid() != other.writer_pid:
         raise AssertionError("this driver did not join the other driver's catalog writer")
     before = set(faults.spill_files(env.spill_root))
-    job = BackgroundConversion(df, catalog, "creator-exits")
+    job = BackgroundConversion(slowed(df), catalog, "creator-exits")  # still spilling when the creator ends
     faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= 1, 120,
                         "the conversion's first spill file being written")
     other.end("sigkill" if seed % 2 else "exit", out.log)
