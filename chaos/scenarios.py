@@ -52,11 +52,11 @@ def frame(spark, seed: int):
         "id", f"(id * {seed % 97 + 3}) % 1009 as a", "sha1(cast(id as string)) as h")
 
 
-def slowed(df, sleep_ms: int = 1500, fast: int = 2):
-    """`df` with the first row of each partition after the first `fast` ones sleeping `sleep_ms` in
-    its executor (a filter that keeps every row): the spill job writes its first files at once and
-    lasts a few seconds more, so a fault can land while it runs. Same rows as `df`."""
-    per = ROWS // PARTITIONS
+def slowed(df, sleep_ms: int = 1500, fast: int = 2, per: int = ROWS // PARTITIONS):
+    """`df` (ids from 0, `per` rows a partition) with the first row of each partition after the
+    first `fast` ones sleeping `sleep_ms` in its executor (a filter that keeps every row): the spill
+    job writes its first files at once and lasts a few seconds more, so a fault can land while it
+    runs. Same rows as `df`."""
     return df.where(f"if(id % {per} = 0 and id >= {fast * per}, "
                     f"reflect('java.lang.Thread', 'sleep', cast({sleep_ms} as bigint)), 'x') is not null")
 

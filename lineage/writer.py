@@ -535,7 +535,7 @@ class Spool:
                 lost, _ = oldest.popleft()
                 self.dropped += 1
                 log.error("the catalog writer has been out of reach for long: %d records kept, the oldest "
-                          "(%s) dropped (%d so far)", SPOOL_MAX, lost, self.dropped)
+                          "for the writer with the most (%s) dropped (%d so far)", SPOOL_MAX, lost, self.dropped)
             self._calls.setdefault(writer, collections.deque()).append((method, args))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="catalog-spool", daemon=True)

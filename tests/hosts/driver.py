@@ -38,6 +38,7 @@ def main() -> None:
     import ray
 
     import ftbridge
+    from ftbridge.chaos.scenarios import slowed
     from ftbridge.cluster import session
     from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
     from ftbridge.lineage import queries
@@ -147,8 +148,7 @@ def main() -> None:
     # sleeps 1.5 s in its executor (a filter that keeps every row), so the job lasts ~6 s.
     df = frame(11)
     reference = spark_to_arrow(df)
-    slow = df.where("if(id % 25000 = 0, reflect('java.lang.Thread', 'sleep', cast(1500 as bigint)), 'x') "
-                    "is not null")
+    slow = slowed(df, sleep_ms=1500, fast=0, per=25_000)
     say("spilling-crash")
     ds = ftbridge.from_spark_recoverable(slow)
     returned_at = time.time()
