@@ -36,7 +36,7 @@ from ftbridge.train.plan import EpochPlan, Ranges, Segment, count, merge, subtra
 
 log = logging.getLogger(__name__)
 
-POSITION_FILE = "ftbridge-position.json"
+POSITION_FILE = "ftbridge-position.json"   # rank 0's; rank r > 0 writes ftbridge-position.rank-<r>.json
 METRICS_KEY = "_ftbridge"          # in the reported metrics: {dataset: position summary}
 BATCH_FORMATS = ("pyarrow", "pandas", "numpy")
 _SOURCES: dict[str, ResumableSource] = {}   # set by fit_on_spark's loop wrapper, in the Train worker
@@ -191,8 +191,10 @@ class Resumable:
                 "batch_size": self.batch_size, "seed": src.seed, "at": time.time()}
 
     def save(self, folder: str) -> None:
-        """Write the position into a checkpoint folder (next to what else is in the file)."""
-        path = os.path.join(folder, POSITION_FILE)
+        """Write the position into a checkpoint folder (next to what else is in the file). Each rank
+        writes its own file: Ray Train uploads every rank's folder into one checkpoint folder at
+        once, and two ranks writing one file there leave it garbled."""
+        path = os.path.join(folder, _position_file(self.rank))
         saved = _read_positions(path) if os.path.exists(path) else {}
         saved[self.source.name] = self.position()
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -220,6 +222,22 @@ class Resumable:
         ray.train.report({**metrics, **self.metrics()}, checkpoint=checkpoint)
 
 
+def _position_file(rank: int) -> str:
+    return POSITION_FILE if rank == 0 else POSITION_FILE.replace(".json", f".rank-{rank}.json")
+
+
+def _position_files(folder: str) -> list[str]:
+    """The position files in a checkpoint folder, rank 0's first, then by rank."""
+    def rank_of(name: str) -> int | None:
+        if name == POSITION_FILE:
+            return 0
+        stem, prefix = name.removesuffix(".json"), POSITION_FILE.removesuffix(".json") + ".rank-"
+        return int(stem[len(prefix):]) if name.endswith(".json") and stem.startswith(prefix) \
+            and stem[len(prefix):].isdigit() else None
+    ranked = [(r, n) for n in os.listdir(folder) if (r := rank_of(n)) is not None]
+    return [os.path.join(folder, n) for _, n in sorted(ranked)]
+
+
 def _read_positions(path: str) -> dict:
     try:
         with open(path) as f:
@@ -233,8 +251,11 @@ def _restore(checkpoint, name: str) -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, POSITION_FILE)
-        return _read_positions(path).get(name) if os.path.exists(path) else None
+        for path in _position_files(folder):   # every rank saved the same position: the first one that has it
+            saved = _read_positions(path).get(name)
+            if saved is not None:
+                return saved
+        return None
 
 
 class _Reader:

@@ -202,6 +202,18 @@ def test_a_long_streaming_run_trains_through_a_node_loss(chaos_env, train_cluste
     assert run.status == "finished" and run.epochs_completed == 4 and run.worker_failures >= 1
     assert run.resumes >= 1  # the restart went on from a checkpoint's position in epoch 1
     assert np.allclose(report["weights"], [2.0, -3.0, 1.5], atol=0.25), report["weights"]
+    # Both ranks saved the position into every checkpoint, each into its own file (Ray Train uploads
+    # the ranks' folders into one at once): both files are whole and say the same.
+    with fit.checkpoint.as_directory() as folder:
+        names = sorted(n for n in os.listdir(folder) if n.startswith("ftbridge-position"))
+        rank0, rank1 = (_positions_without_times(os.path.join(folder, n)) for n in names)
+    assert names == [ftbridge.train.POSITION_FILE, "ftbridge-position.rank-1.json"]
+    assert rank0 == rank1 and set(rank0) == {"train"}
+
+
+def _positions_without_times(path: str) -> dict:
+    with open(path) as f:
+        return {name: {k: v for k, v in pos.items() if k != "at"} for name, pos in json.load(f)["datasets"].items()}
 
 
 def always_fails(config: dict) -> None:
