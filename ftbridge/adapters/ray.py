@@ -311,6 +311,53 @@ def owned_object_count() -> int:
     return len(getattr(worker.global_worker, "core_worker").get_all_reference_counts())  # noqa: B009 (untyped)
 
 
+def _stale_ray_data_entries() -> tuple[list, list]:
+    """The entries `trim_ray_data_caches` drops: (remote functions of map operators, method tables
+    of Ray Data's actor classes), each as (cache, key)."""
+    functions: list = []
+    tables: list = []
+    try:
+        from ray.data._internal import remote_fn
+
+        functions = [(remote_fn.CACHED_FUNCTIONS, key) for key, fn in list(remote_fn.CACHED_FUNCTIONS.items())
+                     if OPERATOR_ID_LABEL in (getattr(fn, "_default_options", {}).get("_labels") or {})]
+    except (ImportError, AttributeError):  # another layout: check() names what is missing
+        pass
+    try:
+        from ray.actor import _ActorClassMethodMetadata
+
+        cache = _ActorClassMethodMetadata._cache
+        tables = [(cache, key) for key in list(cache) if str(getattr(key, "module_name", "")).startswith("ray.data.")]
+    except (ImportError, AttributeError):
+        pass
+    return functions, tables
+
+
+def ray_data_leftovers() -> int:
+    """How many entries Ray Data keeps in this process for Datasets that ran (see
+    `trim_ray_data_caches`)."""
+    functions, tables = _stale_ray_data_entries()
+    return len(functions) + len(tables)
+
+
+def trim_ray_data_caches() -> int:
+    """Drop what Ray Data leaves behind in this process for every Dataset it ever ran, which is
+    never looked up again: one remote function per map operator
+    (`ray.data._internal.remote_fn.CACHED_FUNCTIONS`, keyed with the operator's own id label) and
+    one method table per definition of its autoscaling coordinator's actor class, which it defines
+    anew for every execution (`ray.actor._ActorClassMethodMetadata._cache`, cleared only when the
+    driver disconnects). About 10-30 KiB per execution (Ray 2.50-2.60), so a driver serving
+    conversions for weeks would grow without bound. Operators that are running hold their own
+    reference; a later definition builds its entry again. Returns how many entries went."""
+    functions, tables = _stale_ray_data_entries()
+    for cache, key in functions + tables:
+        cache.pop(key, None)
+    return len(functions) + len(tables)
+
+
+OPERATOR_ID_LABEL = "__data_operator_id"  # PhysicalOperator._OPERATOR_ID_LABEL_KEY
+
+
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data
@@ -342,6 +389,20 @@ def check() -> list[str]:
     from ray.data._internal.execution.interfaces import RefBundle
 
     missing += [f"RefBundle.{name}" for name in ("block_refs", "metadata") if not hasattr(RefBundle, name)]
+    try:
+        from ray.data._internal import remote_fn
+        from ray.data._internal.execution.interfaces.physical_operator import PhysicalOperator
+    except ImportError:
+        missing.append("ray.data._internal.remote_fn, ray.data._internal.execution.interfaces.physical_operator")
+    else:
+        if not isinstance(getattr(remote_fn, "CACHED_FUNCTIONS", None), dict):
+            missing.append("ray.data._internal.remote_fn.CACHED_FUNCTIONS")
+        if getattr(PhysicalOperator, "_OPERATOR_ID_LABEL_KEY", None) != OPERATOR_ID_LABEL:
+            missing.append(f"PhysicalOperator._OPERATOR_ID_LABEL_KEY == {OPERATOR_ID_LABEL!r}")
+    from ray.actor import _ActorClassMethodMetadata
+
+    if not isinstance(getattr(_ActorClassMethodMetadata, "_cache", None), dict):
+        missing.append("ray.actor._ActorClassMethodMetadata._cache")
     core_worker_cls = getattr(getattr(ray, "_raylet", None), "CoreWorker", None)
     if not callable(getattr(core_worker_cls, "get_all_reference_counts", None)):
         missing.append("ray._raylet.CoreWorker.get_all_reference_counts")

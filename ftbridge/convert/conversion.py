@@ -18,6 +18,7 @@ import uuid
 import ray
 from pyspark import StorageLevel
 
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session as cluster
 from ftbridge.common.errors import ConfigurationError, ConversionReleasedError
@@ -88,6 +89,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     writer = start_writer(cat)                          # and a bad catalog
     conversion_id = uuid.uuid4().hex
     started = time.time()
+    ray_adapter.trim_ray_data_caches()                  # what earlier Dataset runs left in this process
     warm = prewarm_readers()
     batches = ArrowBatches(df, storage_level)
     key = None
@@ -212,6 +214,7 @@ def release(ds_or_id, *, catalog=None) -> int:
         conv_id = conversion_id(ds_or_id)
         origin = REGISTRY.origin(ds_or_id)
         catalog = catalog or (origin.catalog if origin is not None else None)
+    ray_adapter.trim_ray_data_caches()
     rebuilder = REGISTRY.forget(conv_id)
     staging = REGISTRY.forget_staging(conv_id)
     live = rebuilder or staging
