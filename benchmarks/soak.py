@@ -86,16 +86,22 @@ def replace_node(cluster, nodes: list) -> None:
     wait_for_executors(2, timeout_s=180)
 
 
+def _same(batch: pa.Table) -> pa.Table:
+    return batch
+
+
 def plain_ray_data(rounds: int) -> dict:
     """The baseline: the same rounds through Ray Data alone (no Spark, no ftbridge) in a fresh
-    process: one `from_arrow(...).materialize()` and read per round. What a driver grows by per
-    Ray Data execution, whoever runs it."""
+    process: one `from_arrow(...).map_batches(...).materialize()` and read per round (a map
+    operator, as a conversion's read tasks are one). What a driver grows by per Ray Data
+    execution, whoever runs it."""
     ray_init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
     rss = []
     for i in range(1, rounds + 1):
         rows = expected_rows(i)
-        ds = ray.data.from_arrow([rows.slice(k * ROWS // 4, ROWS // 4) for k in range(4)]).materialize()
+        ds = ray.data.from_arrow([rows.slice(k * ROWS // 4, ROWS // 4) for k in range(4)]).map_batches(
+            _same, batch_format="pyarrow").materialize()
         assert check(rows, pa.concat_tables(ray.get(list(ds.to_arrow_refs())))).ok, f"round {i}"
         del ds
         rss.append(rss_bytes())
