@@ -318,6 +318,34 @@ def jvm_class(sc, dotted: str):
     return node if isinstance(node, JavaClass) else None
 
 
+def driver_java(sc) -> str:
+    """The `java` binary the running driver JVM was started with."""
+    import os
+
+    return os.path.join(str(sc._jvm.java.lang.System.getProperty("java.home")), "bin", "java")
+
+
+def add_jar_to_running_session(sc, path: str) -> str | None:
+    """Put a jar on a running session's class path, driver and executors; None when done, else
+    why it could not be.
+
+    Executors fetch it through `SparkContext.addJar` (public) before their next task. The driver
+    has no public way: Spark's launcher gives the driver's threads (the Py4J ones included) a
+    `MutableURLClassLoader` as their context class loader, and its `addURL` is public in
+    bytecode (Spark 3.5-4.x), so the class resolves there for the Py4J threads that share it.
+    """
+    try:
+        loader = sc._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        kind = str(loader.getClass().getName()) if loader is not None else "none"
+        if not kind.endswith("MutableURLClassLoader"):
+            return f"the driver's class loader is {kind}, which cannot take a jar at run time"
+        sc._jsc.sc().addJar(path)
+        loader.addURL(sc._jvm.java.io.File(path).toURI().toURL())
+    except Exception as exc:  # Py4J: a stopped context, a release without these names
+        return f"adding {path} to the session failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+    return None
+
+
 def collect_arrow_batches(df) -> list:
     """Arrow record batches of `df` on the driver (PySpark 3.5 has no `toArrow`; tests use it)."""
     return df._collect_as_arrow()

@@ -24,7 +24,7 @@ from ftbridge.errors import (
 )
 from ftbridge.lineage import queries
 from ftbridge.lineage.catalog import Catalog
-from tests.conftest import python_env
+from tests.conftest import python_env, run_child
 
 
 def make_df(spark, n=20_000, parts=4):
@@ -334,6 +334,58 @@ print("CHECKSUM", content_checksum(read_all(ds), "id"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     from ftbridge.convert.ops.rowcheck import content_checksum
     assert f"CHECKSUM {content_checksum(expected, 'id')}" in proc.stdout
+
+
+# A driver whose SparkSession ftbridge did not start: a local cluster with one executor JVM.
+FOREIGN_SESSION = r"""
+import logging, os, sys
+import ray, ftbridge
+from pyspark.sql import SparkSession
+from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+
+def python_workers():
+    # Spark's Python workers (pyspark.daemon) started under this driver, through its JVMs.
+    found = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            p = pid
+            while p not in ("0", "1", str(os.getpid())):
+                p = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            continue
+        found += p == str(os.getpid()) and cmd.split(b"\0")[1:3] == [b"-m", b"pyspark.daemon"]
+    return found
+
+logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
+logging.getLogger("ftbridge.cluster.jars").setLevel(logging.INFO)
+ray.init(address=sys.argv[1], log_to_driver=False)
+spark = (SparkSession.builder.master("local-cluster[1,1,1024]").appName("not-ftbridge")
+         .config("spark.ui.enabled", "false").getOrCreate())
+df = spark.range(0, 40000, numPartitions=4).selectExpr("id", "concat('row-', cast(id as string)) as s")
+for writer in ("auto", "python"):
+    os.environ["FTBRIDGE_SPILL_WRITER"] = writer
+    ds = ftbridge.from_spark_recoverable(df, catalog=sys.argv[2])
+    result = check(spark_to_arrow(df), read_all(ds))
+    print(f"{writer}: rows {result.ok} python workers {python_workers()}", flush=True)
+    ftbridge.release(ds)
+spark.stop()
+"""
+
+
+def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_path):
+    """A user's own SparkSession (here a local cluster whose executor is its own JVM) converts
+    with the JVM spill writer: ftbridge adds its jar to the running session, so no partition
+    crosses into a Spark Python worker; the same frame with FTBRIDGE_SPILL_WRITER=python starts
+    them (so the count would see them). Rows exact (ids and content) both ways."""
+    proc = run_child([sys.executable, "-c", FOREIGN_SESSION, ray.get_runtime_context().gcs_address,
+                      str(tmp_path / "foreign.duckdb")], env=python_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "auto: rows True python workers 0" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert "added the JVM spill writer" in proc.stderr, proc.stderr[-3000:]
+    python_run = [line for line in proc.stdout.splitlines() if line.startswith("python: ")]
+    assert python_run and python_run[0].startswith("python: rows True python workers ") \
+        and int(python_run[0].rsplit(" ", 1)[1]) > 0, proc.stdout
 
 
 @pytest.mark.core

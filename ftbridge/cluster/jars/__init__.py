@@ -5,7 +5,8 @@ Writing a partition from the executor JVM keeps its Arrow bytes out of Python en
 `javac` of the Java that runs Spark, against the installed PySpark's jars, and cached by
 source and Spark version; nothing is downloaded. Without a `javac` (a JRE only), or for
 remote spill roots (`s3://`, ...), the Python writer (`convert/spill/write.py`) writes the same bytes.
-`init_spark` puts the jar on Spark's class path; `convert/spill/batches.py` calls the class.
+`init_spark` puts the jar on Spark's class path; a session it did not start gets it added when
+it first converts (`writer_class`); `convert/spill/batches.py` calls the class.
 """
 
 from __future__ import annotations
@@ -73,3 +74,54 @@ def build_jar(java: str, spark_home: str) -> str | None:
         return None
     log.info("compiled %s into %s", SOURCE.name, jar)
     return str(jar)
+
+
+# Spark application ids whose missing writer class was already reported (once per session).
+_REPORTED: set[str] = set()
+
+
+def writer_class(sc, target):
+    """The JVM spill writer class for `target` in the session of `sc`, or None for Python workers.
+
+    Sessions `init_spark` started have the jar on their class path. Any other session (one the
+    user built, a Spark cluster that hosts Ray) gets it added now, once: compiled for the
+    driver's Java against the installed PySpark, then `addJar` + the driver's class loader. Why a
+    session writes with Python workers instead is logged once per session (a warning when it
+    could have had the JVM writer).
+    """
+    if not jars_wanted(target):
+        return None
+    found = spark_adapter.jvm_class(sc, SPILL_WRITER_CLASS)
+    if found is not None:
+        return found
+    app = str(sc.applicationId)
+    if app in _REPORTED:
+        return None
+    _REPORTED.add(app)
+    try:
+        java = spark_adapter.driver_java(sc)
+    except Exception as exc:  # Py4J: the driver JVM went away
+        log.warning("spill files are written by Python workers (slower): the driver's Java is unknown (%s)", exc)
+        return None
+    jar = build_jar(java, spark_adapter.spark_home())
+    if jar is None:  # build_jar said why
+        return None
+    why = spark_adapter.add_jar_to_running_session(sc, jar)
+    found = spark_adapter.jvm_class(sc, SPILL_WRITER_CLASS) if why is None else None
+    if found is None:
+        log.warning("spill files are written by Python workers (slower): %s; start Spark with "
+                    "spark.jars=%s to use the JVM writer", why or "the added jar's class does not resolve", jar)
+        return None
+    log.info("added the JVM spill writer %s to the running Spark session %s", jar, app)
+    return found
+
+
+def jars_wanted(target) -> bool:
+    """The JVM writer serves local spill roots unless FTBRIDGE_SPILL_WRITER=python (said at debug)."""
+    if not enabled():
+        log.debug("FTBRIDGE_SPILL_WRITER=python: spill files are written by Python workers")
+        return False
+    if not target.is_local:
+        log.debug("spill root %s is not local: spill files are written by Python workers", target.root)
+        return False
+    return True

@@ -135,11 +135,12 @@ class ArrowBatches:
     def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
         """An RDD with one metadata element per spilled partition (see `spill_metadata`).
 
-        Local spill roots are written by the JVM writer when its jar is loaded (the bytes never
-        enter Python); remote roots, or FTBRIDGE_SPILL_WRITER=python, by Python workers.
+        Local spill roots are written by the JVM writer (the bytes never enter Python), added to
+        a session ftbridge did not start (see `jars.writer_class`); remote roots, or
+        FTBRIDGE_SPILL_WRITER=python, by Python workers.
         """
         sc = self.rdd.context
-        writer = spark_adapter.jvm_class(sc, jars.SPILL_WRITER_CLASS) if target.is_local and jars.enabled() else None
+        writer = jars.writer_class(sc, target)
         if writer is None:
             return self.rdd.mapPartitionsWithIndex(
                 make_spill_fn(target, conversion_id, self.schema_message, only_partition))
