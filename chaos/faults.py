@@ -62,7 +62,7 @@ def kill_executor(log: FaultLog, rng: random.Random, check_jvm: bool = True) -> 
     victim = rng.choice(live)
     os.kill(victim.actor_pid, signal.SIGKILL)
     fault = log.add("executor_killed", victim.actor_name, actor_pid=victim.actor_pid, jvm_pid=victim.jvm_pid,
-                    node_id=victim.node_id)
+                    node_id=victim.node_id, executor_id=victim.executor_id)
     if check_jvm:
         left = wait_gone([victim.jvm_pid, victim.worker_jvm_pid], timeout_s=30)
         fault.detail["jvms_left"] = sorted(left)

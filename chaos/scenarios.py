@@ -129,10 +129,22 @@ def executor_killed_during_conversion(env, seed, out: Outcome):
     k = rng.randint(1, 3)
     faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120,
                         f"{k} of the conversion's spill files being written")
-    faults.kill_executor(out.log, rng)
+    victim = faults.kill_executor(out.log, rng)
     faults.require_running(job.thread, "the executor was killed")
-    record_check(out, reference, read_all(job.result()), job.started)
+    ds = job.result()
+    record_check(out, reference, read_all(ds), job.started)
+    _check_spill_retry_recorded(env, ftbridge.conversion_id(ds), victim.detail["executor_id"])
     wait_for_executors(2)
+
+
+def _check_spill_retry_recorded(env, cid: str, executor_id: str | None) -> None:
+    """The spill tasks the killed executor was running (two slots, at most 3 of the 8 partitions
+    written when it died, so it was running one) are in the catalog as Spark's retries."""
+    _, events = partitions_and_events(env, cid)
+    retried = [e for e in events if e["kind"] == "spill_retried"]
+    if not any(f"on executor {executor_id} " in e["detail"] and e["partition_id"] is not None for e in retried):
+        raise AssertionError(f"the catalog does not record that Spark ran the killed executor {executor_id}'s "
+                             f"spill task again: spill_retried events {[e['detail'] for e in retried]}")
 
 
 def executor_killed_after_conversion(env, seed, out: Outcome):

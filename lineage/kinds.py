@@ -13,6 +13,7 @@ class EventKind(StrEnum):
     """What happened to a conversion or one of its partitions."""
 
     CREATED = "created"                            # conversion spilled and recorded
+    SPILL_RETRIED = "spill_retried"                # Spark ran a task of the spill job again (executor lost, task failed)
     READ = "read"                                  # a read task served a partition from its spill file
     OBJECT_RECONSTRUCTED = "object_reconstructed"  # Ray re-ran a read task for a block it lost
     SPILL_MISSING = "spill_missing"                # a spill file was not found

@@ -271,7 +271,8 @@ def check_jvm(sc) -> list[str]:
     jvm = sc._jvm
     missing = []
     for dotted in ("org.apache.spark.scheduler.cluster.CoarseGrainedClusterMessages$RemoveExecutor",
-                   "org.apache.spark.scheduler.ExecutorProcessLost", "org.apache.spark.sql.util.ArrowUtils"):
+                   "org.apache.spark.scheduler.ExecutorProcessLost", "org.apache.spark.sql.util.ArrowUtils",
+                   "org.apache.spark.util.MutableURLClassLoader"):
         package, _, name = dotted.rpartition(".")
         node = jvm
         for part in package.split("."):
@@ -281,6 +282,8 @@ def check_jvm(sc) -> list[str]:
     backend = sc._jsc.sc().schedulerBackend()
     if not hasattr(backend, "driverEndpoint"):
         missing.append("CoarseGrainedSchedulerBackend.driverEndpoint")
+    if not hasattr(sc._jsc.sc(), "statusStore") or not hasattr(sc._jsc.sc().statusStore(), "taskList"):
+        missing.append("SparkContext.statusStore.taskList")
     return missing
 
 
@@ -316,6 +319,47 @@ def jvm_class(sc, dotted: str):
     except Exception:
         return None
     return node if isinstance(node, JavaClass) else None
+
+
+def failed_task_attempts(sc, group: str) -> list[dict]:
+    """The task attempts that failed in the jobs of job group `group` (which Spark then ran
+    again): {stage, stage_attempt, index, final_stage, executor, host, reason} each.
+
+    Job and stage ids come from the public StatusTracker; the attempts from the driver's
+    status store (`SparkContext.statusStore`, `private[spark]` in Scala, public in bytecode,
+    Spark 3.5-4.x). A stage run again (stage_attempt > 0) with no failed task of its own is one
+    entry with index None. [] when Spark no longer knows the group's jobs.
+    """
+    tracker = sc.statusTracker()
+    out: list[dict] = []
+    try:
+        store = sc._jsc.sc().statusStore()
+        for job in tracker.getJobIdsForGroup(group):
+            info = tracker.getJobInfo(job)
+            stages = sorted(info.stageIds) if info is not None else []
+            for stage in stages:
+                sinfo = tracker.getStageInfo(stage)
+                if sinfo is None or (sinfo.numFailedTasks == 0 and sinfo.currentAttemptId == 0):
+                    continue
+                for attempt in range(sinfo.currentAttemptId + 1):
+                    before = len(out)
+                    tasks = store.taskList(stage, attempt, 100_000)
+                    for i in range(tasks.size()):
+                        task = tasks.apply(i)
+                        if str(task.status()) != "FAILED":
+                            continue
+                        reason = task.errorMessage()
+                        out.append({"stage": stage, "stage_attempt": attempt, "index": int(task.index()),
+                                    "final_stage": stage == stages[-1], "executor": str(task.executorId()),
+                                    "host": str(task.host()),
+                                    "reason": str(reason.get()).splitlines()[0][:500] if reason.isDefined() else ""})
+                    if attempt > 0 and len(out) == before:
+                        out.append({"stage": stage, "stage_attempt": attempt, "index": None,
+                                    "final_stage": stage == stages[-1], "executor": None, "host": None,
+                                    "reason": "the stage ran again (its earlier output was lost)"})
+    except Exception as exc:  # Py4J: a stopped context, a release without these names
+        log.debug("failed task attempts of %s: %s", group, exc)
+    return out
 
 
 def driver_java(sc) -> str:

@@ -9,15 +9,21 @@ import uuid
 from ftbridge.common import foreign
 
 
-def run_bounded(sc, timeout_s: float, what: str, fn, **fields):
-    """Run `fn()` (which starts Spark jobs) in its own job group; cancel the group after `timeout_s`.
+def new_group() -> str:
+    """A fresh Spark job group name."""
+    return f"ftbridge-{uuid.uuid4().hex[:12]}"
+
+
+def run_bounded(sc, timeout_s: float, what: str, fn, group: str | None = None, **fields):
+    """Run `fn()` (which starts Spark jobs) in its own job group (`group`, default a new name);
+    cancel the group after `timeout_s`.
 
     When the jobs fail, their tasks still running are killed and waited for (bounded), so no
     straggler writes a file after the caller has cleaned up.
 
     Raises ConversionTimeoutError (retryable) naming `what` when the bound is hit.
     """
-    group = f"ftbridge-{uuid.uuid4().hex[:12]}"
+    group = group or new_group()
     fired = threading.Event()
 
     def cancel():

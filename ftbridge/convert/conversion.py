@@ -102,7 +102,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
             del warm
             return _reused(*found, batches, target, cat, writer, started, materialize)
         log.info("converting again, not reusing a recorded conversion: %s", why)
-    partitions = spill_all(batches, target, conversion_id)
+    partitions, retried = spill_all(batches, target, conversion_id)
     spilled = time.time()
     del warm  # fire and forget: they only start worker processes
     t_plan = time.time()
@@ -112,7 +112,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
     t_call = time.time()
-    writer.record_conversion(record, [PartitionRow.of(conversion_id, p) for p in partitions], [ev])
+    writer.record_conversion(record, [PartitionRow.of(conversion_id, p) for p in partitions], [*retried, ev])
     t_called = time.time()
     service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
                                           allow_nondeterministic, cluster.current_or_none()))

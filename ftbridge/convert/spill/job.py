@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from ftbridge.adapters import spark as spark_adapter
-from ftbridge.cluster.jobs import run_bounded
+from ftbridge.cluster.jobs import new_group, run_bounded
 from ftbridge.common import foreign
 from ftbridge.common.config import settings
 from ftbridge.common.errors import ConversionError, FtbridgeError
 from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
 from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs
+from ftbridge.lineage.kinds import EventKind
+from ftbridge.lineage.rows import EventRow, new_event
+
+log = logging.getLogger(__name__)
 
 STRAGGLER_SWEEPS_S = (2.0, 10.0, 30.0)
 
 
-def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) -> list[dict]:
-    """Write every partition; return their metadata rows in partition order.
+def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) -> tuple[list[dict], list[EventRow]]:
+    """Write every partition; return their metadata rows in partition order, and a
+    `spill_retried` event for each task attempt Spark ran again (an executor lost, a task
+    that failed and was retried), for the catalog.
 
     On failure the persisted batches are dropped and a ConversionError names the partition
     and Spark's root cause; nothing has been recorded yet.
     """
     rdd = batches.spill_rdd(target, conversion_id)
+    group = new_group()
+    started = time.time()
     try:
         rows = run_bounded(rdd.context, settings().spark_job_timeout_s, f"spill job of conversion {conversion_id}",
-                           rdd.collect, conversion_id=conversion_id)
+                           rdd.collect, group=group, conversion_id=conversion_id)
     except Exception as exc:
         batches.unpersist()
         delete_conversion_dirs(target, conversion_id)  # partitions already written: unrecorded, so removed
@@ -42,7 +52,23 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
     if ids != list(range(batches.num_partitions)):
         raise ConversionError(f"spill job returned partitions {ids[:20]}, expected 0..{batches.num_partitions - 1}",
                               conversion_id=conversion_id)
-    return partitions
+    return partitions, retried_events(rdd.context, group, conversion_id, started)
+
+
+def retried_events(sc, group: str, conversion_id: str, started: float) -> list[EventRow]:
+    """A `spill_retried` event per failed task attempt of the spill job's group (partition set
+    for the spill stage's own tasks, whose index is the partition; None for the plan's stages)."""
+    events = []
+    for a in spark_adapter.failed_task_attempts(sc, group):
+        where = f"task {a['index']} " if a["index"] is not None else ""
+        on = f" on executor {a['executor']} ({a['host']})" if a["executor"] else ""
+        events.append(new_event(conversion_id, a["index"] if a["final_stage"] else None, EventKind.SPILL_RETRIED,
+                                started, source="spark",
+                                detail=f"stage {a['stage']} attempt {a['stage_attempt']}: {where}failed{on}: "
+                                       f"{a['reason']}; Spark ran it again"))
+    if events:
+        log.info("conversion %s: Spark ran %d task attempt(s) of the spill job again", conversion_id, len(events))
+    return events
 
 
 def spill_one(batches: ArrowBatches, target: SpillTarget, conversion_id: str, partition_id: int) -> dict:
