@@ -373,6 +373,7 @@ spark.stop()
 """
 
 
+@pytest.mark.core
 def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_path):
     """A user's own SparkSession (here a local cluster whose executor is its own JVM) converts
     with the JVM spill writer: ftbridge adds its jar to the running session, so no partition
