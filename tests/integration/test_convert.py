@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -338,10 +339,12 @@ print("CHECKSUM", content_checksum(read_all(ds), "id"))
 
 # A driver whose SparkSession ftbridge did not start: a local cluster with one executor JVM.
 FOREIGN_SESSION = r"""
-import logging, os, sys
+import json, logging, os, sys
 import ray, ftbridge
 from pyspark.sql import SparkSession
 from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
 
 def python_workers():
     # Spark's Python workers (pyspark.daemon) started under this driver, through its JVMs.
@@ -366,8 +369,12 @@ df = spark.range(0, 40000, numPartitions=4).selectExpr("id", "concat('row-', cas
 for writer in ("auto", "python"):
     os.environ["FTBRIDGE_SPILL_WRITER"] = writer
     ds = ftbridge.from_spark_recoverable(df, catalog=sys.argv[2])
-    result = check(spark_to_arrow(df), read_all(ds))
-    print(f"{writer}: rows {result.ok} python workers {python_workers()}", flush=True)
+    rows_ok = check(spark_to_arrow(df), read_all(ds)).ok
+    with Catalog(sys.argv[2]).read() as con:
+        recorded = sorted({str(p["node_id"]) for p in queries.partitions(con, ftbridge.conversion_id(ds))})
+    alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    print("RESULT " + json.dumps({"writer": writer, "rows_ok": rows_ok, "python_workers": python_workers(),
+                                  "nodes": recorded, "alive": alive}), flush=True)
     ftbridge.release(ds)
 spark.stop()
 """
@@ -378,15 +385,20 @@ def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_p
     """A user's own SparkSession (here a local cluster whose executor is its own JVM) converts
     with the JVM spill writer: ftbridge adds its jar to the running session, so no partition
     crosses into a Spark Python worker; the same frame with FTBRIDGE_SPILL_WRITER=python starts
-    them (so the count would see them). Rows exact (ids and content) both ways."""
+    them (so the count would see them). Rows exact (ids and content) both ways. The JVM writer
+    reports its executor's address, and the files are recorded on the Ray node there when it is
+    the only one at that address (the suite's nodes share one address once a test added one)."""
     proc = run_child([sys.executable, "-c", FOREIGN_SESSION, ray.get_runtime_context().gcs_address,
                       str(tmp_path / "foreign.duckdb")], env=python_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "auto: rows True python workers 0" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert "added the JVM spill writer" in proc.stderr, proc.stderr[-3000:]
-    python_run = [line for line in proc.stdout.splitlines() if line.startswith("python: ")]
-    assert python_run and python_run[0].startswith("python: rows True python workers ") \
-        and int(python_run[0].rsplit(" ", 1)[1]) > 0, proc.stdout
+    runs = {r["writer"]: r for r in (json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
+                                     if line.startswith("RESULT "))}
+    jvm, python = runs["auto"], runs["python"]
+    assert jvm["rows_ok"] and python["rows_ok"], runs
+    assert jvm["python_workers"] == 0 and python["python_workers"] > 0, runs
+    assert jvm["nodes"] == (jvm["alive"] if len(jvm["alive"]) == 1 else ["None"]), runs
+    assert python["nodes"] == ["None"], runs  # the Python writer reports no address
 
 
 @pytest.mark.core

@@ -209,3 +209,17 @@ def test_served_table_is_the_checked_bytes_even_if_the_file_changes_after(tmp_pa
         f.truncate(meta["num_bytes"] // 3)
     assert table.to_pydict() == rows
     assert load_checked(ref)[1] == "checksum_mismatch"
+
+
+def test_files_of_an_unplaced_executor_go_to_the_one_ray_node_at_its_address():
+    """A session ftbridge did not start sets no Ray node in its executors: the driver names the
+    Ray node at the writing executor's address, only when no other alive node shares it (on one
+    machine every node reads the same files; naming one would tie the files to it)."""
+    from ftbridge.convert.spill.job import ray_nodes_by_address
+
+    nodes = [{"NodeID": "a", "NodeManagerAddress": "10.0.0.1", "Alive": True},
+             {"NodeID": "b", "NodeManagerAddress": "10.0.0.2", "Alive": True},
+             {"NodeID": "c", "NodeManagerAddress": "10.0.0.2", "Alive": True},
+             {"NodeID": "d", "NodeManagerAddress": "10.0.0.3", "Alive": False},
+             {"NodeID": "e", "NodeManagerAddress": "10.0.0.3", "Alive": True}]
+    assert ray_nodes_by_address(nodes) == {"10.0.0.1": "a", "10.0.0.3": "e"}

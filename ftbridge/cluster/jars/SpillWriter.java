@@ -99,13 +99,28 @@ public final class SpillWriter implements Function2<Integer, Iterator<byte[]>, I
             throw e;
         }
         String json = "{\"partition_id\": " + partition + ", \"path\": " + quote(target.toString())
-            + ", \"node_id\": " + (nodeId == null ? "null" : quote(nodeId)) + ", \"num_rows\": " + rows
+            + ", \"node_id\": " + (nodeId == null ? "null" : quote(nodeId))
+            + ", \"host\": " + (nodeId == null ? quote(executorHost()) : "null") + ", \"num_rows\": " + rows
             + ", \"num_bytes\": " + size + ", \"checksum\": \"xxh64:" + String.format("%016x", digest.getValue())
             + "\"}";
         return Collections.singletonList(json.getBytes(StandardCharsets.UTF_8)).iterator();
     }
 
-    private static long write(OutputStream out, StreamingXXHash64 digest, byte[] bytes) throws IOException {
+    /** The address this executor advertises to Spark (its block manager's host), which a
+     *  driver maps to the Ray node on that host when no Ray node id was set here. */
+    private static String executorHost() {
+        try {
+            org.apache.spark.SparkEnv env = org.apache.spark.SparkEnv.get();
+            if (env != null) {
+                return env.blockManager().blockManagerId().host();
+            }
+            return java.net.InetAddress.getLocalHost().getHostAddress();
+        } catch (Exception e) {
+            return "";
+        }
+    }
+
+        private static long write(OutputStream out, StreamingXXHash64 digest, byte[] bytes) throws IOException {
         out.write(bytes);
         digest.update(bytes, 0, bytes.length);
         return bytes.length;

@@ -52,7 +52,37 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
     if ids != list(range(batches.num_partitions)):
         raise ConversionError(f"spill job returned partitions {ids[:20]}, expected 0..{batches.num_partitions - 1}",
                               conversion_id=conversion_id)
+    place_on_ray_nodes(partitions, target)
     return partitions, retried_events(rdd.context, group, conversion_id, started)
+
+
+def ray_nodes_by_address(nodes: list[dict]) -> dict[str, str]:
+    """{address: node id} of the alive Ray nodes that are alone on their address (several
+    nodes on one address, as on a one-machine cluster, share its files: none is named)."""
+    seen: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.get("Alive") and n.get("NodeManagerAddress"):
+            seen.setdefault(n["NodeManagerAddress"], []).append(n["NodeID"])
+    return {address: ids[0] for address, ids in seen.items() if len(ids) == 1}
+
+
+def place_on_ray_nodes(partitions: list[dict], target: SpillTarget) -> None:
+    """Node-local files written where ftbridge set no Ray node id (an executor of a session it
+    did not start, e.g. a Spark cluster that hosts Ray) are recorded on the Ray node at the
+    address of the executor that wrote them, when that address has exactly one; reads then
+    fetch them from there, and releases delete them there."""
+    unplaced = [p for p in partitions if target.node_local and p.get("node_id") is None and p.get("host")]
+    if not unplaced:
+        return
+    import ray
+
+    by_address = ray_nodes_by_address(ray.nodes())
+    for p in unplaced:
+        p["node_id"] = by_address.get(p["host"])
+    left = sorted({p["host"] for p in unplaced if p["node_id"] is None})
+    if left:
+        log.info("spill files written on %s are recorded without a Ray node (no single Ray node has that "
+                 "address); reads on other hosts will ask Spark to rebuild them", ", ".join(left))
 
 
 def retried_events(sc, group: str, conversion_id: str, started: float) -> list[EventRow]:
@@ -81,4 +111,6 @@ def spill_one(batches: ArrowBatches, target: SpillTarget, conversion_id: str, pa
     if len(rows) != 1:
         raise ConversionError(f"rebuild of partition {partition_id} returned {len(rows)} results",
                               conversion_id=conversion_id, partition=partition_id)
-    return spill_metadata(rows[0])
+    meta = spill_metadata(rows[0])
+    place_on_ray_nodes([meta], target)
+    return meta
