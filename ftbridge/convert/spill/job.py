@@ -90,12 +90,14 @@ def retried_events(sc, group: str, conversion_id: str, started: float) -> list[E
     for the spill stage's own tasks, whose index is the partition; None for the plan's stages)."""
     events = []
     for a in spark_adapter.failed_task_attempts(sc, group):
-        where = f"task {a['index']} " if a["index"] is not None else ""
-        on = f" on executor {a['executor']} ({a['host']})" if a["executor"] else ""
+        what = f"stage {a['stage']} attempt {a['stage_attempt']}: "
+        if a["index"] is None:
+            what += a["reason"]
+        else:
+            on = f" on executor {a['executor']} ({a['host']})" if a["executor"] else ""
+            what += f"task {a['index']} failed{on}: {a['reason']}; Spark ran it again"
         events.append(new_event(conversion_id, a["index"] if a["final_stage"] else None, EventKind.SPILL_RETRIED,
-                                started, source="spark",
-                                detail=f"stage {a['stage']} attempt {a['stage_attempt']}: {where}failed{on}: "
-                                       f"{a['reason']}; Spark ran it again"))
+                                started, source="spark", detail=what))
     if events:
         log.info("conversion %s: Spark ran %d task attempt(s) of the spill job again", conversion_id, len(events))
     return events
