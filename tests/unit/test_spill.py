@@ -223,3 +223,24 @@ def test_files_of_an_unplaced_executor_go_to_the_one_ray_node_at_its_address():
              {"NodeID": "d", "NodeManagerAddress": "10.0.0.3", "Alive": False},
              {"NodeID": "e", "NodeManagerAddress": "10.0.0.3", "Alive": True}]
     assert ray_nodes_by_address(nodes) == {"10.0.0.1": "a", "10.0.0.3": "e"}
+
+
+def test_spark_retries_of_the_spill_job_become_events_naming_partition_executor_and_reason(monkeypatch):
+    """Attempts of the spill stage name their partition; a plan stage's attempt and a stage run
+    again have none (its task index is not a partition)."""
+    from ftbridge.adapters import spark as spark_adapter
+    from ftbridge.convert.spill import job
+
+    attempts = [{"stage": 4, "stage_attempt": 0, "index": 2, "final_stage": True, "executor": "1",
+                 "host": "10.0.0.1", "reason": "ExecutorLostFailure (executor 1 exited)"},
+                {"stage": 3, "stage_attempt": 0, "index": 7, "final_stage": False, "executor": "0",
+                 "host": "10.0.0.2", "reason": "FetchFailed"},
+                {"stage": 3, "stage_attempt": 1, "index": None, "final_stage": False, "executor": None,
+                 "host": None, "reason": "the stage ran again (its earlier output was lost)"}]
+    monkeypatch.setattr(spark_adapter, "failed_task_attempts", lambda sc, group: attempts)
+    events = job.retried_events(None, "g", "c1", 100.0)
+    assert [(e.kind, e.partition_id) for e in events] == [("spill_retried", 2), ("spill_retried", None),
+                                                           ("spill_retried", None)]
+    assert events[0].detail == ("stage 4 attempt 0: task 2 failed on executor 1 (10.0.0.1): "
+                                "ExecutorLostFailure (executor 1 exited); Spark ran it again")
+    assert events[2].detail == "stage 3 attempt 1: the stage ran again (its earlier output was lost)"
