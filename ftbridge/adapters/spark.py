@@ -243,6 +243,23 @@ def executor_ids(sc) -> list[str]:
     return [str(ids.apply(i)) for i in range(ids.size())]
 
 
+def executor_hosts(sc) -> list[str]:
+    """The hosts of the live executors, the driver's own block manager left out (Spark's
+    `SparkStatusTracker.getExecutorInfos` lists both); [] in local mode, where the driver is the
+    executor. The driver's block manager id comes from `SparkContext.env` (`private[spark]` in
+    Scala, public in bytecode, Spark 3.5-4.x)."""
+    try:
+        jsc = sc._jsc.sc()
+        own = jsc.env().blockManager().blockManagerId()
+        infos = jsc.statusTracker().getExecutorInfos()
+        hosts = {str(i.host()) for i in infos
+                 if not (str(i.host()) == str(own.host()) and int(i.port()) == int(own.port()))}
+    except Exception as exc:  # Py4J: a stopped context, a release without these names
+        log.debug("executor hosts: %s", exc)
+        return []
+    return sorted(hosts)
+
+
 def remove_executors(sc, ids: list[str], why: str) -> list[str]:
     """Tell the driver that executors `ids` are lost, as if their processes had ended; return the
     ids it was told about. Spark then reschedules their tasks and stops asking their block managers
@@ -284,6 +301,8 @@ def check_jvm(sc) -> list[str]:
         missing.append("CoarseGrainedSchedulerBackend.driverEndpoint")
     if not hasattr(sc._jsc.sc(), "statusStore") or not hasattr(sc._jsc.sc().statusStore(), "taskList"):
         missing.append("SparkContext.statusStore.taskList")
+    if not hasattr(sc._jsc.sc(), "env") or not hasattr(sc._jsc.sc().env(), "blockManager"):
+        missing.append("SparkContext.env.blockManager")
     return missing
 
 

@@ -53,6 +53,8 @@ def test_spark_jvm_names_the_adapter_uses_exist(spark):
     missing = spark_adapter.check_jvm(spark.sparkContext)
     assert not missing, f"Spark {spark.version} lacks {missing}; update ftbridge/adapters/spark.py"
     assert spark_adapter.remove_executors(spark.sparkContext, ["no-such-executor"], "test") == []
+    hosts = {str(e.host()) for e in spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()}  # driver too
+    assert spark_adapter.executor_hosts(spark.sparkContext) and set(spark_adapter.executor_hosts(spark.sparkContext)) <= hosts
 
 
 def test_jvm_profile_reaches_the_driver_and_executor_jvms(spark):

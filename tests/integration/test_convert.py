@@ -373,8 +373,13 @@ for writer in ("auto", "python"):
     with Catalog(sys.argv[2]).read() as con:
         recorded = sorted({str(p["node_id"]) for p in queries.partitions(con, ftbridge.conversion_id(ds))})
     alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    print("RESULT " + json.dumps({"writer": writer, "rows_ok": rows_ok, "python_workers": python_workers(),
-                                  "nodes": recorded, "alive": alive}), flush=True)
+    workers = python_workers()  # before to_spark, whose reader is a Python mapInArrow
+    back = ftbridge.to_spark(ds, spark, catalog=sys.argv[2]) if writer == "auto" else None
+    back_ok = check(spark_to_arrow(df), spark_to_arrow(back)).ok if back is not None else None
+    print("RESULT " + json.dumps({"writer": writer, "rows_ok": rows_ok, "python_workers": workers,
+                                  "nodes": recorded, "alive": alive, "to_spark_ok": back_ok}), flush=True)
+    if back is not None:
+        ftbridge.release(back)
     ftbridge.release(ds)
 spark.stop()
 """
@@ -385,7 +390,8 @@ def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_p
     """A user's own SparkSession (here a local cluster whose executor is its own JVM) converts
     with the JVM spill writer: ftbridge adds its jar to the running session, so no partition
     crosses into a Spark Python worker; the same frame with FTBRIDGE_SPILL_WRITER=python starts
-    them (so the count would see them). Rows exact (ids and content) both ways. The JVM writer
+    them (so the count would see them). Rows exact (ids and content) both ways, and back into
+    that session with `to_spark`. The JVM writer
     reports its executor's address, and the files are recorded on the Ray node there when it is
     the only one at that address (the suite's nodes share one address once a test added one)."""
     proc = run_child([sys.executable, "-c", FOREIGN_SESSION, ray.get_runtime_context().gcs_address,
@@ -395,7 +401,7 @@ def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_p
     runs = {r["writer"]: r for r in (json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
                                      if line.startswith("RESULT "))}
     jvm, python = runs["auto"], runs["python"]
-    assert jvm["rows_ok"] and python["rows_ok"], runs
+    assert jvm["rows_ok"] and python["rows_ok"] and jvm["to_spark_ok"], runs
     assert jvm["python_workers"] == 0 and python["python_workers"] > 0, runs
     assert jvm["nodes"] == (jvm["alive"] if len(jvm["alive"]) == 1 else ["None"]), runs
     assert python["nodes"] == ["None"], runs  # the Python writer reports no address

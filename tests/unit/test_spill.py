@@ -215,7 +215,7 @@ def test_files_of_an_unplaced_executor_go_to_the_one_ray_node_at_its_address():
     """A session ftbridge did not start sets no Ray node in its executors: the driver names the
     Ray node at the writing executor's address, only when no other alive node shares it (on one
     machine every node reads the same files; naming one would tie the files to it)."""
-    from ftbridge.convert.spill.job import ray_nodes_by_address
+    from ftbridge.convert.spill.target import ray_nodes_by_address
 
     nodes = [{"NodeID": "a", "NodeManagerAddress": "10.0.0.1", "Alive": True},
              {"NodeID": "b", "NodeManagerAddress": "10.0.0.2", "Alive": True},

@@ -12,7 +12,7 @@ from ftbridge.common import foreign
 from ftbridge.common.config import settings
 from ftbridge.common.errors import ConversionError, FtbridgeError
 from ftbridge.convert.spill.batches import ArrowBatches, spill_metadata
-from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs
+from ftbridge.convert.spill.target import SpillTarget, delete_conversion_dirs, ray_nodes_by_address
 from ftbridge.lineage.kinds import EventKind
 from ftbridge.lineage.rows import EventRow, new_event
 
@@ -54,16 +54,6 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
                               conversion_id=conversion_id)
     place_on_ray_nodes(partitions, target)
     return partitions, retried_events(rdd.context, group, conversion_id, started)
-
-
-def ray_nodes_by_address(nodes: list[dict]) -> dict[str, str]:
-    """{address: node id} of the alive Ray nodes that are alone on their address (several
-    nodes on one address, as on a one-machine cluster, share its files: none is named)."""
-    seen: dict[str, list[str]] = {}
-    for n in nodes:
-        if n.get("Alive") and n.get("NodeManagerAddress"):
-            seen.setdefault(n["NodeManagerAddress"], []).append(n["NodeID"])
-    return {address: ids[0] for address, ids in seen.items() if len(ids) == 1}
 
 
 def place_on_ray_nodes(partitions: list[dict], target: SpillTarget) -> None:

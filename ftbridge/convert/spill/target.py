@@ -176,3 +176,13 @@ def rmdir_quietly(path: str) -> None:
         os.rmdir(path)  # only when empty: a node folder that holds no conversion any more
     except OSError:
         pass
+
+
+def ray_nodes_by_address(nodes: list[dict]) -> dict[str, str]:
+    """{address: node id} of the alive Ray nodes that are alone on their address (several
+    nodes on one address, as on a one-machine cluster, share its files: none is named)."""
+    seen: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.get("Alive") and n.get("NodeManagerAddress"):
+            seen.setdefault(n["NodeManagerAddress"], []).append(n["NodeID"])
+    return {address: ids[0] for address, ids in seen.items() if len(ids) == 1}

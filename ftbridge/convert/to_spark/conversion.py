@@ -16,7 +16,7 @@ from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.common import foreign
 from ftbridge.common.errors import UnsupportedTypeError
-from ftbridge.convert.spill.target import SpillTarget
+from ftbridge.convert.spill.target import SpillTarget, ray_nodes_by_address
 from ftbridge.convert.to_spark.reader import make_reader
 from ftbridge.convert.to_spark.stage import stage_all
 from ftbridge.convert.types import schema_to_b64
@@ -72,6 +72,15 @@ def _record(ds, spark, conversion_id: str, name, target: SpillTarget, partitions
         driver_pid=os.getpid(), spill_format=STAGE_FORMAT, direction=Direction.RAY_TO_SPARK)
 
 
+def _executor_nodes(spark, spark_owner) -> list[str]:
+    """The Ray nodes of the session's executors: its executor actors' when ftbridge started it;
+    otherwise the Ray node alone at each executor's address (a Spark cluster that hosts Ray)."""
+    if spark_owner is not None:
+        return sorted({e.node_id for e in spark_owner.executors()})
+    by_address = ray_nodes_by_address(ray.nodes())
+    return sorted({by_address[h] for h in spark_adapter.executor_hosts(spark.sparkContext) if h in by_address})
+
+
 def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None, name=None):
     """`ftbridge.to_spark` (see `ftbridge.api` for the arguments)."""
     target = SpillTarget.resolve(staging_dir)
@@ -85,7 +94,7 @@ def to_spark(ds, spark, registry, spark_owner, *, staging_dir=None, catalog=None
             refs = ds.to_arrow_refs()  # runs a lazy Dataset, in block order
     except Exception as exc:  # the user's transforms or Ray Data failed: one error naming the cause
         raise foreign.dataset_failed(exc, conversion_id) from None
-    nodes = sorted({e.node_id for e in spark_owner.executors()}) if spark_owner is not None and target.node_local else []
+    nodes = _executor_nodes(spark, spark_owner) if target.node_local else []
     partitions, schemas = stage_all(refs, target, conversion_id, nodes)
     arrow_schema = _unified(schemas, ds.schema())
     sschema = spark_schema(arrow_schema)
