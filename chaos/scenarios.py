@@ -125,10 +125,17 @@ def executor_killed_during_conversion(env, seed, out: Outcome):
     df = frame(spark, seed)
     reference = spark_to_arrow(df)
     before = set(faults.spill_files(env.spill_root))
-    job = BackgroundConversion(df, env.catalog, "exec-kill-during")
+    # The first 3 partitions spill at once, each later one sleeps 1.5 s first: once k <= 3 files
+    # exist, both executors (one slot each) are busy with a spill task for a while yet.
+    job = BackgroundConversion(slowed(df, fast=3), env.catalog, "exec-kill-during")
     k = rng.randint(1, 3)
-    faults.await_moment(lambda: len(set(faults.spill_files(env.spill_root)) - before) >= k, 120,
-                        f"{k} of the conversion's spill files being written")
+
+    def written() -> int:
+        return len(set(faults.spill_files(env.spill_root)) - before)
+
+    faults.await_moment(lambda: written() >= k, 120, f"{k} of the conversion's spill files being written")
+    if written() >= PARTITIONS:
+        raise faults.FaultMissedError("every spill file was written before the executor could be killed")
     victim = faults.kill_executor(out.log, rng)
     faults.require_running(job.thread, "the executor was killed")
     ds = job.result()
@@ -138,8 +145,8 @@ def executor_killed_during_conversion(env, seed, out: Outcome):
 
 
 def _check_spill_retry_recorded(env, cid: str, executor_id: str | None) -> None:
-    """The spill tasks the killed executor was running (two slots, at most 3 of the 8 partitions
-    written when it died, so it was running one) are in the catalog as Spark's retries."""
+    """The spill task the killed executor was running (one slot each, fewer than the 8 files
+    written and the rest slowed, so it was running one) is in the catalog as Spark's retry."""
     _, events = partitions_and_events(env, cid)
     retried = [e for e in events if e["kind"] == "spill_retried"]
     if not any(f"on executor {executor_id} " in e["detail"] and e["partition_id"] is not None for e in retried):

@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 
+import ray
+
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster.jobs import new_group, run_bounded
 from ftbridge.common import foreign
@@ -64,8 +66,6 @@ def place_on_ray_nodes(partitions: list[dict], target: SpillTarget) -> None:
     unplaced = [p for p in partitions if target.node_local and p.get("node_id") is None and p.get("host")]
     if not unplaced:
         return
-    import ray
-
     by_address = ray_nodes_by_address(ray.nodes())
     for p in unplaced:
         p["node_id"] = by_address.get(p["host"])
