@@ -39,6 +39,8 @@ PREFIX = "ftbh"
 SUBNET = "10.213.7"  # the hosts' /24: only the switch namespace routes it
 RAY_PORT = 6379
 DASHBOARD_PORT = 8265
+SPARK_PORT = 7077       # a Spark standalone master's port, and its web UI's (its JSON status page)
+SPARK_UI_PORT = 8080
 # Ray's health checks, tightened so that a partitioned host is declared dead in seconds
 # (defaults: a 3 s period, 10 s timeout, 5 failures); the same for every host.
 HEALTH_ENV = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
@@ -155,6 +157,11 @@ class Hosts:
     head_cpus: int = 0
     object_store_mb: int = 150
     dashboard: bool = False                    # the head's dashboard (Ray Jobs API) on DASHBOARD_PORT
+    # A Spark standalone cluster instead of Ray, started with Spark's own launcher: a master is
+    # the head's init, a worker (`worker_cpus` cores, `spark_worker_memory`) each worker host's.
+    # Ray then runs on that Spark cluster (`ray.util.spark.setup_ray_cluster` in the driver).
+    spark: bool = False
+    spark_worker_memory: str = "2g"
     env: dict = field(default_factory=dict)   # extra environment of every host's processes
     hosts: list[Host] = field(default_factory=list)
     shared: str = ""                           # a folder every host sees (outside /tmp): results, catalog
@@ -222,6 +229,11 @@ class Hosts:
         return f"{self.head.ip}:{RAY_PORT}"
 
     @property
+    def spark_master(self) -> str:
+        """The Spark standalone master's URL (with `spark=True`), as a SparkSession's master."""
+        return f"spark://{self.head.ip}:{SPARK_PORT}"
+
+    @property
     def jobs_address(self) -> str:
         """The head's Ray Jobs API (with `dashboard=True`), as `ray job submit --address` takes it."""
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
@@ -246,6 +258,35 @@ class Hosts:
         return env
 
     def _launch(self, host: Host) -> None:
+        args = self._spark_daemon(host) if self.spark else self._ray_node(host)
+        os.makedirs(self.disk(host), mode=0o1777, exist_ok=True)
+        script = (f"mount --bind {_quote(self.disk(host))} /tmp && "
+                  f"mount -t tmpfs -o size={self.object_store_mb * 3}m,mode=1777 tmpfs /dev/shm && "
+                  f"exec {' '.join(_quote(a) for a in args)}")
+        host.log_path = os.path.join(self.shared, f"{host.name}.log")
+        env = self.host_env()
+        if self.spark:
+            # Spark's daemons: small heaps; every executor a worker starts inherits this environment.
+            env.update({"SPARK_HOME": spark_home(), "SPARK_DAEMON_MEMORY": "256m", "SPARK_NO_DAEMONIZE": "1"})
+        with open(host.log_path, "ab") as log:
+            host.proc = subprocess.Popen(
+                ["ip", "netns", "exec", host.ns, "unshare", "--mount", "--propagation", "private", "--pid",
+                 "--mount-proc", "--kill-child", "--", "/bin/sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True)
+        host.crashed = False
+
+    def _spark_daemon(self, host: Host) -> list[str]:
+        """`spark-class` for the head's master or a worker host's worker, as Spark's scripts run it."""
+        launcher = os.path.join(spark_home(), "bin", "spark-class")
+        if host.head:
+            return [launcher, "org.apache.spark.deploy.master.Master", "--host", host.ip,
+                    "--port", str(SPARK_PORT), "--webui-port", str(SPARK_UI_PORT)]
+        return [launcher, "org.apache.spark.deploy.worker.Worker", self.spark_master, "--host", host.ip,
+                "--cores", str(host.cpus), "--memory", self.spark_worker_memory,
+                "--work-dir", "/tmp/spark-worker", "--webui-port", str(SPARK_UI_PORT + 1)]
+
+    def _ray_node(self, host: Host) -> list[str]:
         ray = os.path.join(os.path.dirname(sys.executable), "ray")
         args = [ray, "start", "--block", f"--node-ip-address={host.ip}", f"--num-cpus={host.cpus}",
                 f"--object-store-memory={self.object_store_mb * 2**20}", "--disable-usage-stats",
@@ -256,35 +297,26 @@ class Hosts:
                      else ["--include-dashboard=false"])
         else:
             args += [f"--address={self.address}"]
-        os.makedirs(self.disk(host), mode=0o1777, exist_ok=True)
-        script = (f"mount --bind {_quote(self.disk(host))} /tmp && "
-                  f"mount -t tmpfs -o size={self.object_store_mb * 3}m,mode=1777 tmpfs /dev/shm && "
-                  f"exec {' '.join(_quote(a) for a in args)}")
-        host.log_path = os.path.join(self.shared, f"{host.name}.log")
-        with open(host.log_path, "ab") as log:
-            host.proc = subprocess.Popen(
-                ["ip", "netns", "exec", host.ns, "unshare", "--mount", "--propagation", "private", "--pid",
-                 "--mount-proc", "--kill-child", "--", "/bin/sh", "-c", script],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.host_env(),
-                start_new_session=True)
-        host.crashed = False
+        return args
 
     def wait_nodes(self, count: int, timeout_s: float = 120.0) -> None:
-        """Until Ray's head lists `count` live nodes (asked from the head's host)."""
+        """Until Ray's head lists `count` live nodes (asked from the head's host); with `spark`,
+        until the master and `count - 1` live Spark workers are up."""
         deadline = time.monotonic() + timeout_s
         last = ""
         while time.monotonic() < deadline:
             for host in self.hosts:
                 if host.proc is not None and host.proc.poll() is not None and not host.crashed:
-                    raise RuntimeError(f"host {host.name}'s `ray start` exited {host.proc.returncode}: "
+                    raise RuntimeError(f"host {host.name}'s init exited {host.proc.returncode}: "
                                        f"{_tail(host.log_path)}")
             if self.head.init_pid is not None:
-                probe = self.run_on_head([sys.executable, "-c", _COUNT_NODES], timeout_s=30, check=False)
+                probe = self.run_on_head([sys.executable, "-c", self._count_script()], timeout_s=30, check=False)
                 last = probe.stdout.strip() or probe.stderr.strip()[-300:]
                 if probe.returncode == 0 and last.isdigit() and int(last) >= count:
                     return
             time.sleep(0.5)
-        raise TimeoutError(f"{count} Ray nodes were not up within {timeout_s:.0f}s (last: {last}); host logs "
+        what = "Spark daemons" if self.spark else "Ray nodes"
+        raise TimeoutError(f"{count} {what} were not up within {timeout_s:.0f}s (last: {last}); host logs "
                            f"under {self.shared}")
 
     def disk(self, host: Host) -> str:
@@ -355,8 +387,13 @@ class Hosts:
         self.wait_nodes(live + 1, timeout_s)
 
     def live_count(self) -> int:
-        probe = self.run_on_head([sys.executable, "-c", _COUNT_NODES], timeout_s=30)
+        probe = self.run_on_head([sys.executable, "-c", self._count_script()], timeout_s=30)
         return int(probe.stdout.strip())
+
+    def _count_script(self) -> str:
+        if self.spark:
+            return _COUNT_SPARK.format(url=f"http://{self.head.ip}:{SPARK_UI_PORT}/json/")
+        return _COUNT_NODES
 
     def partition(self, host: Host) -> None:
         """Cut the host off: its switch port goes down (packets vanish, no reset is sent)."""
@@ -473,6 +510,21 @@ class Hosts:
 
 _COUNT_NODES = ("import ray, logging; ray.init(address='auto', logging_level=logging.ERROR, log_to_driver=False); "
                 "print(sum(1 for n in ray.nodes() if n['Alive']))")
+
+
+# The master and its live workers, from the master's JSON status page.
+_COUNT_SPARK = ("import json, urllib.request; s = json.load(urllib.request.urlopen({url!r}, timeout=5)); "
+                "print(1 + sum(1 for w in s['workers'] if w['state'] == 'ALIVE'))")
+
+
+def spark_home() -> str:
+    """The installed PySpark's folder: a Spark distribution (bin/spark-class, jars/)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("PySpark is not installed")
+    return list(spec.submodule_search_locations)[0]
 
 
 def _quote(arg: str) -> str:

@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import os
+import socket
 import threading
 import warnings
 from typing import Any
@@ -203,6 +204,25 @@ def join_cluster(gcs_address: str, namespace: str) -> None:
 
     if not ray.is_initialized():
         ray.init(address=gcs_address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR)
+
+
+def this_host_node(gcs_address: str, namespace: str) -> str | None:
+    """The Ray node on this host, for a process outside the Ray job that ftbridge did not give
+    one (a Spark Python worker of a session it did not start): the alive node at the address
+    this host reaches the GCS from (of several, the first by id, as files written here are
+    recorded; on a one-machine cluster with several nodes, None)."""
+    import ray
+
+    join_cluster(gcs_address, namespace)
+    host, port = gcs_address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, int(port)))  # a UDP connect sends nothing: it picks the route
+        here = probe.getsockname()[0]
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    found = sorted(n["NodeID"] for n in alive if n.get("NodeManagerAddress") == here)
+    if len({n.get("NodeManagerAddress") for n in alive}) == 1:  # one machine: every node reads its files
+        return found[0] if len(found) == 1 else None
+    return found[0] if found else None  # the one named for this host's files (spill.target.ray_nodes_by_address)
 
 
 def call_named_actor(gcs_address: str, namespace: str, name: str, method: str, args: tuple, timeout_s: float):

@@ -54,6 +54,9 @@ class Settings:
     rebuild_timeout_s: float = _setting(600.0, "a reader's wait for a rebuild it asked for")
     read_timeout_s: float = _setting(900.0, "building a Dataset from its read tasks")
     fetch_timeout_s: float = _setting(120.0, "a read task's wait for a node-local file served by its node")
+    host_node_wait_s: float = _setting(30.0, "a session ftbridge did not start: the wait for a Ray node at the "
+                                             "address of a host that wrote spill files and has none up (Ray on "
+                                             "Spark starts a lost worker node again)")
     read_tasks_per_node: int = _setting(2, "read tasks per node per conversion", minimum=1)
     read_max_retries: int = _setting(5, "Ray retries of a read task whose worker or node died")
     to_spark_timeout_s: float = _setting(900.0, "writing a Dataset's blocks for `to_spark`")

@@ -1,12 +1,14 @@
 """Install what `ray[default]` adds to Ray (its dashboard and Jobs API: ftbridge's `jobs` extra)
-into a folder of its own, for the Ray Jobs test (tests/hosts/test_jobs.py) only.
+into a folder of its own, for the Ray Jobs test (tests/hosts/test_jobs.py) only; or, with
+`--extra client`, what `ray[client]` adds (grpcio: ftbridge's `ray-on-spark` extra), for the
+Ray-on-Spark test (tests/hosts/test_ray_on_spark.py).
 
 With those packages importable, every Ray node also starts a dashboard agent (about 1.2 s more
 per `ray.init()` and a process per node), which the rest of the suite does not need. So the
 test venv stays plain `ray[data,train]`, and the host-level cluster of the Jobs test puts this
 folder on its PYTHONPATH: its Ray is then exactly what `pip install ftbridge[jobs]` gives.
 
-    python tests/hosts/overlay.py DIR [pip args...]   (./dev test runs it with -c constraints.txt)
+    python tests/hosts/overlay.py DIR [--extra client] [pip args...]   (./dev test runs it with -c constraints.txt)
 """
 
 from __future__ import annotations
@@ -20,30 +22,30 @@ from importlib.metadata import requires, version
 from packaging.requirements import Requirement
 
 
-def default_extra() -> list[str]:
-    """The installed Ray's `default` extra, as requirement strings (markers evaluated here)."""
+def default_extra(extra: str = "default") -> list[str]:
+    """The installed Ray's `extra` extra, as requirement strings (markers evaluated here)."""
     out = []
     for text in requires("ray") or []:
         req = Requirement(text)
-        if req.marker is not None and req.marker.evaluate({"extra": "default"}) and \
+        if req.marker is not None and req.marker.evaluate({"extra": extra}) and \
                 not req.marker.evaluate({"extra": ""}):
             out.append(f"{req.name}{req.specifier}")
     return out
 
 
-def stamp() -> str:
-    return f"ray {version('ray')}: " + " ".join(sorted(default_extra()))
+def stamp(extra: str = "default") -> str:
+    return f"ray {version('ray')}: " + " ".join(sorted(default_extra(extra)))
 
 
-def install(target: str, pip_args: list[str]) -> None:
-    marker = os.path.join(target, ".ray-default")
-    if os.path.exists(marker) and open(marker).read() == stamp():
+def install(target: str, pip_args: list[str], extra: str = "default") -> None:
+    marker = os.path.join(target, f".ray-{extra}")
+    if os.path.exists(marker) and open(marker).read() == stamp(extra):
         return
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--upgrade", "--target", target, *pip_args, *default_extra()], check=True)
+                    "--upgrade", "--target", target, *pip_args, *default_extra(extra)], check=True)
     _drop_installed(target)
     with open(marker, "w") as f:
-        f.write(stamp())
+        f.write(stamp(extra))
 
 
 def _drop_installed(target: str) -> None:
@@ -66,13 +68,18 @@ def _drop_installed(target: str) -> None:
                 os.rmdir(base)
 
 
-def ready(target: str) -> str | None:
-    """None if `target` holds the installed Ray's `default` extra, else what to run."""
-    marker = os.path.join(target, ".ray-default")
-    if os.path.exists(marker) and open(marker).read() == stamp():
+def ready(target: str, extra: str = "default") -> str | None:
+    """None if `target` holds the installed Ray's `extra` extra, else what to run."""
+    marker = os.path.join(target, f".ray-{extra}")
+    if os.path.exists(marker) and open(marker).read() == stamp(extra):
         return None
-    return f"ray[default]'s packages are not installed in {target}: run `python tests/hosts/overlay.py {target}`"
+    return (f"ray[{extra}]'s packages are not installed in {target}: run "
+            f"`python tests/hosts/overlay.py {target} --extra {extra}`")
 
 
 if __name__ == "__main__":
-    install(sys.argv[1], sys.argv[2:])
+    args = sys.argv[2:]
+    chosen = "default"
+    if args[:1] == ["--extra"]:
+        chosen, args = args[1], args[2:]
+    install(sys.argv[1], args, chosen)

@@ -44,15 +44,16 @@ STEP_S = 300.0
 class Driver:
     """The driver process on the head host, step by step."""
 
-    def __init__(self, env: hostlib.Hosts) -> None:
+    def __init__(self, env: hostlib.Hosts, script: str = "driver.py", extra_env: dict | None = None) -> None:
         self.env = env
         driver_env = {"FTBRIDGE_HOSTS_SHARED": env.shared, "FTBRIDGE_CATALOG": os.path.join(env.shared, "c.duckdb"),
                       "PYTHONPATH": os.getcwd()}
         for name in ("FTBRIDGE_SPILL_DIR", "FTBRIDGE_LOG_DIR"):
             driver_env[name] = ""  # each host's own default, under its own /tmp
+        driver_env.update(extra_env or {})
         self.stderr_path = os.path.join(env.shared, "driver.err")
         self.err = open(self.stderr_path, "wb")
-        self.proc = env.popen_on_head([sys.executable, os.path.join(os.path.dirname(__file__), "driver.py")],
+        self.proc = env.popen_on_head([sys.executable, os.path.join(os.path.dirname(__file__), script)],
                                       env=driver_env, stdout=subprocess.PIPE, stderr=self.err)
         self.lines: queue.Queue = queue.Queue()
         self.t0 = time.monotonic()

@@ -211,10 +211,10 @@ def test_served_table_is_the_checked_bytes_even_if_the_file_changes_after(tmp_pa
     assert load_checked(ref)[1] == "checksum_mismatch"
 
 
-def test_files_of_an_unplaced_executor_go_to_the_one_ray_node_at_its_address():
+def test_files_of_an_unplaced_executor_go_to_the_ray_node_at_its_address():
     """A session ftbridge did not start sets no Ray node in its executors: the driver names the
-    Ray node at the writing executor's address, only when no other alive node shares it (on one
-    machine every node reads the same files; naming one would tie the files to it)."""
+    Ray node at the writing executor's address; on one machine with several nodes none (every
+    node reads the same files; naming one would tie the files to it)."""
     from ftbridge.convert.spill.target import ray_nodes_by_address
 
     nodes = [{"NodeID": "a", "NodeManagerAddress": "10.0.0.1", "Alive": True},
@@ -222,7 +222,12 @@ def test_files_of_an_unplaced_executor_go_to_the_one_ray_node_at_its_address():
              {"NodeID": "c", "NodeManagerAddress": "10.0.0.2", "Alive": True},
              {"NodeID": "d", "NodeManagerAddress": "10.0.0.3", "Alive": False},
              {"NodeID": "e", "NodeManagerAddress": "10.0.0.3", "Alive": True}]
-    assert ray_nodes_by_address(nodes) == {"10.0.0.1": "a", "10.0.0.3": "e"}
+    # Several hosts: a host that runs two nodes (Ray on Spark restarted one there) names one.
+    assert ray_nodes_by_address(nodes) == {"10.0.0.1": "a", "10.0.0.2": "b", "10.0.0.3": "e"}
+    # One machine: its nodes share the address and its files; none is named.
+    one = [{"NodeID": x, "NodeManagerAddress": "127.0.0.1", "Alive": True} for x in "fg"]
+    assert ray_nodes_by_address(one) == {}
+    assert ray_nodes_by_address(one[:1]) == {"127.0.0.1": "f"}
 
 
 def test_spark_retries_of_the_spill_job_become_events_naming_partition_executor_and_reason(monkeypatch):

@@ -62,13 +62,27 @@ def place_on_ray_nodes(partitions: list[dict], target: SpillTarget) -> None:
     """Node-local files written where ftbridge set no Ray node id (an executor of a session it
     did not start, e.g. a Spark cluster that hosts Ray) are recorded on the Ray node at the
     address of the executor that wrote them, when that address has exactly one; reads then
-    fetch them from there, and releases delete them there."""
+    fetch them from there, and releases delete them there. A host with no Ray node up (Ray on
+    Spark starts one lost with its executor again) is waited for, up to `host_node_wait_s`."""
     unplaced = [p for p in partitions if target.node_local and p.get("node_id") is None and p.get("host")]
     if not unplaced:
         return
-    by_address = ray_nodes_by_address(ray.nodes())
-    for p in unplaced:
-        p["node_id"] = by_address.get(p["host"])
+    deadline = time.monotonic() + settings().host_node_wait_s
+    said = False
+    while True:
+        nodes = ray.nodes()
+        by_address = ray_nodes_by_address(nodes)
+        for p in unplaced:
+            p["node_id"] = by_address.get(p["host"])
+        crowded = {n.get("NodeManagerAddress") for n in nodes if n.get("Alive")} - set(by_address)
+        waiting = sorted({p["host"] for p in unplaced if p["node_id"] is None} - crowded)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        if not said:
+            log.info("spill files written on %s: no Ray node is up there yet, waiting up to %.0fs for one",
+                     ", ".join(waiting), settings().host_node_wait_s)
+            said = True
+        time.sleep(0.5)
     left = sorted({p["host"] for p in unplaced if p["node_id"] is None})
     if left:
         log.info("spill files written on %s are recorded without a Ray node (no single Ray node has that "

@@ -179,10 +179,17 @@ def rmdir_quietly(path: str) -> None:
 
 
 def ray_nodes_by_address(nodes: list[dict]) -> dict[str, str]:
-    """{address: node id} of the alive Ray nodes that are alone on their address (several
-    nodes on one address, as on a one-machine cluster, share its files: none is named)."""
+    """{address: node id} of the alive Ray nodes, for files written on the host at an address.
+
+    On a one-machine cluster (every alive node on one address) several nodes share the
+    address and its files, and none is named: naming one would tie the files to it, when a
+    read anywhere finds them. On a cluster of several hosts, a host can still run two nodes
+    (Ray on Spark starts a lost worker node again wherever Spark has a free slot): the first
+    by id is named, since only a node on that host can serve its files."""
     seen: dict[str, list[str]] = {}
     for n in nodes:
         if n.get("Alive") and n.get("NodeManagerAddress"):
             seen.setdefault(n["NodeManagerAddress"], []).append(n["NodeID"])
-    return {address: ids[0] for address, ids in seen.items() if len(ids) == 1}
+    if len(seen) == 1:
+        return {address: ids[0] for address, ids in seen.items() if len(ids) == 1}
+    return {address: min(ids) for address, ids in seen.items()}

@@ -41,10 +41,13 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
            restager: str):
     ref = PartitionRef.of(conversion_id, row, target)
     table, problem, why = load_checked(ref)
-    if problem is not None and _elsewhere(ref):
-        table, problem, why = _fetch(ref, gcs_address)
+    here = None
     if problem is not None:
-        row = _restage(ref, why, gcs_address, restager)
+        here = _this_node(ref, gcs_address)
+        if ref.target.node_local and ref.node_id and here and ref.node_id != here:
+            table, problem, why = _fetch(ref, gcs_address)
+    if problem is not None:
+        row = _restage(ref, why, gcs_address, restager, here)
         ref = PartitionRef.of(conversion_id, row, target)
         table, problem, why = load_checked(ref)
         if problem is not None:
@@ -62,8 +65,13 @@ def _serve(conversion_id: str, row: dict, target: SpillTarget, expected: pa.Sche
     yield from table.to_batches()
 
 
-def _elsewhere(ref: PartitionRef) -> bool:
-    return bool(ref.target.node_local and ref.node_id and executor_node_id() and ref.node_id != executor_node_id())
+def _this_node(ref: PartitionRef, gcs_address: str) -> str | None:
+    """This executor's Ray node: the one ftbridge gave it, else (a session ftbridge did not
+    start) the Ray node on this host, when node-local files make it matter."""
+    node = executor_node_id()
+    if node is None and ref.target.node_local:
+        node = ray_adapter.this_host_node(gcs_address, RAY_NAMESPACE)
+    return node
 
 
 def _fetch(ref: PartitionRef, gcs_address: str):
@@ -73,8 +81,7 @@ def _fetch(ref: PartitionRef, gcs_address: str):
     return fetch.load_from_node(ref)
 
 
-def _restage(ref: PartitionRef, why: str, gcs_address: str, restager: str) -> dict:
-    here = executor_node_id()
+def _restage(ref: PartitionRef, why: str, gcs_address: str, restager: str, here: str | None) -> dict:
     timeout_s = settings().rebuild_timeout_s
     try:
         return ray_adapter.call_named_actor(gcs_address, RAY_NAMESPACE, restager, "restage",
