@@ -54,6 +54,10 @@ class Registry:
         # While a Spark session that made conversions is up, the rebuild service stays up between
         # conversions (starting it costs ~0.2 s); its stop hook ends it.
         self._spark_live = False
+        # A Spark session ftbridge did not start has no stop hook: once it made a conversion, the
+        # service stays up until the process ends (its actor lives on the driver's node and ends
+        # with it), instead of starting again for each conversion after the last was released.
+        self._foreign_live = False
         self._lock = threading.Lock()
 
     def service_name(self) -> str:
@@ -75,6 +79,8 @@ class Registry:
         self.rebuilders[rebuilder.conversion_id] = rebuilder
         name = self._register(rebuilder.conversion_id, rebuilder.rebuild)
         self._hook(rebuilder.spark_owner)
+        if rebuilder.spark_owner is None:
+            self._foreign_live = True
         return name
 
     def add_staging(self, conversion_id: str, block_refs: list, target, partitions: list[dict], catalog, writer,
@@ -114,12 +120,13 @@ class Registry:
 
     def forget(self, conversion_id: str) -> SparkRebuilder | None:
         """Stop serving a conversion; the dispatcher (a thread polling Ray) ends with the last one,
-        or with the Spark session when one is up."""
+        or with the Spark session when one is up (with the process, for a session ftbridge did
+        not start)."""
         rebuilder = self.rebuilders.pop(conversion_id, None)
         with self._lock:
             if self._dispatcher is not None:
                 self._dispatcher.unregister(conversion_id)
-                if not self._dispatcher.handlers and not self._spark_live:
+                if not self._dispatcher.handlers and not self._spark_live and not self._foreign_live:
                     self._dispatcher.stop("every conversion it served was released")
                     self._dispatcher = None
         return rebuilder

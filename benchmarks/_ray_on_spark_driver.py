@@ -1,0 +1,100 @@
+"""The driver of `./dev bench ray_on_spark`, on the head host of a Spark standalone cluster with Ray
+started on it by `setup_ray_cluster` (see ray_on_spark.py). Prints one `RESULT {json}` line.
+
+Each round, in an order that alternates, makes the same DataFrame a materialized Ray Dataset
+and counts it, three ways:
+  ftbridge   ftbridge.from_spark_recoverable (node-local spill, the JVM writer), then count
+  parquet    df.write.parquet to a folder every host sees, ray.data.read_parquet().materialize()
+  collect    df.toArrow() on the driver, ray.data.from_arrow(table).materialize()
+and the driver's RSS after each path (collect holds the whole table in the driver).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def main(spec: dict) -> None:
+    os.environ.pop("RAY_ADDRESS", None)
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master(spec["master"]).appName("bench-ray-on-spark")
+             .config("spark.executor.memory", "1g").config("spark.driver.memory", "2g")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    import ray
+    import ray.data
+    from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
+
+    setup_ray_cluster(max_worker_nodes=2, num_cpus_worker_node=2, num_gpus_worker_node=0, num_cpus_head_node=0,
+                      memory_worker_node=1 << 30, object_store_memory_worker_node=600 << 20,
+                      head_node_options={"include_dashboard": False})
+    ray.init(log_to_driver=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    import ftbridge
+
+    timing = logging.StreamHandler(sys.stderr)  # ftbridge's timing line per conversion
+    timing.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    logging.getLogger("ftbridge.convert.conversion").addHandler(timing)
+    logging.getLogger("ftbridge.convert.conversion").setLevel(logging.INFO)
+
+    df = spark.range(0, spec["rows"], numPartitions=spec["partitions"]).selectExpr(
+        "id", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+    df.cache().count()  # every path starts from the same cached frame
+    shared = spec["shared"]
+
+    def via_ftbridge() -> int:
+        ds = ftbridge.from_spark_recoverable(df, catalog=os.path.join(shared, "catalog.duckdb"))
+        n = ds.count()
+        ftbridge.release(ds)
+        return n
+
+    def via_parquet() -> int:
+        path = os.path.join(shared, "handoff.parquet")
+        df.write.mode("overwrite").parquet(path)
+        n = ray.data.read_parquet(path).materialize().count()
+        shutil.rmtree(path, ignore_errors=True)
+        return n
+
+    def via_collect() -> int:
+        return ray.data.from_arrow(df.toArrow()).materialize().count()
+
+    paths = {"ftbridge": via_ftbridge, "parquet": via_parquet, "collect": via_collect}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    rss: dict[str, list[float]] = {k: [] for k in paths}
+    for r in range(spec["warmup"] + spec["reps"]):
+        names = list(paths) if r % 2 == 0 else list(reversed(paths))
+        for name in names:
+            started = time.perf_counter()
+            n = paths[name]()
+            took = time.perf_counter() - started
+            if n != spec["rows"]:
+                raise SystemExit(f"{name} counted {n} rows, not {spec['rows']}")
+            if r >= spec["warmup"]:
+                times[name].append(round(took, 3))
+                rss[name].append(round(rss_mib(), 1))
+        print(f"round {r + 1} done", file=sys.stderr, flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {"spark": spark.version, "ray": ray.__version__, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+           "times_s": times, "median_s": med, "driver_rss_mib": rss,
+           "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
+           "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
+    ray.shutdown()
+    shutdown_ray_cluster()
+    spark.stop()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
