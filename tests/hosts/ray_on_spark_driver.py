@@ -9,28 +9,13 @@ work it hits runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 
-SHARED = os.environ["FTBRIDGE_HOSTS_SHARED"]
+from tests.hosts.driver import say, wait_go  # the step protocol of the host tests' drivers
+
 MASTER = os.environ["FTBRIDGE_SPARK_MASTER"]
 ROWS, PARTS = 200_000, 8
-WAIT_S = 300.0
-
-
-def say(step: str, **payload) -> None:
-    print(json.dumps({"step": step, **payload}, default=str), flush=True)
-
-
-def wait_go(step: str) -> None:
-    path = os.path.join(SHARED, f"go-{step}")
-    deadline = time.monotonic() + WAIT_S
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test did not answer step {step!r} within {WAIT_S:.0f}s")
-        time.sleep(0.05)
 
 
 def main() -> None:
