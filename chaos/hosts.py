@@ -311,7 +311,8 @@ class Hosts:
                                        f"{_tail(host.log_path)}")
             if self.head.init_pid is not None:
                 probe = self.run_on_head([sys.executable, "-c", self._count_script()], timeout_s=30, check=False)
-                last = probe.stdout.strip() or probe.stderr.strip()[-300:]
+                counts = [line for line in probe.stdout.splitlines() if line.strip().isdigit()]
+                last = counts[-1].strip() if counts else (probe.stdout.strip() or probe.stderr.strip()[-300:])
                 if probe.returncode == 0 and last.isdigit() and int(last) >= count:
                     return
             time.sleep(0.5)
@@ -388,7 +389,12 @@ class Hosts:
 
     def live_count(self) -> int:
         probe = self.run_on_head([sys.executable, "-c", self._count_script()], timeout_s=30)
-        return int(probe.stdout.strip())
+        # Ray may print its own lines (e.g. "(raylet) Raylet is terminated" for a host just
+        # crashed) to a driver's stdout: the count is the last line that is a number.
+        counts = [line for line in probe.stdout.splitlines() if line.strip().isdigit()]
+        if not counts:
+            raise RuntimeError(f"the node count probe printed no count: {probe.stdout[-500:]}")
+        return int(counts[-1])
 
     def _count_script(self) -> str:
         if self.spark:
