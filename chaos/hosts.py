@@ -10,8 +10,9 @@ host is
 - its own **mount namespace**: its own disk on `/tmp` (a folder of the harness, bound there, so
   it outlives a crash as a real disk does, unless the crash wipes it) and a private tmpfs on
   `/dev/shm` (Ray's object store dies with the host);
-- its own **PID namespace**: `ray start ... --block`, typed as a user would, is its init, so
-  SIGKILLing that one process ends every process of the host, the way a power cut does.
+- its own **PID namespace**: a small init (`_INIT`: it reaps every orphan, as a real host's init
+  does) runs `ray start ... --block`, typed as a user would, or a Spark daemon; SIGKILLing that
+  init ends every process of the host, the way a power cut does.
 
 The driver runs on the head's host (`run_on_head`: `nsenter` into its namespaces). No Ray head
 ever runs in the machine's own namespaces (it would write Ray's `ray_current_cluster` file, which
@@ -140,7 +141,7 @@ class Host:
 
     @property
     def init_pid(self) -> int | None:
-        """The host's PID 1 (as the machine sees it): `ray start --block`."""
+        """The host's PID 1 (as the machine sees it): `_INIT`, the parent of its Ray node or Spark daemon."""
         if self.proc is None:
             return None
         kids = _children(self.proc.pid)
@@ -262,7 +263,7 @@ class Hosts:
         os.makedirs(self.disk(host), mode=0o1777, exist_ok=True)
         script = (f"mount --bind {_quote(self.disk(host))} /tmp && "
                   f"mount -t tmpfs -o size={self.object_store_mb * 3}m,mode=1777 tmpfs /dev/shm && "
-                  f"exec {' '.join(_quote(a) for a in args)}")
+                  f"exec {_quote(sys.executable)} -c {_quote(_INIT)} {' '.join(_quote(a) for a in args)}")
         host.log_path = os.path.join(self.shared, f"{host.name}.log")
         env = self.host_env()
         if self.spark:
@@ -512,6 +513,19 @@ class Hosts:
         _kill_netns(self.switch)
         if self.shared:
             shutil.rmtree(self.shared, ignore_errors=True)
+
+
+# A host's PID 1: runs its command and reaps every process that ends orphaned, as a real host's
+# init does. With the command itself as PID 1 (a Spark daemon's JVM, `ray start`), a process whose
+# parent died stays a zombie, and Ray's workers, which watch their raylet's pid, live on for good.
+_INIT = ("import os, signal, subprocess, sys\n"
+         "child = subprocess.Popen(sys.argv[1:])\n"
+         "for sig in (signal.SIGTERM, signal.SIGINT):\n"
+         "    signal.signal(sig, lambda n, _: child.send_signal(n))\n"
+         "while True:\n"
+         "    pid, status = os.wait()\n"
+         "    if pid == child.pid:\n"
+         "        sys.exit(os.waitstatus_to_exitcode(status))\n")
 
 
 _COUNT_NODES = ("import ray, logging; ray.init(address='auto', logging_level=logging.ERROR, log_to_driver=False); "

@@ -378,6 +378,50 @@ def trim_ray_data_caches() -> int:
 OPERATOR_ID_LABEL = "__data_operator_id"  # PhysicalOperator._OPERATOR_ID_LABEL_KEY
 
 
+# Callbacks run at the start of every `ray.shutdown()`, before Ray disconnects. A thread of
+# the driver that is inside a Ray call when `ray.shutdown()` runs in another thread makes Ray's
+# core worker end the whole process with exit code 1 and no traceback ("The core worker has
+# already been shutdown"): ftbridge's polling threads stop in these callbacks first. Ray has no
+# shutdown hook of its own, so `ray.shutdown` (and the function Ray's other modules call,
+# `ray._private.worker.shutdown`) is wrapped once; Ray's own atexit hook holds the original and
+# is covered by atexit hooks registered after `ray.init`.
+_SHUTDOWN_HOOKS: list = []
+_SHUTDOWN_LOCK = threading.Lock()
+
+
+def before_shutdown(callback) -> None:
+    """Run `callback()` (no arguments; its errors are logged) at the start of each `ray.shutdown()`."""
+    import ray
+    import ray._private.worker as worker
+
+    with _SHUTDOWN_LOCK:
+        if not getattr(worker.shutdown, "_ftbridge_hooks", False):
+            original = worker.shutdown
+
+            @functools.wraps(original)
+            def shutdown(*args, **kwargs):
+                with _SHUTDOWN_LOCK:
+                    hooks = list(_SHUTDOWN_HOOKS)
+                for hook in hooks:
+                    try:
+                        hook()
+                    except Exception:
+                        logging.getLogger(__name__).exception("a hook before ray.shutdown() failed")
+                return original(*args, **kwargs)
+
+            shutdown._ftbridge_hooks = True  # type: ignore[attr-defined]
+            worker.shutdown = shutdown
+            ray.shutdown = shutdown
+        if callback not in _SHUTDOWN_HOOKS:
+            _SHUTDOWN_HOOKS.append(callback)
+
+
+def remove_before_shutdown(callback) -> None:
+    with _SHUTDOWN_LOCK:
+        if callback in _SHUTDOWN_HOOKS:
+            _SHUTDOWN_HOOKS.remove(callback)
+
+
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data
@@ -402,6 +446,8 @@ def check() -> list[str]:
 
     if not callable(getattr(worker, "print_to_stdstream", None)):
         missing.append("ray._private.worker.print_to_stdstream")
+    if not callable(getattr(worker, "shutdown", None)) or getattr(ray, "shutdown", None) is not worker.shutdown:
+        missing.append("ray.shutdown is ray._private.worker.shutdown")
     from ray.data.dataset import MaterializedDataset
 
     if not callable(getattr(MaterializedDataset, "iter_internal_ref_bundles", None)):

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.convert.rebuild.service import RebuildDispatcher
 from ftbridge.convert.rebuild.spark import SparkRebuilder
 from ftbridge.convert.to_spark.restage import start_restager
@@ -63,16 +64,31 @@ class Registry:
     def service_name(self) -> str:
         """The rebuild service's actor name (the service starts on first use)."""
         with self._lock:
-            if self._dispatcher is None:
-                self._dispatcher = RebuildDispatcher()
-            return self._dispatcher.name
+            return self._dispatcher_locked().name
 
     def _register(self, conversion_id: str, handler: Callable[[int, str, str], dict]) -> str:
         with self._lock:
-            if self._dispatcher is None:
-                self._dispatcher = RebuildDispatcher()
-            self._dispatcher.register(conversion_id, handler)
-            return self._dispatcher.name
+            dispatcher = self._dispatcher_locked()
+            dispatcher.register(conversion_id, handler)
+            return dispatcher.name
+
+    def _dispatcher_locked(self) -> RebuildDispatcher:
+        if self._dispatcher is None:
+            self._dispatcher = RebuildDispatcher()
+            ray_adapter.before_shutdown(self._on_ray_shutdown)
+        return self._dispatcher
+
+    def _on_ray_shutdown(self) -> None:
+        """`ray.shutdown()` was called (a user's program ends Ray itself, e.g. before
+        `shutdown_ray_cluster`): the rebuild service's polling thread stops while Ray is still up,
+        since a Ray call of that thread during the shutdown would end the whole process. The
+        service and the restager go with Ray; the next conversion starts them again."""
+        with self._lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+            self._restager = None
+            self._foreign_live = False
+        if dispatcher is not None:
+            dispatcher.stop("ray.shutdown() was called")
 
     def add(self, rebuilder: SparkRebuilder) -> str:
         """Serve rebuilds of a conversion made by this process; returns the service name."""

@@ -31,9 +31,21 @@ def hosts():
     env = hostlib.Hosts(workers=2, worker_cpus=1, dashboard=problem is None,
                         env={} if problem else {"PYTHONPATH": path}).start()
     env.jobs_problem = problem
+    _SHARED.append(env)
     try:
         yield env
     finally:
+        close_shared_hosts()
+
+
+_SHARED: list = []
+
+
+def close_shared_hosts() -> None:
+    """Tear down the shared hosts now (the Ray-on-Spark test, last, starts hosts of its own and
+    needs the machine's cores), checking they left no folder or namespace."""
+    while _SHARED:
+        env = _SHARED.pop()
         env.close()
         assert not os.path.exists(env.shared), "the host environment left its folder"
         assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)

@@ -9,8 +9,10 @@ work it hits runs.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import sys
 
 from tests.hosts.driver import say, wait_go  # the step protocol of the host tests' drivers
 
@@ -19,6 +21,7 @@ ROWS, PARTS = 200_000, 8
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in Ray's or Spark's native code says where
     os.environ.pop("RAY_ADDRESS", None)  # setup_ray_cluster sets it to the cluster it starts
     from pyspark.sql import SparkSession
 
@@ -105,9 +108,15 @@ def main() -> None:
 
     freed = {ftbridge.conversion_id(each): ftbridge.release(each) for each in (back_df, ds, ds2, ds3)}
     say("released", freed=freed, **{c: catalog_rows(c)["parts"] for c in freed})
-    ray.shutdown()
-    shutdown_ray_cluster()
-    spark.stop()
+    for name, stop in (("ray.shutdown", ray.shutdown), ("shutdown_ray_cluster", shutdown_ray_cluster),
+                       ("spark.stop", spark.stop)):
+        print(f"ray-on-spark driver: {name}()", file=sys.stderr, flush=True)
+        try:
+            stop()
+        except BaseException:
+            # Named on stderr, so the test's failure says which of the three ended the program.
+            print(f"ray-on-spark driver: {name}() failed", file=sys.stderr, flush=True)
+            raise
     say("stopped")
 
 

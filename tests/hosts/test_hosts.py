@@ -94,7 +94,13 @@ class Driver:
     def stderr_tail(self) -> str:
         self.err.flush()
         with open(self.stderr_path, errors="replace") as f:
-            return f.read()[-4000:]
+            text = f.read()
+        # The driver's own traceback first (Spark's and Ray's chatter after it would push it out of a tail).
+        tb = text.rfind("Traceback (most recent call last)")
+        if 0 <= tb < len(text) - 2000:
+            end = text.find("\n\n", tb)
+            return text[tb:end if end > 0 else tb + 3000][:3000] + "\n[...]\n" + text[-1500:]
+        return text[-4000:]
 
 
 def spill_files(env: hostlib.Hosts, host: hostlib.Host, cid: str | None = None) -> dict[str, int]:

@@ -28,6 +28,7 @@ import pytest
 
 from ftbridge.chaos import hosts as hostlib
 from tests.hosts import overlay
+from tests.hosts.conftest import close_shared_hosts
 from tests.hosts.test_hosts import Driver, spill_files
 
 pytestmark = pytest.mark.hosts
@@ -40,6 +41,7 @@ def spark_hosts():
     why = hostlib.available()
     if why:
         pytest.skip(why)
+    close_shared_hosts()  # the other host tests' hosts, done by now: their Ray nodes would take cores
     path = os.environ.get("FTBRIDGE_RAY_CLIENT_OVERLAY", "")
     problem = overlay.ready(path, "client") if path else "FTBRIDGE_RAY_CLIENT_OVERLAY is not set: run ./dev test-hosts"
     assert problem is None, problem

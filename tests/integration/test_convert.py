@@ -381,6 +381,11 @@ for writer in ("auto", "python"):
     if back is not None:
         ftbridge.release(back)
     ftbridge.release(ds)
+# The program ends Ray itself while ftbridge's rebuild service (kept up for this session) polls
+# it from a thread: the program goes on (a Ray call of that thread during the shutdown would end
+# the process with exit code 1 and no traceback).
+ray.shutdown()
+print("RAY_SHUT_DOWN", flush=True)
 spark.stop()
 """
 
@@ -391,12 +396,13 @@ def test_a_session_ftbridge_did_not_start_gets_the_jvm_spill_writer(spark, tmp_p
     with the JVM spill writer: ftbridge adds its jar to the running session, so no partition
     crosses into a Spark Python worker; the same frame with FTBRIDGE_SPILL_WRITER=python starts
     them (so the count would see them). Rows exact (ids and content) both ways, and back into
-    that session with `to_spark`. The JVM writer
+    that session with `to_spark`; then the program's own `ray.shutdown()` leaves it running. The JVM writer
     reports its executor's address, and the files are recorded on the Ray node there when it is
     the only one at that address (the suite's nodes share one address once a test added one)."""
     proc = run_child([sys.executable, "-c", FOREIGN_SESSION, ray.get_runtime_context().gcs_address,
                       str(tmp_path / "foreign.duckdb")], env=python_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RAY_SHUT_DOWN" in proc.stdout, proc.stderr[-3000:]
     assert "added the JVM spill writer" in proc.stderr, proc.stderr[-3000:]
     runs = {r["writer"]: r for r in (json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
                                      if line.startswith("RESULT "))}

@@ -146,6 +146,8 @@ class RebuildDispatcher:
             log.warning("could not deliver rebuild result for %s/%d: %s", conv, pid, exc)
 
     def stop(self, why: str = "the Spark session that could rebuild it has stopped") -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         try:
             ray.get(self.actor.close.remote(why), timeout=10)
