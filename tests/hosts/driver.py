@@ -33,6 +33,41 @@ def wait_go(step: str) -> dict:
         return json.loads(f.read() or "{}")
 
 
+ROWS, PARTS = 200_000, 8
+
+
+def frame(spark, seed: int):
+    """The drivers' DataFrame: ids, a column that depends on `seed`, a 40-character hash."""
+    return spark.range(0, ROWS, numPartitions=PARTS).selectExpr(
+        "id", f"(id * {seed}) % 1009 as a", "sha1(cast(id as string)) as h")
+
+
+def catalog_rows(catalog: str, cid: str) -> dict:
+    """The conversion's partition rows (with the host of each file's Ray node) and its events."""
+    import ray
+
+    from ftbridge.lineage import queries
+    from ftbridge.lineage.catalog import Catalog
+    from ftbridge.lineage.writer import flush
+
+    flush(Catalog(catalog))
+    with Catalog(catalog).read() as con:
+        parts = queries.partitions(con, cid)
+        events = queries.events(con, cid)
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    return {"parts": [{"id": p["partition_id"], "path": p["path"], "node": p["node_id"],
+                       "host": nodes.get(p["node_id"]), "state": p["state"]} for p in parts],
+            "events": [{"kind": e["kind"], "partition": e["partition_id"], "detail": e["detail"],
+                        "at": e["started_at"].timestamp(), "duration_s": e["duration_s"], "source": e["source"]}
+                       for e in events]}
+
+
+def say_checked(catalog: str, step: str, cid: str, result, **extra) -> None:
+    """The step, with the row check's outcome and the conversion's catalog rows."""
+    say(step, cid=cid, ok=result.ok, result=str(result),
+        checksum_ok=result.checksum_read == result.checksum_expected, **extra, **catalog_rows(catalog, cid))
+
+
 def main() -> None:
     import pyarrow as pa
     import ray
@@ -56,27 +91,6 @@ def main() -> None:
     ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     say("started", executors={e.executor_id: ips[e.node_id] for e in ftbridge.executors()})
 
-    def frame(seed: int):
-        return spark.range(0, 200_000, numPartitions=8).selectExpr(
-            "id", f"(id * {seed}) % 1009 as a", "sha1(cast(id as string)) as h")
-
-    def catalog_rows(cid: str) -> dict:
-        flush(Catalog(catalog))
-        with Catalog(catalog).read() as con:
-            parts = queries.partitions(con, cid)
-            events = queries.events(con, cid)
-        nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        return {"parts": [{"id": p["partition_id"], "path": p["path"], "host": nodes.get(p["node_id"]),
-                           "state": p["state"]} for p in parts],
-                "events": [{"kind": e["kind"], "partition": e["partition_id"], "detail": e["detail"],
-                            "at": e["started_at"].timestamp(), "duration_s": e["duration_s"], "source": e["source"]}
-                           for e in events]}
-
-    def say_checked(step: str, cid: str, result, **extra) -> None:
-        """The step, with the row check's outcome and the conversion's catalog rows."""
-        say(step, cid=cid, ok=result.ok, result=str(result),
-            checksum_ok=result.checksum_read == result.checksum_expected, **extra, **catalog_rows(cid))
-
     def read_through(ds, step: str):
         """Read `ds` as a trainer would; after the first batch, let the test inject its fault."""
         it = iter(ds.iter_batches(batch_size=2000, batch_format="pyarrow", prefetch_batches=0))
@@ -88,12 +102,12 @@ def main() -> None:
         return pa.concat_tables(tables), time.monotonic() - started
 
     # 1. Files on every host, freed on every host.
-    ds = ftbridge.from_spark_recoverable(frame(3))
+    ds = ftbridge.from_spark_recoverable(frame(spark, 3))
     cid = ftbridge.conversion_id(ds)
-    say("converted", cid=cid, **catalog_rows(cid))
+    say("converted", cid=cid, **catalog_rows(catalog, cid))
     wait_go("converted")
     freed = ftbridge.release(ds)
-    say("released", cid=cid, freed=freed, **catalog_rows(cid))
+    say("released", cid=cid, freed=freed, **catalog_rows(catalog, cid))
     wait_go("released")
 
     # 1b. Ray -> Spark, node-local staging: the blocks are on the head (the driver put them
@@ -101,10 +115,10 @@ def main() -> None:
     df = ftbridge.to_spark(staged_source, spark)
     cid = ftbridge.conversion_id(df)
     result = check(staged_reference, spark_to_arrow(df))
-    say_checked("to-spark", cid, result)
+    say_checked(catalog, "to-spark", cid, result)
     wait_go("to-spark")
     freed = ftbridge.release(df)
-    say("to-spark-released", cid=cid, freed=freed, **catalog_rows(cid))
+    say("to-spark-released", cid=cid, freed=freed, **catalog_rows(catalog, cid))
     wait_go("to-spark-released")
 
     # 1c. Both directions through a folder every host sees (a shared `staging_dir` / `spill_dir`):
@@ -113,25 +127,25 @@ def main() -> None:
     df = ftbridge.to_spark(staged_source, spark, staging_dir=shared_dir)
     cid = ftbridge.conversion_id(df)
     result = check(staged_reference, spark_to_arrow(df))
-    say_checked("to-spark-shared", cid, result, dir=shared_dir)
+    say_checked(catalog, "to-spark-shared", cid, result, dir=shared_dir)
     wait_go("to-spark-shared")
     freed = ftbridge.release(df)
-    reference = spark_to_arrow(frame(3))
-    ds = ftbridge.from_spark_recoverable(frame(3), spill_dir=shared_dir)
+    reference = spark_to_arrow(frame(spark, 3))
+    ds = ftbridge.from_spark_recoverable(frame(spark, 3), spill_dir=shared_dir)
     cid = ftbridge.conversion_id(ds)
     result = check(reference, read_all(ds))
-    say_checked("from-spark-shared", cid, result, staged_freed=freed)
+    say_checked(catalog, "from-spark-shared", cid, result, staged_freed=freed)
     wait_go("from-spark-shared")
     freed = ftbridge.release(ds)
     say("shared-released", cid=cid, freed=freed)
     wait_go("shared-released")
 
     # 2. A host crashes (its disk wiped) during a materialized read.
-    df = frame(5)
+    df = frame(spark, 5)
     reference = spark_to_arrow(df)
     ds = ftbridge.from_spark_recoverable(df)
     cid = ftbridge.conversion_id(ds)
-    say("converted-crash", cid=cid, **catalog_rows(cid))
+    say("converted-crash", cid=cid, **catalog_rows(catalog, cid))
     wait_go("converted-crash")
     table, seconds = read_through(ds, "reading-crash")
     result = check(reference, table)
@@ -140,13 +154,13 @@ def main() -> None:
     again = check(reference, read_all(ftbridge.open_recoverable(cid)))
     say("read-after-crash", cid=cid, ok=result.ok and again.ok, result=f"{result}; reopened: {again}",
         seconds=seconds, reopen_seconds=time.monotonic() - started,
-        checksum_ok=result.checksum_read == result.checksum_expected == again.checksum_read, **catalog_rows(cid))
+        checksum_ok=result.checksum_read == result.checksum_expected == again.checksum_read, **catalog_rows(catalog, cid))
     wait_go("read-after-crash")  # the test restarts the host
     session.wait_for_executors(2)
 
     # 2b. A host crashes (its disk wiped) while the spill job runs: each partition's first row
     # sleeps 1.5 s in its executor (a filter that keeps every row), so the job lasts ~6 s.
-    df = frame(11)
+    df = frame(spark, 11)
     reference = spark_to_arrow(df)
     slow = slowed(df, sleep_ms=1500, fast=0, per=25_000)
     say("spilling-crash")
@@ -154,14 +168,14 @@ def main() -> None:
     returned_at = time.time()
     cid = ftbridge.conversion_id(ds)
     result = check(reference, read_all(ds))
-    say_checked("spilled-crash", cid, result, returned_at=returned_at)
+    say_checked(catalog, "spilled-crash", cid, result, returned_at=returned_at)
     wait_go("spilled-crash")  # the test restarts the host
     session.wait_for_executors(2)
 
     # 2c. A slow link: the same conversion and read at full speed, then with one worker host's
     # cable throttled by the test (the figures say how much slower; every row is checked).
     def timed(seed: int) -> tuple[float, object, str]:
-        df = frame(seed)
+        df = frame(spark, seed)
         reference = spark_to_arrow(df)
         started = time.monotonic()
         ds = ftbridge.from_spark_recoverable(df)
@@ -174,17 +188,17 @@ def main() -> None:
     say("slow-link", full_seconds=full_s, ok=result.ok, result=str(result))
     wait_go("slow-link")  # the test slows one worker host's link
     slow_s, result, cid = timed(17)
-    say_checked("slowed", cid, result, seconds=slow_s)
+    say_checked(catalog, "slowed", cid, result, seconds=slow_s)
     wait_go("slowed")
 
     # 3. A host partitioned from the head during a read, never healed.
-    df = frame(7)
+    df = frame(spark, 7)
     reference = spark_to_arrow(df)
     ds = ftbridge.from_spark_recoverable(df)
     cid = ftbridge.conversion_id(ds)
     ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     say("converted-partition", cid=cid, executors={e.executor_id: ips[e.node_id] for e in ftbridge.executors()},
-        **catalog_rows(cid))
+        **catalog_rows(catalog, cid))
     wait_go("converted-partition")
     table, seconds = read_through(ds, "reading-partition")
     cut_at = time.time()
@@ -203,7 +217,7 @@ def main() -> None:
         dead_at=watch.removed_at,
         checksum_ok=result.checksum_read == result.checksum_expected == again.checksum_read,
         removed=[{"executor": e, "host": ips.get(n)} for e, n in session.current().node_watch.removed],
-        **catalog_rows(cid))
+        **catalog_rows(catalog, cid))
 
     # 4. Stop with cleanup: every reachable host frees its files; the cut-off host's wait for gc.
     logging.getLogger("ftbridge").setLevel(logging.DEBUG)

@@ -14,10 +14,9 @@ import logging
 import os
 import sys
 
-from tests.hosts.driver import say, wait_go  # the step protocol of the host tests' drivers
+from tests.hosts.driver import PARTS, ROWS, catalog_rows, frame, say, say_checked, wait_go  # the host drivers' steps
 
 MASTER = os.environ["FTBRIDGE_SPARK_MASTER"]
-ROWS, PARTS = 200_000, 8
 
 
 def main() -> None:
@@ -42,38 +41,16 @@ def main() -> None:
     import ftbridge
     from ftbridge.chaos.scenarios import slowed
     from ftbridge.convert.ops.rowcheck import check, read_all, spark_to_arrow
-    from ftbridge.lineage import queries
-    from ftbridge.lineage.catalog import Catalog
-    from ftbridge.lineage.writer import flush
 
     catalog = os.environ["FTBRIDGE_CATALOG"]
 
     def nodes() -> dict[str, str]:
         return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
 
-    def frame(seed: int):
-        return spark.range(0, ROWS, numPartitions=PARTS).selectExpr(
-            "id", f"(id * {seed}) % 1009 as a", "sha1(cast(id as string)) as h")
-
-    def catalog_rows(cid: str) -> dict:
-        flush(Catalog(catalog))
-        with Catalog(catalog).read() as con:
-            parts = queries.partitions(con, cid)
-            events = queries.events(con, cid)
-        every = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        return {"parts": [{"id": p["partition_id"], "path": p["path"], "node": p["node_id"],
-                           "host": every.get(p["node_id"]), "state": p["state"]} for p in parts],
-                "events": [{"kind": e["kind"], "partition": e["partition_id"], "detail": e["detail"]}
-                           for e in events]}
-
-    def say_checked(step: str, cid: str, result, **extra) -> None:
-        say(step, cid=cid, ok=result.ok, result=str(result),
-            checksum_ok=result.checksum_read == result.checksum_expected, **extra, **catalog_rows(cid))
-
     say("started", nodes=nodes(), spark=spark.version, ray=ray.__version__)
 
     # 1. A conversion, read on the Ray worker nodes; to_spark back into the user's session.
-    df = frame(3)
+    df = frame(spark, 3)
     reference = spark_to_arrow(df)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name="ros-plain")
     cid = ftbridge.conversion_id(ds)
@@ -81,33 +58,33 @@ def main() -> None:
     back_df = ftbridge.to_spark(ds, spark)
     back = spark_to_arrow(back_df)
     jars = spark.sparkContext._jsc.sc().listJars().mkString(",").split(",")
-    say_checked("converted", cid, result, back_ok=check(reference, back).ok, nodes=nodes(), jars=jars)
+    say_checked(catalog, "converted", cid, result, back_ok=check(reference, back).ok, nodes=nodes(), jars=jars)
 
     # 2. A spill file deleted (by the test, on its host's disk): Spark writes it again.
     wait_go("deleted")
     result = check(reference, read_all(ftbridge.open_recoverable(cid, catalog=catalog)))
-    say_checked("rebuilt", cid, result)
+    say_checked(catalog, "rebuilt", cid, result)
 
     # 3. A Spark executor SIGKILLed (by the test) while the spill job runs.
-    df2 = frame(5)
+    df2 = frame(spark, 5)
     reference2 = spark_to_arrow(df2)
     say("spilling")
     ds2 = ftbridge.from_spark_recoverable(slowed(df2, fast=2, per=ROWS // PARTS), catalog=catalog, name="ros-kill")
     cid2 = ftbridge.conversion_id(ds2)
-    say_checked("executor_killed", cid2, check(reference2, read_all(ds2)))
+    say_checked(catalog, "executor_killed", cid2, check(reference2, read_all(ds2)))
 
     # 4. A Spark worker host crashed (by the test) while Ray reads: its Ray worker node and its
     # node-local spill files go with it; Spark writes the lost files again on the host left.
-    df3 = frame(7)
+    df3 = frame(spark, 7)
     reference3 = spark_to_arrow(df3)
     ds3 = ftbridge.from_spark_recoverable(df3, catalog=catalog, name="ros-host", materialize=False)
     cid3 = ftbridge.conversion_id(ds3)
-    say("reading", cid=cid3, **catalog_rows(cid3))
+    say("reading", cid=cid3, **catalog_rows(catalog, cid3))
     wait_go("crashed")
-    say_checked("host_crashed", cid3, check(reference3, read_all(ds3)), nodes=nodes())
+    say_checked(catalog, "host_crashed", cid3, check(reference3, read_all(ds3)), nodes=nodes())
 
     freed = {ftbridge.conversion_id(each): ftbridge.release(each) for each in (back_df, ds, ds2, ds3)}
-    say("released", freed=freed, **{c: catalog_rows(c)["parts"] for c in freed})
+    say("released", freed=freed, **{c: catalog_rows(catalog, c)["parts"] for c in freed})
     for name, stop in (("ray.shutdown", ray.shutdown), ("shutdown_ray_cluster", shutdown_ray_cluster),
                        ("spark.stop", spark.stop)):
         print(f"ray-on-spark driver: {name}()", file=sys.stderr, flush=True)

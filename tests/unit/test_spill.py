@@ -249,3 +249,23 @@ def test_spark_retries_of_the_spill_job_become_events_naming_partition_executor_
     assert events[0].detail == ("stage 4 attempt 0: task 2 failed on executor 1 (10.0.0.1): "
                                 "ExecutorLostFailure (executor 1 exited); Spark ran it again")
     assert events[2].detail == "stage 3 attempt 1: the stage ran again (its earlier output was lost)"
+
+
+def test_release_on_a_host_deletes_the_unfinished_files_a_killed_writer_left(tmp_path):
+    """An executor killed mid-file leaves `part-NNNNN.arrow.tmp-<hex>` (no catalog row names it):
+    deleting the conversion's recorded files on that host takes those too, in any node folder,
+    and nothing that is not an unfinished file of that conversion."""
+    from ftbridge.convert.spill.cleanup import delete_local
+
+    cid, other = "a" * 32, "b" * 32
+    recorded = tmp_path / "node-1" / cid / "part-00000.arrow"
+    partial = tmp_path / "unknown-node" / cid / f"part-00003.arrow.tmp-{'c' * 32}"
+    kept = [tmp_path / "node-1" / other / f"part-00003.arrow.tmp-{'d' * 32}",  # another conversion's
+            tmp_path / "node-2" / cid / "notes.txt"]                             # not a file of ours
+    for path in [recorded, partial, *kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 10)
+    assert delete_local(str(tmp_path), cid, [str(recorded)]) == [10]
+    assert not recorded.exists() and not partial.exists()
+    assert not (tmp_path / "unknown-node").exists()  # its folders, empty now, went too
+    assert all(p.exists() for p in kept)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SHARED = "shared store"
 _FILE = re.compile(r"^part-\d{5}\.arrow$")
+# A file a writer had not finished (both writers write `<file>.tmp-<uuid hex>`, then rename): what
+# an executor killed mid-file leaves behind; no catalog row names it.
+_PARTIAL = re.compile(r"^part-\d{5}\.arrow\.tmp-[0-9a-f]{32}$")
 
 
 @dataclass
@@ -94,7 +97,38 @@ def delete_local(root: str, conversion_id: str, paths: list[str], dry_run: bool 
             rmdir_quietly(folder)
             rmdir_quietly(os.path.dirname(folder))
         sizes.append(size)
+    if not dry_run:
+        delete_partials(root, conversion_id)
     return sizes
+
+
+def delete_partials(root: str, conversion_id: str) -> int:
+    """Delete the conversion's unfinished files on this host (see `_PARTIAL`), in its folder under
+    `root` and under each node folder of `root`; returns how many. Empty folders go too."""
+    if not re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", conversion_id) or not os.path.isdir(root):  # target._ID
+        return 0
+    folders = [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id)
+                                                     for node in os.listdir(root)]
+    count = 0
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:  # no such folder (or not a folder)
+            continue
+        for name in names:
+            if _PARTIAL.match(name):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    count += 1
+                except FileNotFoundError:
+                    pass
+        rmdir_quietly(folder)
+        if os.path.dirname(folder) != root:
+            rmdir_quietly(os.path.dirname(folder))
+    if count:
+        log.info("deleted %d unfinished files of conversion %s under %s (a writer killed mid-file)",
+                 count, conversion_id, root)
+    return count
 
 
 @ray.remote(num_cpus=0, max_retries=0)
