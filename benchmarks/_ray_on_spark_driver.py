@@ -37,12 +37,8 @@ def main(spec: dict) -> None:
     import ray.data
     from ray.util.spark import setup_ray_cluster, shutdown_ray_cluster
 
-    setup_ray_cluster(max_worker_nodes=2, num_cpus_worker_node=2, num_gpus_worker_node=0, num_cpus_head_node=0,
-                      memory_worker_node=1 << 30, object_store_memory_worker_node=600 << 20,
-                      head_node_options={"include_dashboard": False})
-    ray.init(log_to_driver=False, logging_level=logging.WARNING)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     import ftbridge
+    from ftbridge.adapters.ray import WORKER_POOL_CONFIG
 
     timing = logging.StreamHandler(sys.stderr)  # ftbridge's timing line per conversion
     timing.setFormatter(logging.Formatter("%(name)s %(message)s"))
@@ -71,27 +67,41 @@ def main(spec: dict) -> None:
         return ray.data.from_arrow(df.toArrow()).materialize().count()
 
     paths = {"ftbridge": via_ftbridge, "parquet": via_parquet, "collect": via_collect}
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    rss: dict[str, list[float]] = {k: [] for k in paths}
-    for r in range(spec["warmup"] + spec["reps"]):
-        names = list(paths) if r % 2 == 0 else list(reversed(paths))
-        for name in names:
-            started = time.perf_counter()
-            n = paths[name]()
-            took = time.perf_counter() - started
-            if n != spec["rows"]:
-                raise SystemExit(f"{name} counted {n} rows, not {spec['rows']}")
-            if r >= spec["warmup"]:
-                times[name].append(round(took, 3))
-                rss[name].append(round(rss_mib(), 1))
-        print(f"round {r + 1} done", file=sys.stderr, flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    out = {"spark": spark.version, "ray": ray.__version__, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
-           "times_s": times, "median_s": med, "driver_rss_mib": rss,
-           "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
-           "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
-    ray.shutdown()
-    shutdown_ray_cluster()
+    out: dict = {"spark": spark.version, "ray": ray.__version__, "pools": {}}
+    # Ray's worker pool as setup_ray_cluster leaves it ("ray": idle workers beyond one per CPU end
+    # after 1 s, so each round's tasks start worker processes again), then with the head's
+    # system config keeping a few ("kept": ftbridge's WORKER_POOL_CONFIG, as on clusters it starts).
+    for pool in spec["pools"]:
+        head = {"include_dashboard": False}
+        if pool == "kept":
+            head["system_config"] = dict(WORKER_POOL_CONFIG)
+        setup_ray_cluster(max_worker_nodes=2, num_cpus_worker_node=2, num_gpus_worker_node=0, num_cpus_head_node=0,
+                          memory_worker_node=1 << 30, object_store_memory_worker_node=600 << 20,
+                          head_node_options=head)
+        ray.init(log_to_driver=False, logging_level=logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        rss: dict[str, list[float]] = {k: [] for k in paths}
+        for r in range(spec["warmup"] + spec["reps"]):
+            names = list(paths) if r % 2 == 0 else list(reversed(paths))
+            for name in names:
+                started = time.perf_counter()
+                n = paths[name]()
+                took = time.perf_counter() - started
+                if n != spec["rows"]:
+                    raise SystemExit(f"{name} counted {n} rows, not {spec['rows']}")
+                if r >= spec["warmup"]:
+                    times[name].append(round(took, 3))
+                    rss[name].append(round(rss_mib(), 1))
+            print(f"{pool}: round {r + 1} done", file=sys.stderr, flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out["pools"][pool] = {"nodes": len([n for n in ray.nodes() if n["Alive"]]), "times_s": times,
+                              "median_s": med, "driver_rss_mib": rss,
+                              "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
+                              "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
+        print(f"{pool}: the last conversion's timing follows", file=sys.stderr, flush=True)
+        ray.shutdown()
+        shutdown_ray_cluster()
     spark.stop()
     print("RESULT " + json.dumps(out), flush=True)
 

@@ -1,6 +1,7 @@
 """Ray on an existing Spark cluster: ftbridge vs the Parquet hand-off vs driver collect.
 
-    ./dev bench ray_on_spark [ROWS] [REPS]     (default 1,000,000 rows, 3 rounds; needs root)
+    ./dev bench ray_on_spark [ROWS] [REPS] [ray|kept|both]
+        (default 1,000,000 rows, 3 rounds, both pools; needs root)
 
 The topology of tests/hosts/test_ray_on_spark.py (chaos/hosts.py `Hosts(spark=True)`): a Spark
 standalone master on the head host and two worker hosts of 3 cores, each with its own address,
@@ -8,7 +9,10 @@ disk and processes, started with Spark's own launcher; the driver on the head ho
 that cluster with `setup_ray_cluster` (a 2-CPU Ray worker node per worker host) and runs
 benchmarks/_ray_on_spark_driver.py: one warm-up round, then REPS rounds alternating the order
 of the three paths over one cached DataFrame (long, double, string; 8 partitions). Medians and
-the ratios ftbridge/collect and ftbridge/parquet are printed and go to
+the ratios ftbridge/collect and ftbridge/parquet are printed, for each of Ray's worker-pool
+settings asked for (`ray`: as `setup_ray_cluster` leaves them; `kept`: the head's system config
+keeping idle workers, ftbridge's WORKER_POOL_CONFIG; `both`: one Ray cluster after the other on
+the same Spark session), and go to
 benchmarks/results/ray_on_spark.json with the date, commit and command.
 """
 
@@ -29,10 +33,16 @@ def main() -> None:
     from ftbridge.chaos import hosts as hostlib
     from tests.hosts import overlay
 
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    if rows < 1 or reps < 1:
-        sys.exit("usage: ./dev bench ray_on_spark [ROWS >= 1] [REPS >= 1]")
+    usage = "usage: ./dev bench ray_on_spark [ROWS >= 1] [REPS >= 1] [ray|kept|both]"
+    try:
+        rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+        reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    except ValueError:
+        sys.exit(usage)
+    pool = sys.argv[3] if len(sys.argv) > 3 else "both"
+    if rows < 1 or reps < 1 or pool not in ("ray", "kept", "both"):
+        sys.exit(usage)
+    pools = ["ray", "kept"] if pool == "both" else [pool]
     why = hostlib.available()
     if why:
         sys.exit(f"ray_on_spark needs namespaced hosts: {why}")
@@ -44,7 +54,7 @@ def main() -> None:
                         env={"PYTHONPATH": path}).start()
     try:
         spec = {"master": env.spark_master, "rows": rows, "partitions": 8, "warmup": 1, "reps": reps,
-                "shared": env.shared}
+                "shared": env.shared, "pools": pools}
         proc = env.run_on_head([sys.executable, os.path.join(ROOT, "benchmarks", "_ray_on_spark_driver.py"),
                                 json.dumps(spec)], timeout_s=1800, check=False,
                                env={"PYTHONPATH": os.pathsep.join([ROOT, path]), "FTBRIDGE_SPILL_DIR": "",
@@ -53,20 +63,27 @@ def main() -> None:
         if proc.returncode != 0 or line is None:
             sys.exit(f"the driver failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         result = json.loads(line[len("RESULT "):])
-        # ftbridge's own timing line of its last conversion (spill, catalog, read).
-        timing = [x for x in proc.stderr.splitlines() if "ftbridge.convert.conversion conversion " in x]
-        result["ftbridge_last_conversion"] = timing[-1].split(": ", 1)[-1] if timing else None
+        # ftbridge's own timing line (spill, catalog, read) of each pool's last conversion.
+        last = None
+        for x in proc.stderr.splitlines():
+            if "ftbridge.convert.conversion conversion " in x:
+                last = x.split(": ", 1)[-1]
+            for name in pools:
+                if x.startswith(f"{name}: the last conversion's timing follows"):
+                    result["pools"][name]["ftbridge_last_conversion"] = last
     finally:
         env.close()
-    print(f"{rows:,} rows, 8 partitions, {reps} rounds after a warm-up (Spark {result['spark']}, "
-          f"Ray {result['ray']}, {result['nodes']} Ray nodes)")
-    for name, med in result["median_s"].items():
-        runs = " / ".join(f"{t:.2f}" for t in result["times_s"][name])
-        print(f"  {name:9s} median {med:6.2f} s   ({runs})   driver RSS {max(result['driver_rss_mib'][name]):.0f} MiB")
-    print(f"  ftbridge's last conversion: {result['ftbridge_last_conversion']}")
-    print(f"  ftbridge / collect {result['ratio_ftbridge_to_collect']:.2f}x, "
-          f"ftbridge / parquet {result['ratio_ftbridge_to_parquet']:.2f}x")
-    out = write_results("ray_on_spark", f"./dev bench ray_on_spark {rows} {reps}", rows=rows, reps=reps, **result)
+    print(f"{rows:,} rows, 8 partitions, {reps} rounds after a warm-up (Spark {result['spark']}, Ray {result['ray']})")
+    for name, res in result["pools"].items():
+        print(f" Ray's worker pool: {name} ({res['nodes']} Ray nodes)")
+        for path, med in res["median_s"].items():
+            runs = " / ".join(f"{t:.2f}" for t in res["times_s"][path])
+            print(f"  {path:9s} median {med:6.2f} s   ({runs})   driver RSS {max(res['driver_rss_mib'][path]):.0f} MiB")
+        print(f"  ftbridge's last conversion: {res.get('ftbridge_last_conversion')}")
+        print(f"  ftbridge / collect {res['ratio_ftbridge_to_collect']:.2f}x, "
+              f"ftbridge / parquet {res['ratio_ftbridge_to_parquet']:.2f}x")
+    out = write_results("ray_on_spark", f"./dev bench ray_on_spark {rows} {reps} {pool}", rows=rows, reps=reps,
+                        **result)
     print(f"results: {out}")
 
 

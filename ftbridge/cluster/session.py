@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.cluster.config import ClusterConfig
 from ftbridge.cluster.spark_on_ray import ExecutorInfo, SparkOnRay, ensure_ray
 from ftbridge.common.errors import ClusterStartTimeoutError, SparkAlreadyRunningError, SparkNotRunningError
@@ -63,12 +64,23 @@ def init_spark(app_name: str, num_executors: int, executor_cores: int, executor_
         cfg = ClusterConfig(app_name, num_executors, executor_cores, executor_memory, configs or {},
                             placement_group_strategy, **kwargs)
         _CURRENT = SparkOnRay(cfg)
+        ray_adapter.before_shutdown(_stop_before_ray_shutdown)
         for hook in list(START_HOOKS):
             try:
                 hook(_CURRENT)
             except Exception:  # a start hook only saves time later; the session is up
                 log.exception("start hook %r failed", hook)
         return _CURRENT.spark
+
+
+def _stop_before_ray_shutdown() -> None:
+    """`ray.shutdown()` with the session up: Spark's executors live in Ray actors and the driver's
+    threads poll Ray, so the session stops first, while Ray is still up, as `stop_spark()` would
+    (a later `stop_spark()` has nothing left to do). Without this, a Ray call of one of those
+    threads during the shutdown, or of `stop_spark()` after it, ends the process."""
+    if _CURRENT is not None:
+        log.info("ray.shutdown() with Spark on Ray up: stopping Spark first")
+        stop_spark()
 
 
 def current() -> SparkOnRay:

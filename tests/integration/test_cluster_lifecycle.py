@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 
 import pytest
@@ -10,7 +13,7 @@ import ray
 import ftbridge
 from ftbridge.chaos.proctable import spark_daemon_jvms, wait_gone
 from ftbridge.errors import InsufficientResourcesError
-from tests.conftest import free_cpus_settle_at
+from tests.conftest import free_cpus_settle_at, python_env, run_child
 
 
 def test_more_cpus_than_the_cluster_has_fails_fast(ray_cluster):
@@ -107,3 +110,37 @@ def test_warm_up_starts_the_read_path_in_the_background_and_stop_ends_it(ray_clu
         time.sleep(0.5)
     else:
         raise AssertionError("the rebuild service the warm-up started outlived stop_spark")
+
+
+RAY_SHUTDOWN_FIRST = r"""
+import json, os, sys, ray, ftbridge
+from ftbridge.chaos.proctable import descendants, spark_daemon_jvms
+from ftbridge.lineage import queries
+from ftbridge.lineage.catalog import Catalog
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+spark = ftbridge.init_spark("ray-shutdown-first", num_executors=1, executor_cores=1, executor_memory="512MB")
+ds = ftbridge.from_spark_recoverable(spark.range(0, 4000, numPartitions=2), catalog=sys.argv[1])
+cid = ftbridge.conversion_id(ds)
+with Catalog(sys.argv[1]).read() as con:
+    paths = [p["path"] for p in queries.partitions(con, cid)]
+jvms = sorted(set(spark_daemon_jvms()) & set(descendants(os.getpid())))
+ray.shutdown()       # the program ends Ray with the session up ...
+ftbridge.stop_spark()  # ... and stops Spark after it, as programs do
+with Catalog(sys.argv[1]).read() as con:
+    status = queries.conversion(con, cid)["status"]
+print("RESULT " + json.dumps({"status": status, "paths": paths, "jvms": jvms}), flush=True)
+"""
+
+
+def test_ray_shutdown_with_the_session_up_stops_spark_first_and_the_program_goes_on(tmp_path):
+    """A program that calls `ray.shutdown()` before `stop_spark()` (its own embedded Ray): Spark
+    stops first, while Ray is up, as stop_spark() would (the conversion released, its files
+    gone, the JVMs ended); the later stop_spark() has nothing to do; the program ends with 0."""
+    proc = run_child([sys.executable, "-c", RAY_SHUTDOWN_FIRST, str(tmp_path / "c.duckdb")],
+                     env=python_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result["status"] == "released", result
+    assert result["paths"] and not [p for p in result["paths"] if os.path.exists(p)], result
+    assert len(result["jvms"]) >= 2, result  # the driver's and the executor's, found before the shutdown
+    assert not wait_gone(result["jvms"], timeout_s=30), "JVMs outlived the program"
