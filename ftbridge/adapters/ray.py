@@ -416,12 +416,6 @@ def before_shutdown(callback) -> None:
             _SHUTDOWN_HOOKS.append(callback)
 
 
-def remove_before_shutdown(callback) -> None:
-    with _SHUTDOWN_LOCK:
-        if callback in _SHUTDOWN_HOOKS:
-            _SHUTDOWN_HOOKS.remove(callback)
-
-
 def check() -> list[str]:
     """Names this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray.data

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.cluster.nodewatch import wait_pinned
 from ftbridge.common.config import settings
-from ftbridge.convert.spill.target import SpillTarget, rmdir_quietly
+from ftbridge.convert.spill.target import SAFE_ID, SpillTarget, rmdir_quietly
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def delete_local(root: str, conversion_id: str, paths: list[str], dry_run: bool 
 def delete_partials(root: str, conversion_id: str) -> int:
     """Delete the conversion's unfinished files on this host (see `_PARTIAL`), in its folder under
     `root` and under each node folder of `root`; returns how many. Empty folders go too."""
-    if not re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", conversion_id) or not os.path.isdir(root):  # target._ID
+    if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):  # a safe path component only
         return 0
     folders = [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id)
                                                      for node in os.listdir(root)]

@@ -18,7 +18,7 @@ from ftbridge.common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+SAFE_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 
 
 # Query parameters of pyarrow.fs URIs that carry no secret; every other one is dropped
@@ -61,7 +61,7 @@ def default_spill_root() -> str:
 
 
 def _safe_id(value: str, what: str) -> str:
-    if not _ID.match(value or ""):
+    if not SAFE_ID.match(value or ""):
         raise ConfigurationError(f"{what} {value!r} is not a safe path component")
     return value
 
