@@ -25,6 +25,34 @@ def rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
+def read_trace(df, shared: str) -> dict:
+    """One more conversion, and where its read went: for each partition, whether its read task ran
+    on the node that holds its file (else a fetch task on that node served it), and the seconds
+    each read took inside its task (the catalog's read events)."""
+    import ftbridge
+    from ftbridge.lineage import queries
+    from ftbridge.lineage.catalog import Catalog
+    from ftbridge.lineage.writer import flush
+
+    catalog = os.path.join(shared, "catalog.duckdb")
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    cid = ftbridge.conversion_id(ds)
+    flush(Catalog(catalog))
+    with Catalog(catalog).read() as con:
+        nodes = {p["partition_id"]: p["node_id"] for p in queries.partitions(con, cid)}
+        reads = [e for e in queries.events(con, cid) if e["kind"] == "read"]
+    ftbridge.release(ds)
+    first = min(e["started_at"] for e in reads)
+    rows = [{"partition": e["partition_id"], "local": e["node_id"] == nodes.get(e["partition_id"]),
+             "start_s": round((e["started_at"] - first).total_seconds(), 3), "took_s": round(e["duration_s"], 3)}
+            for e in sorted(reads, key=lambda e: e["partition_id"])]
+    local = [r["took_s"] for r in rows if r["local"]]
+    remote = [r["took_s"] for r in rows if not r["local"]]
+    return {"partitions": rows, "local_reads": len(local), "fetched_reads": len(remote),
+            "local_median_s": statistics.median(local) if local else None,
+            "fetched_median_s": statistics.median(remote) if remote else None}
+
+
 def main(spec: dict) -> None:
     os.environ.pop("RAY_ADDRESS", None)
     from pyspark.sql import SparkSession
@@ -99,6 +127,7 @@ def main(spec: dict) -> None:
                               "median_s": med, "driver_rss_mib": rss,
                               "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
                               "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
+        out["pools"][pool]["read_trace"] = read_trace(df, shared)
         print(f"{pool}: the last conversion's timing follows", file=sys.stderr, flush=True)
         ray.shutdown()
         shutdown_ray_cluster()

@@ -80,6 +80,9 @@ def main() -> None:
             runs = " / ".join(f"{t:.2f}" for t in res["times_s"][path])
             print(f"  {path:9s} median {med:6.2f} s   ({runs})   driver RSS {max(res['driver_rss_mib'][path]):.0f} MiB")
         print(f"  ftbridge's last conversion: {res.get('ftbridge_last_conversion')}")
+        trace = res.get("read_trace") or {}
+        print(f"  reads on the file's node: {trace.get('local_reads')} (median {trace.get('local_median_s')} s), "
+              f"through a fetch task on it: {trace.get('fetched_reads')} (median {trace.get('fetched_median_s')} s)")
         print(f"  ftbridge / collect {res['ratio_ftbridge_to_collect']:.2f}x, "
               f"ftbridge / parquet {res['ratio_ftbridge_to_parquet']:.2f}x")
     out = write_results("ray_on_spark", f"./dev bench ray_on_spark {rows} {reps} {pool}", rows=rows, reps=reps,

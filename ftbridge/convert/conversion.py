@@ -222,8 +222,9 @@ def release(ds_or_id, *, catalog=None) -> int:
     conv, parts = cat.load(conv_id)
     with cat.read() as con:
         leftovers = queries.leftovers(con, conv_id)
-    # Each host deletes its own node-local files; a host that is down keeps them until `gc`.
-    freed = cleanup.free(conv, [p for p in parts if p["state"] != PartitionState.RELEASED] + leftovers)
+    # Each host deletes its own node-local files (and any of the conversion no row names); a host
+    # that is down keeps them until `gc`.
+    freed = cleanup.free(conv, [p for p in parts if p["state"] != PartitionState.RELEASED] + leftovers, whole=True)
     if rebuilder is not None:
         rebuilder.batches.unpersist()
     cid = conv["conversion_id"]

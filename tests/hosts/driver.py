@@ -191,6 +191,45 @@ def main() -> None:
     say_checked(catalog, "slowed", cid, result, seconds=slow_s)
     wait_go("slowed")
 
+    def executor_hosts() -> dict[str, str]:
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        return {e.executor_id: ips.get(e.node_id, "") for e in ftbridge.executors()}
+
+    # 2d. The head's own host (this driver, the catalog writer, Ray's head) cut off from every
+    # executor for a moment shorter than Ray's detection bound, once during the spill job and
+    # once during the read: nothing is declared dead, the work goes on where it stood.
+    df = frame(spark, 19)
+    reference = spark_to_arrow(df)
+    before = executor_hosts()
+    say("spilling-head-cut")
+    ds = ftbridge.from_spark_recoverable(slowed(df, sleep_ms=1500, fast=0, per=25_000))
+    returned_at = time.time()
+    cid = ftbridge.conversion_id(ds)
+    table, seconds = read_through(ds, "reading-head-cut")
+    result = check(reference, table)
+    say_checked(catalog, "head-cut", cid, result, returned_at=returned_at, read_done_at=time.time(),
+                executors_before=before, executors_after=executor_hosts())
+    wait_go("head-cut")
+    ftbridge.release(ds)
+
+    # 2e. A worker host cut off while the spill job runs, healed only after Ray declared it dead:
+    # its executor goes, the job finishes on the other host; the host comes back with its old disk
+    # (files written before the cut). Reopened, nothing stale is read; release frees its files too.
+    df = frame(spark, 23)
+    reference = spark_to_arrow(df)
+    say("spilling-partition")
+    ds = ftbridge.from_spark_recoverable(slowed(df, sleep_ms=1500, fast=0, per=25_000))
+    returned_at = time.time()
+    cid = ftbridge.conversion_id(ds)
+    result = check(reference, read_all(ds))
+    say_checked(catalog, "spilled-partition", cid, result, returned_at=returned_at, executors=executor_hosts())
+    wait_go("spilled-partition")  # the test heals the host and boots it again with its old disk
+    session.wait_for_executors(2)
+    again = check(reference, read_all(ftbridge.open_recoverable(cid)))
+    freed = ftbridge.release(ds)
+    say_checked(catalog, "released-partition", cid, again, freed=freed)
+    wait_go("released-partition")
+
     # 3. A host partitioned from the head during a read, never healed.
     df = frame(spark, 7)
     reference = spark_to_arrow(df)

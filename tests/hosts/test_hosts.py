@@ -14,6 +14,11 @@ hosts have; this test injects them while the driver's work runs and checks every
   before the conversion returns: every row comes back, and the catalog names no file there;
 - a worker host's link is slowed to 16 Mbit/s (tc's token bucket; lossy under bursts) during a
   conversion and its read: every row comes back, and the link's counters show the limit was hit;
+- the head's host is cut off from both workers for less than Ray's detection bound, during the
+  spill job and during a read: the work goes on, every row exact, no node or executor lost;
+- a worker host is cut off while the spill job runs and healed after Ray declared it dead: the
+  conversion finishes exact elsewhere; the host boots again with its old disk, nothing stale is
+  read, and `release` frees its old files, also those no catalog row names;
 - a worker host is cut off from the network during a read and never healed: Ray declares it dead,
   ftbridge removes its Spark executor at once, every row comes back;
 - `stop_spark(cleanup_data=True)` leaves no spill file on a reachable host, and records the
@@ -39,6 +44,7 @@ pytestmark = pytest.mark.hosts
 
 SPILL = "/tmp/ftbridge-0/spill"
 STEP_S = 300.0
+HEAD_CUT_S = 1.5  # below Ray's detection bound on these hosts (chaos/hosts.py HEALTH_ENV)
 
 
 class Driver:
@@ -129,6 +135,100 @@ def in_folder(parts: list[dict], folder: str) -> int:
 def moved(env: hostlib.Hosts, since: dict[str, int]) -> int:
     """Bytes sent between hosts since the `env.traffic()` snapshot `since`."""
     return sum(n - since.get(name, 0) for name, n in env.traffic().items())
+
+
+def new_file(env: hostlib.Hosts, hosts: list[hostlib.Host], before: dict[str, set]) -> hostlib.Host:
+    """Wait (bounded) until one of `hosts` holds a spill file it did not hold in `before`; that host."""
+    deadline = time.monotonic() + 120
+    while True:
+        for h in hosts:
+            if set(spill_files(env, h)) - before[h.name]:
+                return h
+        assert time.monotonic() < deadline, "the spill job wrote nothing on a worker host within 120s"
+        time.sleep(0.05)
+
+
+def cut_for(env: hostlib.Hosts, host: hostlib.Host, seconds: float, then=None) -> tuple[float, float]:
+    """Cut `host` off, call `then()` (e.g. let the driver go on), heal it `seconds` after the cut;
+    (cut, healed) on the driver's clock (time.time())."""
+    cut_at = time.time()
+    env.partition(host)
+    try:
+        if then is not None:
+            then()
+        time.sleep(max(0.0, seconds - (time.time() - cut_at)))
+    finally:
+        env.heal(host)
+    return cut_at, time.time()
+
+
+def head_cut(env: hostlib.Hosts, driver: Driver, figures: dict) -> None:
+    """2d. The head's host (driver, catalog writer, Ray's head) cut off from every worker host for
+    HEAD_CUT_S, below Ray's detection bound (health checks every 1 s, dead after 4 misses; gRPC
+    keepalive 2 s + 2 s), once while the spill job writes and once while the driver reads: the
+    work stalls and goes on, every row exact, no node declared dead, no executor replaced.
+    (A cut past that bound is the loss of every worker node: Ray's head is its single point of
+    failure, and that case is the loss of the cluster, not of a host.)"""
+    before = {h.name: set(spill_files(env, h)) for h in env.worker_hosts}
+    driver.step("spilling-head-cut")
+    new_file(env, env.worker_hosts, before)
+    spill_cut = cut_for(env, env.head, HEAD_CUT_S)
+    driver.step("reading-head-cut")
+    read_cut = cut_for(env, env.head, HEAD_CUT_S, then=lambda: driver.go("reading-head-cut"))
+    done = driver.step("head-cut")
+    assert spill_cut[1] < done["returned_at"], "the conversion had returned before the head's cut was healed"
+    assert read_cut[1] < done["read_done_at"], "the read had ended before the head's cut was healed"
+    assert done["ok"] and done["checksum_ok"], done["result"]
+    assert done["executors_after"] == done["executors_before"], \
+        f"an executor was replaced: {done['executors_before']} -> {done['executors_after']}"
+    recovery = [e for e in done["events"] if e["kind"] not in ("created", "read", "completed")]
+    assert env.live_count() == len(env.hosts), "a host was declared dead after a cut below Ray's bound"
+    print(f"hosts: head cut off {HEAD_CUT_S:.1f}s during the spill job (it returned "
+          f"{done['returned_at'] - spill_cut[1]:.1f}s after the heal) and during the read; events {recovery}")
+    figures["head_cut"] = {"cut_s": HEAD_CUT_S, "returned_after_heal_s": done["returned_at"] - spill_cut[1],
+                           "read_done_after_heal_s": done["read_done_at"] - read_cut[1],
+                           "recovery_events": len(recovery)}
+    driver.go("head-cut")
+
+
+def partition_healed(env: hostlib.Hosts, driver: Driver, figures: dict) -> None:
+    """2e. A worker host cut off while the spill job runs, healed after Ray declared it dead: the
+    conversion finishes exact on the other host, and the catalog names no file on the cut host.
+    Ray does not take a node it declared dead back: the host boots again with its old disk (the
+    files it wrote before the cut), the conversion reopened reads nothing stale, and `release`
+    frees every file of it on that host, recorded or not."""
+    before = {h.name: set(spill_files(env, h)) for h in env.worker_hosts}
+    driver.step("spilling-partition")
+    victim = new_file(env, env.worker_hosts, before)
+    cut_at = time.time()
+    env.partition(victim)
+    deadline = time.monotonic() + 90
+    while env.live_count() == len(env.hosts):
+        assert time.monotonic() < deadline, "Ray did not declare the cut-off host dead within 90s"
+        time.sleep(0.5)
+    dead_s = time.time() - cut_at
+    env.heal(victim)
+    spilled = driver.step("spilled-partition")
+    assert cut_at < spilled["returned_at"], "the conversion had returned before the host was cut off"
+    assert spilled["ok"] and spilled["checksum_ok"], spilled["result"]
+    misplaced = [p for p in spilled["parts"] if p["host"] == victim.ip or p["state"] != "healthy"]
+    assert not misplaced, f"the catalog names files on the cut-off host: {misplaced}"
+    assert victim.ip not in spilled["executors"].values(), spilled["executors"]
+    env.crash(victim, wipe=False)  # its Ray node was told it is dead and ended; the host boots again
+    kept = spill_files(env, victim, spilled["cid"])
+    assert kept, "the cut-off host kept no file of the conversion (the cut landed before it wrote one)"
+    env.restart(victim)
+    driver.go("spilled-partition")
+    released = driver.step("released-partition")
+    assert released["ok"] and released["checksum_ok"], f"reopened after the host came back: {released['result']}"
+    left = spill_files(env, victim, spilled["cid"])
+    assert not left, f"release left the cut-off host's files: {left}"
+    print(f"hosts: worker cut off during the spill job, declared dead after {dead_s:.1f}s and healed; the "
+          f"conversion returned {spilled['returned_at'] - cut_at:.1f}s after the cut; {len(kept)} old files "
+          f"on its disk freed by release ({released['freed']} bytes in all)")
+    figures["partition_healed"] = {"declared_dead_after_s": dead_s, "returned_after_cut_s": spilled["returned_at"] - cut_at,
+                                   "old_files": len(kept), "old_bytes": sum(kept.values())}
+    driver.go("released-partition")
 
 
 def test_hosts_crash_partition_and_free_their_files(hosts):
@@ -274,6 +374,9 @@ def test_hosts_crash_partition_and_free_their_files(hosts):
                                 "ratio": slowed["seconds"] / full["full_seconds"], "moved_bytes": link["sent"],
                                 "dropped_packets": link["dropped"]}
         driver.go("slowed")
+
+        head_cut(env, driver, figures)
+        partition_healed(env, driver, figures)
 
         # 3. A worker host is cut off during a read and never healed.
         conv = driver.step("converted-partition")

@@ -269,3 +269,28 @@ def test_release_on_a_host_deletes_the_unfinished_files_a_killed_writer_left(tmp
     assert not recorded.exists() and not partial.exists()
     assert not (tmp_path / "unknown-node").exists()  # its folders, empty now, went too
     assert all(p.exists() for p in kept)
+
+
+def test_a_released_conversion_leaves_no_file_on_a_host_even_one_no_row_names(tmp_path):
+    """A file an executor finished just before its host was cut off (Spark ran the task again
+    elsewhere, so no row names it) goes when the whole conversion is released: `delete_rest`
+    deletes every file of that conversion on the host, finished or not, and sizes them; nothing of
+    another conversion, nothing that is not a spill file. A dry run only sizes them."""
+    from ftbridge.convert.spill.cleanup import delete_rest
+
+    cid, other = "e" * 32, "f" * 32
+    mine = [tmp_path / "node-old" / cid / "part-00003.arrow", tmp_path / "node-new" / cid / "part-00001.arrow",
+            tmp_path / "node-new" / cid / f"part-00002.arrow.tmp-{'a' * 32}"]
+    kept = [tmp_path / "node-old" / other / "part-00003.arrow", tmp_path / "node-old" / cid / "notes.txt"]
+    for i, path in enumerate([*mine, *kept]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (i + 1))
+    want = sorted((str(p), i + 1) for i, p in enumerate(mine))
+    assert sorted(delete_rest(str(tmp_path), cid, dry_run=True)) == want
+    assert all(p.exists() for p in mine)
+    named = str(mine[0])  # deleted (or sized) by name just before: not counted twice
+    assert sorted(delete_rest(str(tmp_path), cid, dry_run=True, done=[named])) == [w for w in want if w[0] != named]
+    assert sorted(delete_rest(str(tmp_path), cid)) == want
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in kept)
+    assert not (tmp_path / "node-new").exists()  # its folders, empty now, went too
+    assert delete_rest(str(tmp_path), "../" + cid) == [] and delete_rest(str(tmp_path / "none"), cid) == []

@@ -53,7 +53,7 @@ def collect(catalog: Catalog, older_than: timedelta | None, dry_run: bool) -> Gc
             files = files + [p for p in parts if p["path"] not in listed and _still_here(conv, p["path"])]
         if not files:
             continue
-        freed = cleanup.free(conv, files, dry_run=dry_run)
+        freed = cleanup.free(conv, files, dry_run=dry_run, whole=reason != "superseded copies")
         if not freed.files and not freed.waiting and cid not in leftovers:
             continue
         done.append(GcConversion(id=cid, reason=reason, files=freed.files, bytes=freed.total,

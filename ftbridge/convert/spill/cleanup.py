@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -102,15 +103,55 @@ def delete_local(root: str, conversion_id: str, paths: list[str], dry_run: bool 
     return sizes
 
 
+def delete_rest(root: str, conversion_id: str, dry_run: bool = False,
+                done: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """Delete every other file of the conversion on this host (under `root`, in its folder and in
+    each node folder): files no catalog row names, e.g. one an executor wrote just before its host
+    was cut off, whose task Spark then ran again elsewhere. Only for a conversion that is gone as a
+    whole (released). `done`: the paths just deleted (or, in a dry run, sized) by name, skipped.
+    Returns (path, size) of each one."""
+    if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):
+        return []
+    skip = {os.path.realpath(p) for p in done}
+    found: list[tuple[str, int]] = []
+    for folder in _folders(root, conversion_id):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if not (_FILE.match(name) or _PARTIAL.match(name)) or os.path.realpath(path) in skip:
+                continue
+            try:  # counted only by the pass that deletes it (two nodes of one host may both look)
+                size = os.stat(path).st_size
+                if not dry_run:
+                    os.unlink(path)
+            except FileNotFoundError:
+                continue
+            found.append((path, size))
+        if not dry_run:
+            rmdir_quietly(folder)
+            if os.path.dirname(folder) != root:
+                rmdir_quietly(os.path.dirname(folder))
+    if found:
+        log.info("%s %d files of conversion %s under %s that no catalog row named", "found" if dry_run else "deleted",
+                 len(found), conversion_id, root)
+    return found
+
+
+def _folders(root: str, conversion_id: str) -> list[str]:
+    """The conversion's folder under `root` and under each node folder of `root`."""
+    return [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id) for node in os.listdir(root)]
+
+
 def delete_partials(root: str, conversion_id: str) -> int:
     """Delete the conversion's unfinished files on this host (see `_PARTIAL`), in its folder under
     `root` and under each node folder of `root`; returns how many. Empty folders go too."""
     if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):  # a safe path component only
         return 0
-    folders = [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id)
-                                                     for node in os.listdir(root)]
     count = 0
-    for folder in folders:
+    for folder in _folders(root, conversion_id):
         try:
             names = os.listdir(folder)
         except OSError:  # no such folder (or not a folder)
@@ -132,8 +173,13 @@ def delete_partials(root: str, conversion_id: str) -> int:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _delete_on_node(root: str, conversion_id: str, paths: list[str], dry_run: bool) -> tuple[str, list]:
-    return ray.util.get_node_ip_address(), delete_local(root, conversion_id, paths, dry_run)
+def _delete_on_node(root: str, conversion_id: str, paths: list[str], dry_run: bool,
+                    sweep: list[str] | None = None) -> tuple[str, list, list]:
+    """`sweep`: also delete the conversion's other files here (`delete_rest`), but these, which
+    this pass deletes by name (a dry run deletes nothing, so it must not count them twice)."""
+    sizes = delete_local(root, conversion_id, paths, dry_run)
+    rest = delete_rest(root, conversion_id, dry_run, sweep) if sweep is not None else []
+    return ray.util.get_node_ip_address(), sizes, rest
 
 
 def _nodes() -> tuple[dict[str, str], dict[str, str]]:
@@ -147,16 +193,19 @@ def _nodes() -> tuple[dict[str, str], dict[str, str]]:
     return ips, live
 
 
-def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float | None = None) -> Freed:
+def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float | None = None,
+         whole: bool = False) -> Freed:
     """Delete (or, with `dry_run`, size) `files` of a conversion on the hosts that hold them.
 
     `files`: rows with `path`, `node_id`, optionally `partition_id` and `host` (partition rows or
     leftover rows). Without Ray, only this host's files can be reached: a node-local file not found
-    here is reported as waiting, unless it was written outside any Ray node.
+    here is reported as waiting, unless it was written outside any Ray node. `whole`: the
+    conversion is gone as a whole (released), so every live host also deletes the conversion's
+    files no row names (`delete_rest`).
     """
     target = SpillTarget.recorded(conv)
     freed = Freed()
-    if not files:
+    if not files and not (whole and target.node_local and target.is_local and ray.is_initialized()):
         return freed
     if not (target.node_local and target.is_local):
         _free_shared(target, conv["conversion_id"], files, dry_run, freed)
@@ -177,31 +226,39 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
         else:
             groups.setdefault(node, []).append({**f, "host": ip})
     _free_here(target, conv["conversion_id"], here, dry_run, freed)
+    if whole:
+        for node in live.values():
+            groups.setdefault(node, [])
     if not groups:
         return freed
     timeout_s = settings().fetch_timeout_s if timeout_s is None else timeout_s
+    named = [f["path"] for f in files]
     tasks = {_delete_on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-             .remote(target.root, conv["conversion_id"], [f["path"] for f in group], dry_run): group
+             .remote(target.root, conv["conversion_id"], [f["path"] for f in group], dry_run,
+                     (named if dry_run else [f["path"] for f in group]) if whole else None): group
              for node, group in groups.items()}
-    ready, died, pending = wait_pinned(dict(zip(tasks, groups)), timeout_s)
+    node_of = dict(zip(tasks, groups))
+    ready, died, pending = wait_pinned(node_of, timeout_s)
     for ref in died:  # a node that died after its task was sent will not answer
         ray.cancel(ref, force=True)
         freed.waiting.extend(_leftover(f, f["host"]) for f in tasks[ref])
     for ref in pending:  # a host that does not answer (partitioned): its files wait
         ray.cancel(ref, force=True)
         log.warning("host %s did not answer within %.0fs; its %d files of conversion %s wait for `ftbridge gc`",
-                    tasks[ref][0]["host"], timeout_s, len(tasks[ref]), conv["conversion_id"])
+                    ips.get(node_of[ref], node_of[ref]), timeout_s, len(tasks[ref]), conv["conversion_id"])
         freed.waiting.extend(_leftover(f, f["host"]) for f in tasks[ref])
     for ref in ready:
         group = tasks[ref]
         try:
-            host, sizes = ray.get(ref)
+            host, sizes, rest = ray.get(ref)
         except Exception as exc:  # the node died while deleting: its files wait
-            log.warning("deleting %d files on %s failed: %s", len(group), group[0]["host"], exc)
+            log.warning("deleting %d files on %s failed: %s", len(group), ips.get(node_of[ref], node_of[ref]), exc)
             freed.waiting.extend(_leftover(f, f["host"]) for f in group)
             continue
         for f, size in zip(group, sizes):
             freed.add(host, f["path"], size)
+        for path, size in rest:
+            freed.add(host, path, size)
     return freed
 
 
