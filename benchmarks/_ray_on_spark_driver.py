@@ -78,10 +78,17 @@ def main(spec: dict) -> None:
     df.cache().count()  # every path starts from the same cached frame
     shared = spec["shared"]
 
+    parts: dict[str, list[float]] = {"convert": [], "count": [], "release": []}
+
     def via_ftbridge() -> int:
+        t0 = time.perf_counter()
         ds = ftbridge.from_spark_recoverable(df, catalog=os.path.join(shared, "catalog.duckdb"))
+        t1 = time.perf_counter()
         n = ds.count()
+        t2 = time.perf_counter()
         ftbridge.release(ds)
+        for name, took in zip(parts, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+            parts[name].append(round(took, 3))
         return n
 
     def via_parquet() -> int:
@@ -127,6 +134,10 @@ def main(spec: dict) -> None:
                               "median_s": med, "driver_rss_mib": rss,
                               "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
                               "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
+        out["pools"][pool]["ftbridge_parts_median_s"] = {k: statistics.median(v[spec["warmup"]:])
+                                                          for k, v in parts.items()}
+        for v in parts.values():
+            v.clear()
         out["pools"][pool]["read_trace"] = read_trace(df, shared)
         print(f"{pool}: the last conversion's timing follows", file=sys.stderr, flush=True)
         ray.shutdown()

@@ -9,7 +9,9 @@ disk and processes, started with Spark's own launcher; the driver on the head ho
 that cluster with `setup_ray_cluster` (a 2-CPU Ray worker node per worker host) and runs
 benchmarks/_ray_on_spark_driver.py: one warm-up round, then REPS rounds alternating the order
 of the three paths over one cached DataFrame (long, double, string; 8 partitions). Medians and
-the ratios ftbridge/collect and ftbridge/parquet are printed, for each of Ray's worker-pool
+the ratios ftbridge/collect and ftbridge/parquet are printed, with ftbridge's parts (convert,
+count, release) and a traced conversion (which reads ran on their file's node and which through
+a fetch task there, and when each started), for each of Ray's worker-pool
 settings asked for (`ray`: as `setup_ray_cluster` leaves them; `kept`: the head's system config
 keeping idle workers, ftbridge's WORKER_POOL_CONFIG; `both`: one Ray cluster after the other on
 the same Spark session), and go to
@@ -80,6 +82,7 @@ def main() -> None:
             runs = " / ".join(f"{t:.2f}" for t in res["times_s"][path])
             print(f"  {path:9s} median {med:6.2f} s   ({runs})   driver RSS {max(res['driver_rss_mib'][path]):.0f} MiB")
         print(f"  ftbridge's last conversion: {res.get('ftbridge_last_conversion')}")
+        print(f"  ftbridge's parts (medians): {res.get('ftbridge_parts_median_s')}")
         trace = res.get("read_trace") or {}
         print(f"  reads on the file's node: {trace.get('local_reads')} (median {trace.get('local_median_s')} s), "
               f"through a fetch task on it: {trace.get('fetched_reads')} (median {trace.get('fetched_median_s')} s)")

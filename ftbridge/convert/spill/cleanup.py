@@ -226,9 +226,18 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
         else:
             groups.setdefault(node, []).append({**f, "host": ip})
     _free_here(target, conv["conversion_id"], here, dry_run, freed)
-    if whole:
-        for node in live.values():
-            groups.setdefault(node, [])
+    if whole:  # every other live host looks for the conversion's files no row names
+        covered = {ips.get(node) for node in groups}
+        here = ray.util.get_node_ip_address()
+        for ip, node in live.items():
+            if ip in covered:
+                continue
+            if ip == here:  # this process's own host: no task needed
+                for path, size in delete_rest(target.root, conv["conversion_id"], dry_run,
+                                              [f["path"] for f in files]):
+                    freed.add(ip, path, size)
+            else:
+                groups[node] = []
     if not groups:
         return freed
     timeout_s = settings().fetch_timeout_s if timeout_s is None else timeout_s
