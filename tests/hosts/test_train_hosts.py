@@ -71,6 +71,12 @@ def test_a_train_workers_host_crashes_mid_epoch_and_the_run_resumes_each_row_onc
         batches = sum(1 for p in read_progress(training["out"]) if p["kind"] == "batch")
         crashed_at = time.monotonic()
         env.crash(victim, wipe=True)
+        # Booted again only once Ray has declared the old node dead: restart() waits for one node
+        # more than are alive, which a crashed node Ray still counts would never give.
+        deadline = time.monotonic() + 90
+        while env.live_count() == len(env.hosts):
+            assert time.monotonic() < deadline, "Ray did not declare the crashed host dead within 90s"
+            time.sleep(0.5)
         env.restart(victim)  # a new boot, a fresh disk: the restarted group needs its core
         trained = driver.step("trained")
         print(f"hosts: {victim.name} crashed after {batches} batches; training done "
