@@ -110,18 +110,41 @@ def delete_rest(root: str, conversion_id: str, dry_run: bool = False,
     was cut off, whose task Spark then ran again elsewhere. Only for a conversion that is gone as a
     whole (released). `done`: the paths just deleted (or, in a dry run, sized) by name, skipped.
     Returns (path, size) of each one."""
-    if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):
-        return []
     skip = {os.path.realpath(p) for p in done}
+    found = _sweep(root, conversion_id, lambda name, path: bool(_FILE.match(name) or _PARTIAL.match(name))
+                   and os.path.realpath(path) not in skip, dry_run)
+    if found:
+        log.info("%s %d files of conversion %s under %s that no catalog row named", "found" if dry_run else "deleted",
+                 len(found), conversion_id, root)
+    return found
+
+
+def delete_partials(root: str, conversion_id: str) -> int:
+    """Delete the conversion's unfinished files on this host (see `_PARTIAL`), in its folder under
+    `root` and under each node folder of `root`; returns how many. Empty folders go too."""
+    count = len(_sweep(root, conversion_id, lambda name, _: bool(_PARTIAL.match(name)), dry_run=False))
+    if count:
+        log.info("deleted %d unfinished files of conversion %s under %s (a writer killed mid-file)",
+                 count, conversion_id, root)
+    return count
+
+
+def _sweep(root: str, conversion_id: str, wanted, dry_run: bool) -> list[tuple[str, int]]:
+    """Delete (or, in a dry run, size) each file `wanted(name, path)` in the conversion's folder
+    under `root` and under each node folder of `root`; (path, size) of each. Empty folders go too."""
+    if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):  # a safe path component only
+        return []
     found: list[tuple[str, int]] = []
-    for folder in _folders(root, conversion_id):
+    folders = [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id)
+                                                     for node in os.listdir(root)]
+    for folder in folders:
         try:
             names = os.listdir(folder)
-        except OSError:
+        except OSError:  # no such folder (or not a folder)
             continue
         for name in names:
             path = os.path.join(folder, name)
-            if not (_FILE.match(name) or _PARTIAL.match(name)) or os.path.realpath(path) in skip:
+            if not wanted(name, path):
                 continue
             try:  # counted only by the pass that deletes it (two nodes of one host may both look)
                 size = os.stat(path).st_size
@@ -134,42 +157,7 @@ def delete_rest(root: str, conversion_id: str, dry_run: bool = False,
             rmdir_quietly(folder)
             if os.path.dirname(folder) != root:
                 rmdir_quietly(os.path.dirname(folder))
-    if found:
-        log.info("%s %d files of conversion %s under %s that no catalog row named", "found" if dry_run else "deleted",
-                 len(found), conversion_id, root)
     return found
-
-
-def _folders(root: str, conversion_id: str) -> list[str]:
-    """The conversion's folder under `root` and under each node folder of `root`."""
-    return [os.path.join(root, conversion_id)] + [os.path.join(root, node, conversion_id) for node in os.listdir(root)]
-
-
-def delete_partials(root: str, conversion_id: str) -> int:
-    """Delete the conversion's unfinished files on this host (see `_PARTIAL`), in its folder under
-    `root` and under each node folder of `root`; returns how many. Empty folders go too."""
-    if not SAFE_ID.match(conversion_id) or not os.path.isdir(root):  # a safe path component only
-        return 0
-    count = 0
-    for folder in _folders(root, conversion_id):
-        try:
-            names = os.listdir(folder)
-        except OSError:  # no such folder (or not a folder)
-            continue
-        for name in names:
-            if _PARTIAL.match(name):
-                try:
-                    os.unlink(os.path.join(folder, name))
-                    count += 1
-                except FileNotFoundError:
-                    pass
-        rmdir_quietly(folder)
-        if os.path.dirname(folder) != root:
-            rmdir_quietly(os.path.dirname(folder))
-    if count:
-        log.info("deleted %d unfinished files of conversion %s under %s (a writer killed mid-file)",
-                 count, conversion_id, root)
-    return count
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -226,6 +214,7 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
         else:
             groups.setdefault(node, []).append({**f, "host": ip})
     _free_here(target, conv["conversion_id"], here, dry_run, freed)
+    named = [f["path"] for f in files]
     if whole:  # every other live host looks for the conversion's files no row names
         covered = {ips.get(node) for node in groups}
         here = ray.util.get_node_ip_address()
@@ -233,15 +222,13 @@ def free(conv: dict, files: list[dict], dry_run: bool = False, timeout_s: float 
             if ip in covered:
                 continue
             if ip == here:  # this process's own host: no task needed
-                for path, size in delete_rest(target.root, conv["conversion_id"], dry_run,
-                                              [f["path"] for f in files]):
+                for path, size in delete_rest(target.root, conv["conversion_id"], dry_run, named):
                     freed.add(ip, path, size)
             else:
                 groups[node] = []
     if not groups:
         return freed
     timeout_s = settings().fetch_timeout_s if timeout_s is None else timeout_s
-    named = [f["path"] for f in files]
     tasks = {_delete_on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
              .remote(target.root, conv["conversion_id"], [f["path"] for f in group], dry_run,
                      (named if dry_run else [f["path"] for f in group]) if whole else None): group
