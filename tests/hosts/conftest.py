@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 
@@ -50,3 +51,19 @@ def close_shared_hosts() -> None:
         assert not os.path.exists(env.shared), "the host environment left its folder"
         assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
                     .stdout.split() if n.startswith(env.id)], "the host environment left namespaces"
+
+
+@contextlib.contextmanager
+def own_hosts(**options):
+    """Hosts of a test's own (`hostlib.Hosts(**options)`), started once the shared ones are torn
+    down (their Ray nodes would take cores); skipped where namespaces cannot be made."""
+    why = hostlib.available()
+    if why:
+        pytest.skip(why)
+    close_shared_hosts()
+    env = hostlib.Hosts(**options).start()
+    try:
+        yield env
+    finally:
+        env.close()
+        assert not os.path.exists(env.shared), "the host environment left its folder"

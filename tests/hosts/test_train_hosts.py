@@ -18,11 +18,10 @@ import time
 
 import pytest
 
-from ftbridge.chaos import hosts as hostlib
 from ftbridge.chaos.resumed import checkpoints_recorded
 from ftbridge.chaos.training import read_progress
 from ftbridge.lineage.catalog import Catalog
-from tests.hosts.conftest import close_shared_hosts
+from tests.hosts.conftest import own_hosts
 from tests.hosts.test_hosts import Driver, spill_files
 
 pytestmark = pytest.mark.hosts
@@ -32,16 +31,8 @@ REGISTERED_S = 240.0
 
 @pytest.fixture
 def train_hosts():
-    why = hostlib.available()
-    if why:
-        pytest.skip(why)
-    close_shared_hosts()  # the other host tests' hosts, done by now: their Ray nodes would take cores
-    env = hostlib.Hosts(workers=2, worker_cpus=2).start()
-    try:
+    with own_hosts(workers=2, worker_cpus=2) as env:
         yield env
-    finally:
-        env.close()
-        assert not os.path.exists(env.shared), "the host environment left its folder"
 
 
 def test_a_train_workers_host_crashes_mid_epoch_and_the_run_resumes_each_row_once(train_hosts):
