@@ -1,6 +1,10 @@
 """Where a test run's minutes go, from its JUnit XML: one markdown row per test file, slowest first.
 
     python .ci/durations.py reports/junit-pinned.xml [--top 15]
+    python .ci/durations.py --failures reports/junit-*.xml
+
+`--failures` prints each failed test with its assertion and the lines where it failed: CI's
+log is long, and a failure's traceback can sit far from the log's end.
 
 The XML's times include each test's setup and teardown (`junit_duration_report = "total"`), so
 a module fixture's start-up is charged to the first test that uses it.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import xml.etree.ElementTree as ET
 
 
@@ -34,11 +39,35 @@ def slowest(path: str, top: int) -> list[tuple[str, float]]:
     return sorted(cases, key=lambda c: -c[1])[:top]
 
 
+def failures(paths: list[str], lines: int = 12) -> list[str]:
+    """One block per failed or errored test: its id, pytest's message, the traceback's `E` lines
+    and the `file:line` places it went through (test code only, last ones kept)."""
+    out = []
+    for path in paths:
+        for case in ET.parse(path).getroot().iter("testcase"):
+            for child in case:
+                if child.tag not in ("failure", "error"):
+                    continue
+                text = child.text or ""
+                errors = [ln for ln in text.splitlines() if ln.startswith("E ")][:lines]
+                places = [ln for ln in text.splitlines() if ln.startswith("tests/") and ":" in ln][-4:]
+                out.append("\n".join([f"ci: {child.tag.upper()} {case.get('classname')}::{case.get('name')}",
+                                       f"  {(child.get('message') or '')[:600]}",
+                                       *(f"  {ln[:300]}" for ln in errors + places)]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("xml")
+    parser.add_argument("xml", nargs="+")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--failures", action="store_true", help="print the failed tests of every XML given")
     args = parser.parse_args()
+    if args.failures:
+        found = failures([p for p in args.xml if os.path.exists(p)])
+        print("\n".join(found) if found else "ci: no test failed")
+        return
+    args.xml = args.xml[0]
     table = rows(args.xml)
     total = sum(r[2] for r in table)
     print("| test file | tests | seconds | share |\n| --- | ---: | ---: | ---: |")

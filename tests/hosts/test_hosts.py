@@ -165,8 +165,10 @@ def cut_for(env: hostlib.Hosts, host: hostlib.Host, seconds: float, then=None) -
 def head_cut(env: hostlib.Hosts, driver: Driver, figures: dict) -> None:
     """2d. The head's host (driver, catalog writer, Ray's head) cut off from every worker host for
     HEAD_CUT_S, below Ray's detection bound (health checks every 1 s, dead after 4 misses; gRPC
-    keepalive 2 s + 2 s), once while the spill job writes and once while the driver reads: the
-    work stalls and goes on, every row exact, no node declared dead, no executor replaced.
+    keepalive 2 s + 2 s), once while the spill job writes and once while the driver reads (the
+    rest of an interrupted read, then the conversion reopened, whose read tasks run on the worker
+    hosts): the work stalls and goes on, every row exact, no node declared dead, no executor
+    replaced.
     (A cut past that bound is the loss of every worker node: Ray's head is its single point of
     failure, and that case is the loss of the cluster, not of a host.)"""
     before = {h.name: set(spill_files(env, h)) for h in env.worker_hosts}
@@ -177,7 +179,7 @@ def head_cut(env: hostlib.Hosts, driver: Driver, figures: dict) -> None:
     read_cut = cut_for(env, env.head, HEAD_CUT_S, then=lambda: driver.go("reading-head-cut"))
     done = driver.step("head-cut")
     assert spill_cut[1] < done["returned_at"], "the conversion had returned before the head's cut was healed"
-    assert read_cut[1] < done["read_done_at"], "the read had ended before the head's cut was healed"
+    assert read_cut[1] < done["read_done_at"], "the reads had ended before the head's cut was healed"
     assert done["ok"] and done["checksum_ok"], done["result"]
     assert done["executors_after"] == done["executors_before"], \
         f"an executor was replaced: {done['executors_before']} -> {done['executors_after']}"
