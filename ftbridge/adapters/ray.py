@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -277,6 +278,46 @@ def train_callback_class(mixin: type) -> type:
     return type(mixin.__name__.removesuffix("Mixin"), (mixin, UserCallback), {"__module__": mixin.__module__})
 
 
+def block_metadata_of(table):
+    """Ray Data's metadata of one block (rows, bytes, schema), made where the block is made, so
+    that `materialized_from_blocks` needs no task per block (`ray.data.from_arrow_refs` runs
+    one that asks for a CPU, which Spark's executors may all hold)."""
+    from ray.data._internal.util import get_table_block_metadata_schema
+
+    return get_table_block_metadata_schema(table)
+
+
+@functools.cache
+def _dataset_params() -> tuple[str, ...]:
+    from ray.data.dataset import Dataset
+
+    return tuple(inspect.signature(Dataset.__init__).parameters)[1:]
+
+
+def materialized_from_blocks(blocks: list, metadata: list):
+    """A `MaterializedDataset` over `blocks` (refs of Arrow tables, in order) with their
+    `block_metadata_of` metadata: what `ray.data.from_arrow_refs` builds, without its metadata
+    tasks. Its DataContext is a copy of the current one (use inside `data_context`). The
+    Dataset's constructor moved from (ExecutionPlan, LogicalPlan) in Ray 2.50 to
+    (LogicalPlan, DataContext, DatasetStats) in Ray 2.60."""
+    from ray.data import DataContext
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators.from_operators import FromArrow
+    from ray.data._internal.stats import DatasetStats
+    from ray.data.dataset import MaterializedDataset
+
+    with warnings.catch_warnings():  # copying reads deprecated fields (use_polars, ...), which warn
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = DataContext.get_current().copy()
+    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+    logical = LogicalPlan(FromArrow(blocks, metadata), context)
+    if _dataset_params()[0] == "plan":  # Ray 2.50 (the type stubs are of the installed Ray)
+        plan: Any = importlib.import_module("ray.data._internal.plan").ExecutionPlan(stats, context)
+        old_shape: Any = MaterializedDataset
+        return old_shape(plan, logical)
+    return MaterializedDataset(logical, context, stats)
+
+
 def materialized_blocks(ds) -> list[tuple[Any, int]] | None:
     """(block ref, rows) of a materialized Dataset's blocks in order; None for a lazy Dataset.
 
@@ -444,6 +485,15 @@ def check() -> list[str]:
         missing.append("ray.shutdown is ray._private.worker.shutdown")
     from ray.data.dataset import MaterializedDataset
 
+    if _dataset_params()[:2] not in (("plan", "logical_plan"), ("logical_plan", "context")):
+        missing.append(f"Dataset.__init__{_dataset_params()} (known: (plan, logical_plan), (logical_plan, context, ...))")
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan  # noqa: F401
+        from ray.data._internal.logical.operators.from_operators import FromArrow  # noqa: F401
+        from ray.data._internal.stats import DatasetStats  # noqa: F401
+        from ray.data._internal.util import get_table_block_metadata_schema  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"a Dataset from blocks: {exc}")
     if not callable(getattr(MaterializedDataset, "iter_internal_ref_bundles", None)):
         missing.append("MaterializedDataset.iter_internal_ref_bundles")
     from ray.data._internal.execution.interfaces import RefBundle

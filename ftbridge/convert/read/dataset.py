@@ -1,19 +1,28 @@
-"""The Dataset over a conversion's spill files: a public Ray Data Datasource, read in order."""
+"""The Dataset over a conversion's spill files, in partition order.
+
+A materialized Dataset is read by ftbridge's own tasks, each on the node that holds its
+partitions' files (node-local files are read where they are, not fetched), and built from their
+blocks; a streaming one (and a materialized one of many small partitions, whose blocks the
+Datasource joins) through the public Ray Data Datasource of `datasource.py`.
+"""
 
 from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pyarrow as pa
 import ray
 import ray.data
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import settings
 from ftbridge.convert.partition import PartitionRef, ReadContext
 from ftbridge.convert.read.datasource import SpillDatasource
+from ftbridge.convert.read.task import read_blocks
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.lineage.writer import CatalogClient
 
@@ -35,6 +44,10 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
     if not refs:  # no partitions at all: an empty Dataset that still knows its schema
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()
+    if materialize and pinned_suits(refs):
+        ds = _read_pinned(refs, ctx, conversion_id, cfg)
+        writer.flush()  # the read events of this build are durable when we return
+        return ds
     alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
     # Materialized: a few tasks per node (a cold read worker costs more than a read). Streaming:
     # one task per partition, the same few at a time, so Ray Data's backpressure can hold the
@@ -49,6 +62,72 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
         ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
         writer.flush()  # the read events of this build are durable when we return
     return ds
+
+
+PINNED_MAX_SMALL_PARTITIONS = 64  # above it, partitions under SMALL_PARTITION_BYTES are joined by the Datasource
+SMALL_PARTITION_BYTES = 1 << 20
+
+
+def pinned_suits(refs: list[PartitionRef]) -> bool:
+    """Whether a materialized Dataset over `refs` is read by pinned tasks: one block or more per
+    partition, so not for thousands of tiny partitions (a block costs Ray Data a few ms each
+    time the Dataset is iterated; the Datasource joins small partitions into blocks)."""
+    return len(refs) <= PINNED_MAX_SMALL_PARTITIONS or sum(r.num_bytes for r in refs) >= SMALL_PARTITION_BYTES * len(refs)
+
+
+def pinned_groups(refs: list[PartitionRef], per_node: int) -> list[tuple[str | None, tuple[PartitionRef, ...]]]:
+    """(node, partitions) per read task: node-local files on live nodes with their node; the rest
+    (shared storage, files of dead or unknown nodes) spread over the live nodes with CPUs. Each
+    node's partitions (in partition order) are cut into `per_node` contiguous runs."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    alive = {n["NodeID"] for n in nodes}
+    spread = sorted(n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0) or [None]
+    by_node: dict[str | None, list[PartitionRef]] = {}
+    rest = 0
+    for ref in refs:
+        node = ref.node_id if ref.target.node_local and ref.node_id in alive else None
+        if node is None:
+            node, rest = spread[rest % len(spread)], rest + 1
+        by_node.setdefault(node, []).append(ref)
+    groups = []
+    for node, mine in by_node.items():
+        k = max(1, min(per_node, len(mine)))
+        cuts = [i * len(mine) // k for i in range(k + 1)]
+        groups += [(node, tuple(mine[a:b])) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return groups
+
+
+def _read_pinned(refs: list[PartitionRef], ctx: ReadContext, conversion_id: str, cfg):
+    """Every partition read by a task on its file's node (soft: a dead node's partitions are read
+    elsewhere and rebuilt), the blocks kept in Ray's object store and a MaterializedDataset made
+    of them in partition order. A lost block is made again by Ray's lineage: its task runs again."""
+    block_bytes = ctx.block_bytes
+    submitted = []  # (partitions, pieces, the task's return refs)
+    for node, group in pinned_groups(refs, cfg.read_tasks_per_node):
+        pieces = tuple(max(1, -(-r.num_bytes // block_bytes)) if block_bytes else 1 for r in group)
+        strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+        out: Any = read_blocks.options(num_returns=sum(pieces) + 1, max_retries=cfg.read_max_retries,
+                                  scheduling_strategy=strategy).remote(group, ctx, pieces)
+        submitted.append((group, pieces, out))
+    metadata_refs = [out[-1] for _, _, out in submitted]
+    ready, _ = ray.wait(metadata_refs, num_returns=len(metadata_refs), timeout=cfg.read_timeout_s)
+    if len(ready) < len(metadata_refs):
+        for _, _, out in submitted:
+            ray.cancel(out[0], recursive=True)
+        raise foreign.read_timed_out(conversion_id, cfg.read_timeout_s)
+    try:
+        metadata = ray.get(metadata_refs)
+    except Exception as exc:  # a RayTaskError around ftbridge's own error, or Ray's
+        raise foreign.read_failed(exc, conversion_id) from None
+    per_partition: dict[int, list[tuple]] = {}
+    for (group, pieces, out), metas in zip(submitted, metadata, strict=True):
+        at = 0
+        for ref, k in zip(group, pieces, strict=True):
+            per_partition[ref.partition_id] = list(zip(out[at:at + k], metas[at:at + k], strict=True))
+            at += k
+    ordered = [pair for pid in sorted(per_partition) for pair in per_partition[pid]]
+    with ray_adapter.data_context(preserve_order=True):
+        return ray_adapter.materialized_from_blocks([b for b, _ in ordered], [m for _, m in ordered])
 
 
 def _materialize(ds, conversion_id: str, timeout_s: float):

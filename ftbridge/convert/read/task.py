@@ -18,6 +18,7 @@ import ray
 import ray.data
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import settings
 from ftbridge.common.errors import FtbridgeError, PartitionLostError
@@ -133,6 +134,25 @@ def read_group(refs: tuple, ctx: ReadContext):
     reads: list = []
     yield from blocks_of(_served(refs, ctx, here, reads), ctx.block_bytes)
     ctx.writer.record_read(ctx.token, reads)  # one round trip per task, not per partition
+
+
+def sliced(table: pa.Table, pieces: int) -> list[pa.Table]:
+    """`table` as `pieces` runs of about equal rows (views, no copy); at least one."""
+    pieces = max(1, min(pieces, table.num_rows))
+    cuts = [i * table.num_rows // pieces for i in range(pieces + 1)]
+    return [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+
+
+@ray.remote(num_cpus=0)
+def read_blocks(refs: tuple, ctx: ReadContext, pieces: tuple):
+    """Body of one read task of a materialized Dataset (`dataset.py`), run on the node that holds
+    its partitions' files: each partition's rows as `pieces[i]` blocks, in order, then the blocks'
+    Ray Data metadata (one list, last). The read events go to the catalog writer in one message."""
+    here = ray.get_runtime_context().get_node_id()
+    reads: list = []
+    blocks = [b for table, k in zip(_served(refs, ctx, here, reads), pieces, strict=True) for b in sliced(table, k)]
+    ctx.writer.record_read(ctx.token, reads)
+    return (*blocks, [ray_adapter.block_metadata_of(b) for b in blocks])
 
 
 @ray.remote(num_cpus=0)
