@@ -73,16 +73,13 @@ def main(spec: dict) -> None:
     logging.getLogger("ftbridge.convert.conversion").addHandler(timing)
     logging.getLogger("ftbridge.convert.conversion").setLevel(logging.INFO)
 
-    df = spark.range(0, spec["rows"], numPartitions=spec["partitions"]).selectExpr(
-        "id", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
-    df.cache().count()  # every path starts from the same cached frame
-    shared = spec["shared"]
-
     parts: dict[str, list[float]] = {"convert": [], "count": [], "release": []}
+    shared = spec["shared"]
+    frame: dict = {}
 
     def via_ftbridge() -> int:
         t0 = time.perf_counter()
-        ds = ftbridge.from_spark_recoverable(df, catalog=os.path.join(shared, "catalog.duckdb"))
+        ds = ftbridge.from_spark_recoverable(frame["df"], catalog=os.path.join(shared, "catalog.duckdb"))
         t1 = time.perf_counter()
         n = ds.count()
         t2 = time.perf_counter()
@@ -93,16 +90,16 @@ def main(spec: dict) -> None:
 
     def via_parquet() -> int:
         path = os.path.join(shared, "handoff.parquet")
-        df.write.mode("overwrite").parquet(path)
+        frame["df"].write.mode("overwrite").parquet(path)
         n = ray.data.read_parquet(path).materialize().count()
         shutil.rmtree(path, ignore_errors=True)
         return n
 
     def via_collect() -> int:
-        return ray.data.from_arrow(df.toArrow()).materialize().count()
+        return ray.data.from_arrow(frame["df"].toArrow()).materialize().count()
 
     paths = {"ftbridge": via_ftbridge, "parquet": via_parquet, "collect": via_collect}
-    out: dict = {"spark": spark.version, "ray": ray.__version__, "pools": {}}
+    out: dict = {"spark": spark.version, "ray": ray.__version__, "cases": []}
     # Ray's worker pool as setup_ray_cluster leaves it ("ray": idle workers beyond one per CPU end
     # after 1 s, so each round's tasks start worker processes again), then with the head's
     # system config keeping a few ("kept": ftbridge's WORKER_POOL_CONFIG, as on clusters it starts).
@@ -115,31 +112,37 @@ def main(spec: dict) -> None:
                           head_node_options=head)
         ray.init(log_to_driver=False, logging_level=logging.WARNING)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        times: dict[str, list[float]] = {k: [] for k in paths}
-        rss: dict[str, list[float]] = {k: [] for k in paths}
-        for r in range(spec["warmup"] + spec["reps"]):
-            names = list(paths) if r % 2 == 0 else list(reversed(paths))
-            for name in names:
-                started = time.perf_counter()
-                n = paths[name]()
-                took = time.perf_counter() - started
-                if n != spec["rows"]:
-                    raise SystemExit(f"{name} counted {n} rows, not {spec['rows']}")
-                if r >= spec["warmup"]:
-                    times[name].append(round(took, 3))
-                    rss[name].append(round(rss_mib(), 1))
-            print(f"{pool}: round {r + 1} done", file=sys.stderr, flush=True)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        out["pools"][pool] = {"nodes": len([n for n in ray.nodes() if n["Alive"]]), "times_s": times,
-                              "median_s": med, "driver_rss_mib": rss,
-                              "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
-                              "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2)}
-        out["pools"][pool]["ftbridge_parts_median_s"] = {k: statistics.median(v[spec["warmup"]:])
-                                                          for k, v in parts.items()}
-        for v in parts.values():
-            v.clear()
-        out["pools"][pool]["read_trace"] = read_trace(df, shared)
-        print(f"{pool}: the last conversion's timing follows", file=sys.stderr, flush=True)
+        for rows in spec["rows"]:
+            df = spark.range(0, rows, numPartitions=spec["partitions"]).selectExpr(
+                "id", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+            df.cache().count()  # every path starts from the same cached frame
+            frame["df"] = df
+            times: dict[str, list[float]] = {k: [] for k in paths}
+            rss: dict[str, list[float]] = {k: [] for k in paths}
+            for r in range(spec["warmup"] + spec["reps"]):
+                names = list(paths) if r % 2 == 0 else list(reversed(paths))
+                for name in names:
+                    started = time.perf_counter()
+                    n = paths[name]()
+                    took = time.perf_counter() - started
+                    if n != rows:
+                        raise SystemExit(f"{name} counted {n} rows, not {rows}")
+                    if r >= spec["warmup"]:
+                        times[name].append(round(took, 3))
+                        rss[name].append(round(rss_mib(), 1))
+                print(f"{pool} {rows}: round {r + 1} done", file=sys.stderr, flush=True)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            case = {"pool": pool, "rows": rows, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                    "times_s": times, "median_s": med, "driver_rss_mib": rss,
+                    "ratio_ftbridge_to_collect": round(med["ftbridge"] / med["collect"], 2),
+                    "ratio_ftbridge_to_parquet": round(med["ftbridge"] / med["parquet"], 2),
+                    "ftbridge_parts_median_s": {k: statistics.median(v[spec["warmup"]:]) for k, v in parts.items()}}
+            for v in parts.values():
+                v.clear()
+            case["read_trace"] = read_trace(df, shared)
+            out["cases"].append(case)
+            print(f"{pool} {rows}: the last conversion's timing follows", file=sys.stderr, flush=True)
+            df.unpersist()
         ray.shutdown()
         shutdown_ray_cluster()
     spark.stop()

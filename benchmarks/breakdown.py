@@ -1,6 +1,6 @@
 """Where a recoverable conversion's time goes, step by step, against Spark's own floor.
 
-    ./dev bench breakdown [--rows 4000000] [--reps 5] [--batch-rows 0]
+    ./dev bench breakdown [--rows 4000000] [--reps 5] [--batch-rows 0] [--tiny-reps 20]
 
 One process, Spark on Ray with 2 executors x 1 core (Ray with 4 logical CPUs), the DataFrame
 of `./dev bench convert`. Each repetition (after one warm-up) times, alternating order:
@@ -8,8 +8,14 @@ of `./dev bench convert`. Each repetition (after one warm-up) times, alternating
   spill, no cache  the spill job alone with StorageLevel.NONE (batches made and written to files)
   spill, cached    the spill job alone with MEMORY_AND_DISK (the default: batches also kept by Spark)
   end to end       ftbridge.from_spark_recoverable(df) (default level) + count, with its own
-                   log line split into spill / catalog / read
-and prints medians and each over the floor.
+                   log line split into setup / spill / catalog / read
+and prints medians and each over the floor. Then the fixed cost: the same DataFrame as 8
+partitions of one row, `--tiny-reps` rounds (after two warm-ups) alternating the floor and
+the end-to-end conversion, each conversion split in milliseconds (setup: the argument checks,
+the catalog writer and the read workers' warm-up; spill: Spark's job; plan, record, rebuilder:
+the catalog transaction; read: the Dataset made; count) and `release` timed after it.
+Target: fixed cost (end to end, median) <= 0.1 s, printed met / NOT met. The figures go to
+benchmarks/results/breakdown.json with the date, commit and command.
 """
 
 from __future__ import annotations
@@ -22,20 +28,24 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, ray_init
+from _common import median, ray_init, write_results
+
+FIXED_COST_TARGET_S = 0.1
+STEP = re.compile(r"(setup|spill|catalog|plan|record|rebuilder|read) ([\d.]+)s")
 
 
 class _Steps(logging.Handler):
-    """Picks the spill / catalog / read split out of the conversion's INFO line."""
+    """Picks the setup / spill / catalog (plan, record, rebuilder) / read split out of the
+    conversion's INFO line."""
 
     def __init__(self):
         super().__init__(logging.INFO)
         self.last: dict[str, float] = {}
 
     def emit(self, record):
-        m = re.search(r"spill ([\d.]+)s, catalog ([\d.]+)s.*read ([\d.]+)s", record.getMessage())
-        if m:
-            self.last = {"spill": float(m.group(1)), "catalog": float(m.group(2)), "read": float(m.group(3))}
+        found = dict((k, float(v)) for k, v in STEP.findall(record.getMessage()))
+        if "spill" in found and "read" in found:
+            self.last = found
 
 
 def main() -> None:
@@ -43,7 +53,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=0)
+    parser.add_argument("--tiny-reps", type=int, default=20)
     args = parser.parse_args()
+    if args.rows < 1 or args.reps < 1 or args.tiny_reps < 1 or args.batch_rows < 0:
+        parser.error("--rows, --reps and --tiny-reps must be at least 1, --batch-rows at least 0")
 
     import ray
     from pyspark import StorageLevel
@@ -96,7 +109,11 @@ def main() -> None:
         "end to end": lambda i: end_to_end(),
     }
     times: dict[str, list[float]] = {k: [] for k in paths}
-    split: dict[str, list[float]] = {"spill": [], "catalog": [], "read": []}
+    split: dict[str, list[float]] = {"setup": [], "spill": [], "catalog": [], "read": []}
+    tiny = spark.range(0, 8, numPartitions=8).selectExpr(
+        "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+    fixed: dict[str, list[float]] = {k: [] for k in ("floor", "end to end", "setup", "spill", "plan", "record",
+                                                      "rebuilder", "read", "count", "release")}
     try:
         for rep in range(args.reps + 1):
             for name in (list(paths) if rep % 2 == 0 else list(reversed(paths))):
@@ -106,8 +123,27 @@ def main() -> None:
                 if rep > 0:  # the first round warms up
                     times[name].append(took)
                     if name == "end to end":
-                        for key, value in steps.last.items():
-                            split[key].append(value)
+                        for key in split:
+                            split[key].append(steps.last.get(key, 0.0))
+        for rep in range(args.tiny_reps + 2):
+            for name in (("floor", "end to end") if rep % 2 == 0 else ("end to end", "floor")):
+                t0 = time.perf_counter()
+                if name == "floor":
+                    tiny._jdf.toArrowBatchRdd().count()
+                    took = {"floor": time.perf_counter() - t0}
+                else:
+                    ds = ftbridge.from_spark_recoverable(tiny, catalog=catalog)
+                    t1 = time.perf_counter()
+                    if ds.count() != 8:
+                        raise SystemExit("the tiny conversion did not count 8 rows")
+                    t2 = time.perf_counter()
+                    ftbridge.release(ds, catalog=catalog)
+                    took = {"end to end": t2 - t0, "count": t2 - t1, "release": time.perf_counter() - t2,
+                            **{k: steps.last.get(k, 0.0) for k in ("setup", "spill", "plan", "record", "rebuilder",
+                                                                  "read")}}
+                if rep >= 2:  # two rounds warm up
+                    for key, value in took.items():
+                        fixed[key].append(value)
     finally:
         ftbridge.stop_spark()
         ray.shutdown()
@@ -115,11 +151,30 @@ def main() -> None:
             if os.path.exists(path):
                 os.remove(path)
     floor = median(times["floor"])
-    print(f"{args.rows:,} rows, 8 partitions, batch rows {args.batch_rows or 'default'}; medians of {args.reps}")
+    lines = [f"{args.rows:,} rows, 8 partitions, batch rows {args.batch_rows or 'default'}; medians of {args.reps}"]
     for name, xs in times.items():
-        print(f"  {name:18s} {median(xs):6.2f} s   {median(xs) / floor:5.2f}x floor")
-    print("  end to end, split: " + ", ".join(f"{k} {median(v):.2f} s" for k, v in split.items()))
-
+        lines.append(f"  {name:18s} {median(xs):6.2f} s   {median(xs) / floor:5.2f}x floor")
+    lines.append("  end to end, split: " + ", ".join(f"{k} {median(v):.3f} s" for k, v in split.items()))
+    fixed_ms = {k: round(1000 * median(v), 1) for k, v in fixed.items()}
+    cost = fixed_ms["end to end"] / 1000
+    lines.append(f"fixed cost: 8 partitions of one row, medians of {args.tiny_reps} (ms)")
+    lines.append("  " + ", ".join(f"{k} {v:.1f}" for k, v in fixed_ms.items()))
+    accounted = sum(fixed_ms[k] for k in ("setup", "spill", "plan", "record", "rebuilder", "read", "count"))
+    lines.append(f"  end to end less its parts: {fixed_ms['end to end'] - accounted:.1f} ms (the call's own "
+                 "bookkeeping and the medians' rounding)")
+    lines.append(f"  target: fixed cost <= {FIXED_COST_TARGET_S} s: {cost:.3f} s, "
+                 f"{'met' if cost <= FIXED_COST_TARGET_S else 'NOT met'}")
+    print("\n".join(lines))
+    command = "./dev bench breakdown" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
+    out = write_results("breakdown", command, rows=args.rows, reps=args.reps, batch_rows=args.batch_rows,
+                        tiny_reps=args.tiny_reps,
+                        medians={**{k: round(median(v), 3) for k, v in times.items()},
+                                 **{f"end to end: {k}": round(median(v), 3) for k, v in split.items()}},
+                        summary={**{f"fixed cost: {k} (ms)": v for k, v in fixed_ms.items()},
+                                 "fixed cost target met": cost <= FIXED_COST_TARGET_S},
+                        output=lines)
+    print(f"results: {out}")
 
 if __name__ == "__main__":
     main()

@@ -128,7 +128,7 @@ class Catalog:
         return bool(row) and row[0] == str(SCHEMA_VERSION)
 
     def _full_check(self, con, writable: bool) -> None:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         version = 0
         if "ftbridge_meta" in tables:
             row = con.execute("SELECT value FROM ftbridge_meta WHERE key = 'schema_version'").fetchone()

@@ -42,8 +42,7 @@ def partitions(con, conversion_id: str) -> list[dict]:
 def leftovers(con, conversion_id: str | None = None) -> list[dict]:
     """Files that are no partition's copy but may still be on a host (see `records.add_leftovers`);
     [] for a catalog of schema < 6 opened read-only (migrated by the next writer)."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'leftover_files'"
-                       ).fetchone()[0]:
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'leftover_files'").fetchone()[0]:
         return []
     if conversion_id is None:
         return _dicts(con.execute("SELECT * FROM leftover_files ORDER BY recorded_at, path"))
@@ -68,7 +67,7 @@ def partition_states(con) -> dict[str, dict[str, int]]:
 
 def _has_runs(con) -> bool:
     """False for a catalog of schema < 5 opened read-only (migrated by the next writer)."""
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'").fetchone()[0])
 
 
 def runs(con) -> list[dict]:

@@ -79,6 +79,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
            allow_nondeterministic: bool = False, recipe: str | None = None, materialize: bool = True,
            reuse: bool = False):
     """`ftbridge.from_spark_recoverable` (see `ftbridge.api` for the arguments)."""
+    entered = time.time()
     storage_level = storage_level or StorageLevel.MEMORY_AND_DISK
     check_supported(dataframe_schema(df))               # unsupported types fail before any work
     target = SpillTarget.resolve(spill_dir)
@@ -119,10 +120,10 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     recorded = time.time()
     ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
     REGISTRY.remember(ds, conversion_id, cat.path)
-    log.info("conversion %s: %d partitions, %d rows, %d bytes; spill %.2fs, catalog %.2fs (plan %.2fs, record "
-             "%.2fs, rebuilder %.2fs), read %.2fs", conversion_id, batches.num_partitions, record.total_rows,
-             record.total_bytes, spilled - started, recorded - spilled, t_call - t_plan, t_called - t_call,
-             recorded - t_called, time.time() - recorded)
+    log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, spill %.3fs, catalog %.3fs (plan "
+             "%.3fs, record %.3fs, rebuilder %.3fs), read %.3fs", conversion_id, batches.num_partitions,
+             record.total_rows, record.total_bytes, started - entered, spilled - started, recorded - spilled,
+             t_call - t_plan, t_called - t_call, recorded - t_called, time.time() - recorded)
     return ds
 
 
@@ -219,9 +220,10 @@ def release(ds_or_id, *, catalog=None) -> int:
     staging = REGISTRY.forget_staging(conv_id)
     live = rebuilder or staging
     cat = live.catalog if live else Catalog(catalog)
-    conv, parts = cat.load(conv_id)
-    with cat.read() as con:
-        leftovers = queries.leftovers(con, conv_id)
+    with cat.read() as con:  # one connection: each open of the file costs more than the queries
+        conv = queries.conversion(con, conv_id)
+        parts = queries.partitions(con, conv["conversion_id"])
+        leftovers = queries.leftovers(con, conv["conversion_id"])
     # Each host deletes its own node-local files (and any of the conversion no row names); a host
     # that is down keeps them until `gc`.
     freed = cleanup.free(conv, [p for p in parts if p["state"] != PartitionState.RELEASED] + leftovers, whole=True)

@@ -12,6 +12,14 @@ from ftbridge.lineage.rows import EventRow, new_event
 from ftbridge.lineage.writer import CatalogClient
 
 
+def runs(n: int, k: int) -> list[tuple[int, int]]:
+    """[0, n) as at most `k` contiguous, non-empty runs `(start, stop)` whose lengths differ by at
+    most one (at least one run, even when n is 0)."""
+    k = max(1, min(k, n))
+    cuts = [i * n // k for i in range(k + 1)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, n)]
+
+
 @dataclass(frozen=True)
 class PartitionRef:
     """Everything a read task needs to serve, check and rebuild one partition."""

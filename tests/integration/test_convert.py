@@ -78,7 +78,8 @@ def test_read_blocks_follow_ray_datas_target_block_size(spark, catalog):
     """A materialized conversion's blocks follow DataContext.target_max_block_size as it was when
     the Dataset was made: with the default (128 MiB) every partition is one block, read by a task
     on its file's node; with a target a third of a partition's bytes, every partition is cut
-    into three runs or more of about equal rows (views of the checked file), in order."""
+    into three runs or more of about equal rows (views of the checked file), in order; with a
+    target below one row's bytes, every row is a block."""
     df = make_df(spark, n=40_000, parts=4)
     whole = ftbridge.from_spark_recoverable(df, catalog=catalog, name="default-blocks")
     tables = ray.get(whole.to_arrow_refs())
@@ -89,8 +90,12 @@ def test_read_blocks_follow_ray_datas_target_block_size(spark, catalog):
     context.target_max_block_size = partition_bytes // 3
     try:
         small = ftbridge.from_spark_recoverable(df, catalog=catalog, name="small-blocks")
+        context.target_max_block_size = 1  # more pieces than rows: one block per row, no more
+        rows = ftbridge.from_spark_recoverable(make_df(spark, n=8, parts=4), catalog=catalog, name="row-blocks")
     finally:
         context.target_max_block_size = default
+    assert [t.column("id").to_pylist() for t in ray.get(rows.to_arrow_refs())] == [[i] for i in range(8)]
+    ftbridge.release(rows)
     tables = ray.get(small.to_arrow_refs())
     assert len(tables) >= 12, [t.num_rows for t in tables]
     assert max(t.num_rows for t in tables) - min(t.num_rows for t in tables) <= 10_000 // 3, [t.num_rows for t in tables]

@@ -6,8 +6,10 @@ import os
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ftbridge.convert.partition import PartitionRef
+from ftbridge.convert.partition import PartitionRef, runs
 from ftbridge.convert.read.files import load_checked
 from ftbridge.convert.spill.target import SpillTarget
 from ftbridge.convert.spill.write import write_messages
@@ -18,6 +20,17 @@ def write_partition(target, conversion_id, partition_id, node_id, schema, batche
     """Spill pyarrow batches the way the Spark job spills Spark's batch messages."""
     messages = (batch.serialize() for batch in batches)
     return write_messages(target, conversion_id, partition_id, node_id, schema.serialize().to_pybytes(), messages)
+
+
+@given(st.integers(0, 500), st.integers(-2, 600))
+def test_runs_cut_a_range_into_contiguous_runs_of_about_equal_length(n, k):
+    """How partitions are grouped into read tasks and a partition into blocks."""
+    cut = runs(n, k)
+    assert cut[0][0] == 0 and cut[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(cut, cut[1:]))
+    assert len(cut) == max(1, min(k, n))
+    lengths = [b - a for a, b in cut]
+    assert max(lengths) - min(lengths) <= 1 and (n == 0 or min(lengths) >= 1)
 
 
 def test_resolve_targets(tmp_path):

@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import settings
-from ftbridge.convert.partition import PartitionRef, ReadContext
+from ftbridge.convert.partition import PartitionRef, ReadContext, runs
 from ftbridge.convert.read.datasource import SpillDatasource
 from ftbridge.convert.read.task import read_blocks
 from ftbridge.convert.spill.target import SpillTarget
@@ -91,9 +91,7 @@ def pinned_groups(refs: list[PartitionRef], per_node: int) -> list[tuple[str | N
         by_node.setdefault(node, []).append(ref)
     groups = []
     for node, mine in by_node.items():
-        k = max(1, min(per_node, len(mine)))
-        cuts = [i * len(mine) // k for i in range(k + 1)]
-        groups += [(node, tuple(mine[a:b])) for a, b in zip(cuts, cuts[1:]) if b > a]
+        groups += [(node, tuple(mine[a:b])) for a, b in runs(len(mine), per_node)]
     return groups
 
 
@@ -104,7 +102,7 @@ def _read_pinned(refs: list[PartitionRef], ctx: ReadContext, conversion_id: str,
     block_bytes = ctx.block_bytes
     submitted = []  # (partitions, pieces, the task's return refs)
     for node, group in pinned_groups(refs, cfg.read_tasks_per_node):
-        pieces = tuple(max(1, -(-r.num_bytes // block_bytes)) if block_bytes else 1 for r in group)
+        pieces = tuple(len(runs(r.num_rows, -(-r.num_bytes // block_bytes) if block_bytes else 1)) for r in group)
         strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
         out: Any = read_blocks.options(num_returns=sum(pieces) + 1, max_retries=cfg.read_max_retries,
                                   scheduling_strategy=strategy).remote(group, ctx, pieces)

@@ -17,7 +17,7 @@ import functools
 from ray.data import Datasource
 
 from ftbridge.adapters import ray as ray_adapter
-from ftbridge.convert.partition import PartitionRef, ReadContext
+from ftbridge.convert.partition import PartitionRef, ReadContext, runs
 from ftbridge.convert.read.task import read_group
 
 
@@ -28,9 +28,7 @@ class SpillDatasource(Datasource):
         super().__init__()
         self._refs = sorted(refs, key=lambda r: r.partition_id)
         self._ctx = ctx
-        n, k = len(self._refs), max(1, min(num_tasks, len(self._refs)))
-        cuts = [i * n // k for i in range(k + 1)]
-        self._groups = [tuple(self._refs[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
+        self._groups = [tuple(self._refs[a:b]) for a, b in runs(len(self._refs), num_tasks) if b > a]
 
     def get_name(self) -> str:
         return "FtbridgeSpill"

@@ -22,7 +22,7 @@ from ftbridge.adapters import ray as ray_adapter
 from ftbridge.common import foreign
 from ftbridge.common.config import settings
 from ftbridge.common.errors import FtbridgeError, PartitionLostError
-from ftbridge.convert.partition import PartitionRef, ReadContext, event
+from ftbridge.convert.partition import PartitionRef, ReadContext, event, runs
 from ftbridge.convert.read import fetch
 from ftbridge.convert.rebuild.service import request_rebuild
 from ftbridge.lineage.kinds import EventKind, PartitionState
@@ -138,9 +138,7 @@ def read_group(refs: tuple, ctx: ReadContext):
 
 def sliced(table: pa.Table, pieces: int) -> list[pa.Table]:
     """`table` as `pieces` runs of about equal rows (views, no copy); at least one."""
-    pieces = max(1, min(pieces, table.num_rows))
-    cuts = [i * table.num_rows // pieces for i in range(pieces + 1)]
-    return [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+    return [table.slice(a, b - a) for a, b in runs(table.num_rows, pieces)]
 
 
 @ray.remote(num_cpus=0)
