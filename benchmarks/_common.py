@@ -53,6 +53,16 @@ class PeakRss:
         return self.peak - self.start
 
 
+def alternating(names, rounds: int, warmup: int = 0):
+    """The order every benchmark runs its paths in: `warmup` rounds, then `rounds` more, each going
+    through `names` and the next one through them reversed. Yields (round, name, counted), where
+    counted is False in the warm-up rounds."""
+    names = list(names)
+    for r in range(warmup + rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            yield r, name, r >= warmup
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()

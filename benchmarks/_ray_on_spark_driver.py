@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+from _common import alternating  # this folder is the script's, so first on sys.path
+
 
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
@@ -119,18 +121,16 @@ def main(spec: dict) -> None:
             frame["df"] = df
             times: dict[str, list[float]] = {k: [] for k in paths}
             rss: dict[str, list[float]] = {k: [] for k in paths}
-            for r in range(spec["warmup"] + spec["reps"]):
-                names = list(paths) if r % 2 == 0 else list(reversed(paths))
-                for name in names:
-                    started = time.perf_counter()
-                    n = paths[name]()
-                    took = time.perf_counter() - started
-                    if n != rows:
-                        raise SystemExit(f"{name} counted {n} rows, not {rows}")
-                    if r >= spec["warmup"]:
-                        times[name].append(round(took, 3))
-                        rss[name].append(round(rss_mib(), 1))
-                print(f"{pool} {rows}: round {r + 1} done", file=sys.stderr, flush=True)
+            for _, name, counted in alternating(paths, spec["reps"], spec["warmup"]):
+                started = time.perf_counter()
+                n = paths[name]()
+                took = time.perf_counter() - started
+                if n != rows:
+                    raise SystemExit(f"{name} counted {n} rows, not {rows}")
+                if counted:
+                    times[name].append(round(took, 3))
+                    rss[name].append(round(rss_mib(), 1))
+            print(f"{pool} {rows}: {spec['warmup'] + spec['reps']} rounds done", file=sys.stderr, flush=True)
             med = {k: statistics.median(v) for k, v in times.items()}
             case = {"pool": pool, "rows": rows, "nodes": len([n for n in ray.nodes() if n["Alive"]]),
                     "times_s": times, "median_s": med, "driver_rss_mib": rss,

@@ -24,6 +24,8 @@ import os
 import sys
 import time
 
+from _common import alternating  # stdlib only, so it imports in RayDP's venv too
+
 # This folder holds benchmarks/raydp.py, which would shadow the `raydp` package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
@@ -132,16 +134,14 @@ def main(engine_name: str, spec: dict) -> None:
              "plain": lambda: engine.plain(df)}
     for name in paths:
         out[f"{name}_s"] = []
-    for rep in range(spec["warmup"] + spec["reps"]):
-        order = list(paths) if rep % 2 == 0 else list(reversed(paths))
-        for name in order:
-            t0 = time.perf_counter()
-            got = paths[name]()
-            took = time.perf_counter() - t0
-            if name != "floor":
-                assert got == rows, (name, got, rows)
-            if rep >= spec["warmup"]:
-                out[f"{name}_s"].append(took)
+    for _, name, counted in alternating(paths, spec["reps"], spec["warmup"]):
+        t0 = time.perf_counter()
+        got = paths[name]()
+        took = time.perf_counter() - t0
+        if name != "floor":
+            assert got == rows, (name, got, rows)
+        if counted:
+            out[f"{name}_s"].append(took)
     engine.stop()
     ray.shutdown()
     print("RESULT " + json.dumps(out), flush=True)

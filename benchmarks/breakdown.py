@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, ray_init, write_results
+from _common import alternating, median, ray_init, write_results
 
 FIXED_COST_TARGET_S = 0.1
 STEP = re.compile(r"(setup|spill|catalog|plan|record|rebuilder|read) ([\d.]+)s")
@@ -115,35 +115,32 @@ def main() -> None:
     fixed: dict[str, list[float]] = {k: [] for k in ("floor", "end to end", "setup", "spill", "plan", "record",
                                                       "rebuilder", "read", "count", "release")}
     try:
-        for rep in range(args.reps + 1):
-            for name in (list(paths) if rep % 2 == 0 else list(reversed(paths))):
-                t0 = time.perf_counter()
-                took = paths[name](rep)
-                took = took if took is not None else time.perf_counter() - t0
-                if rep > 0:  # the first round warms up
-                    times[name].append(took)
-                    if name == "end to end":
-                        for key in split:
-                            split[key].append(steps.last.get(key, 0.0))
-        for rep in range(args.tiny_reps + 2):
-            for name in (("floor", "end to end") if rep % 2 == 0 else ("end to end", "floor")):
-                t0 = time.perf_counter()
-                if name == "floor":
-                    tiny._jdf.toArrowBatchRdd().count()
-                    took = {"floor": time.perf_counter() - t0}
-                else:
-                    ds = ftbridge.from_spark_recoverable(tiny, catalog=catalog)
-                    t1 = time.perf_counter()
-                    if ds.count() != 8:
-                        raise SystemExit("the tiny conversion did not count 8 rows")
-                    t2 = time.perf_counter()
-                    ftbridge.release(ds, catalog=catalog)
-                    took = {"end to end": t2 - t0, "count": t2 - t1, "release": time.perf_counter() - t2,
-                            **{k: steps.last.get(k, 0.0) for k in ("setup", "spill", "plan", "record", "rebuilder",
-                                                                  "read")}}
-                if rep >= 2:  # two rounds warm up
-                    for key, value in took.items():
-                        fixed[key].append(value)
+        for rep, name, counted in alternating(paths, args.reps, warmup=1):
+            t0 = time.perf_counter()
+            took = paths[name](rep)
+            took = took if took is not None else time.perf_counter() - t0
+            if counted:
+                times[name].append(took)
+                if name == "end to end":
+                    for key in split:
+                        split[key].append(steps.last.get(key, 0.0))
+        for _, name, counted in alternating(("floor", "end to end"), args.tiny_reps, warmup=2):
+            t0 = time.perf_counter()
+            if name == "floor":
+                tiny._jdf.toArrowBatchRdd().count()
+                took = {"floor": time.perf_counter() - t0}
+            else:
+                ds = ftbridge.from_spark_recoverable(tiny, catalog=catalog)
+                t1 = time.perf_counter()
+                if ds.count() != 8:
+                    raise SystemExit("the tiny conversion did not count 8 rows")
+                t2 = time.perf_counter()
+                ftbridge.release(ds, catalog=catalog)
+                took = {"end to end": t2 - t0, "count": t2 - t1, "release": time.perf_counter() - t2,
+                        **{k: steps.last.get(k, 0.0) for k in ("setup", "spill", "plan", "record", "rebuilder", "read")}}
+            if counted:
+                for key, value in took.items():
+                    fixed[key].append(value)
     finally:
         ftbridge.stop_spark()
         ray.shutdown()

@@ -30,7 +30,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ray
-from _common import PeakRss, bench_session, median, size_args, timed
+from _common import PeakRss, alternating, bench_session, median, size_args, timed
 
 import ftbridge
 
@@ -84,16 +84,15 @@ def measure(spark, rows, reps, tmp, catalog, warmup=1):
     results = {name: [] for name in PATHS}
     rss = {name: 0 for name in PATHS}
     size = 0
-    for rep in range(warmup + reps):
-        for name in (list(PATHS) if rep % 2 == 0 else list(reversed(PATHS))):
-            arg = catalog if name.startswith("recov") else tmp
-            with PeakRss() as peak:
-                secs, size_ = timed(lambda name=name, arg=arg: PATHS[name](spark, rows, arg))
-            if rep < warmup:
-                continue
-            size = size_ or size
-            results[name].append(secs)
-            rss[name] = max(rss[name], peak.delta)
+    for _, name, counted in alternating(PATHS, reps, warmup):
+        arg = catalog if name.startswith("recov") else tmp
+        with PeakRss() as peak:
+            secs, size_ = timed(lambda name=name, arg=arg: PATHS[name](spark, rows, arg))
+        if not counted:
+            continue
+        size = size_ or size
+        results[name].append(secs)
+        rss[name] = max(rss[name], peak.delta)
     return results, rss, size
 
 

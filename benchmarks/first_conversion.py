@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, run_elsewhere
+from _common import alternating, median, run_elsewhere
 
 CHILD = r"""
 import json, os, sys, tempfile, time
@@ -85,13 +85,12 @@ def main() -> None:
     results: dict = {case: [] for case in cases}
     with tempfile.NamedTemporaryFile("w", prefix="ftbridge-bench-first-", suffix=".log", delete=False) as log:
         print(f"{args.rounds} rounds, {args.rows:,} rows; children's output: {log.name}", flush=True)
-        for rnd in range(args.rounds):
-            for case in (cases if rnd % 2 == 0 else list(reversed(cases))):
-                res = run_child(args.rows, case[1], args.pause, case[0], log)
-                results[case].append(res)
-                job = f", first job {res['first_job']:.2f} s" if res["first_job"] is not None else ""
-                print(f"  round {rnd + 1}: warm-up {'on ' if case[0] else 'off'}, {case[1]:5s}{job}: first conversion "
-                      f"{res['first']:.2f} s, warm {' / '.join(f'{w:.2f}' for w in res['warm'])}", flush=True)
+        for rnd, case, _ in alternating(cases, args.rounds):
+            res = run_child(args.rows, case[1], args.pause, case[0], log)
+            results[case].append(res)
+            job = f", first job {res['first_job']:.2f} s" if res["first_job"] is not None else ""
+            print(f"  round {rnd + 1}: warm-up {'on ' if case[0] else 'off'}, {case[1]:5s}{job}: first conversion "
+                  f"{res['first']:.2f} s, warm {' / '.join(f'{w:.2f}' for w in res['warm'])}", flush=True)
     os.remove(log.name)
     print(f"\n{'warm-up':8s} {'before it':24s} {'first conversion: median (range)':>34s} {'first job':>10s} "
           f"{'warm conv.':>11s} {'init_spark':>11s}")

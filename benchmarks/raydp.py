@@ -26,7 +26,7 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import median, run_elsewhere
+from _common import alternating, median, run_elsewhere
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -122,13 +122,12 @@ def main() -> None:
           f"Ray with {args.cpus} CPUs, batch rows {args.batch_rows or 'default'}; children's output: {log_path}",
           flush=True)
     results: dict[str, list[dict]] = {"ftbridge": [], "raydp": []}
-    for rnd in range(args.rounds):
-        for engine in (("ftbridge", "raydp") if rnd % 2 == 0 else ("raydp", "ftbridge")):
-            res = run_child(python, engine, spec, log_path)
-            results[engine].append(res)
-            print(f"  round {rnd}: {engine:8s} init_spark {res['init_spark_s']:5.2f} s, first job "
-                  f"{res['first_job_s']:5.2f} s, first conversion {res['first_conversion_s']:5.2f} s, "
-                  f"recoverable {median(res['recoverable_s']):5.2f} s", flush=True)
+    for rnd, engine, _ in alternating(("ftbridge", "raydp"), args.rounds):
+        res = run_child(python, engine, spec, log_path)
+        results[engine].append(res)
+        print(f"  round {rnd}: {engine:8s} init_spark {res['init_spark_s']:5.2f} s, first job "
+              f"{res['first_job_s']:5.2f} s, first conversion {res['first_conversion_s']:5.2f} s, "
+              f"recoverable {median(res['recoverable_s']):5.2f} s", flush=True)
     report(results, args)
 
 

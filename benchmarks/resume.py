@@ -34,7 +34,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_session, median, write_results
+from _common import alternating, bench_session, median, write_results
 
 MODES = ("resume", "restart")
 BATCH, EVERY, SLEEP_S, EPOCHS, FAIL_EPOCH = 2000, 50, 0.02, 2, 1
@@ -171,15 +171,15 @@ def main() -> None:
         df = spark.range(0, args.rows, numPartitions=16).selectExpr("id", "sha1(cast(id as string)) as h")
         ds = ftbridge.from_spark_recoverable(df, catalog=catalog, name="resume-bench", materialize=False)
         source = ftbridge.train.ResumableSource.of(ds)
-        for i in range(args.rounds + 1):  # round 0 warms up (workers, imports) and is not counted
-            for mode in (MODES if i % 2 == 0 else MODES[::-1]):
-                r = run(mode, ds, source, catalog, tmp, args.rows, args.fail_at)
-                print(f"round {i}{' (warm-up)' if i == 0 else ''} {mode}: struck at {100 * r['struck_at']:.0f} %, "
-                      f"went on from {100 * r['resumed_at']:.0f} %, {r['rows_read_again']:,} rows read again, "
-                      f"{r['lost_s']:.1f} s lost ({r['restart_s']:.1f} s to the first batch; audit "
-                      f"{r['audit_lost_s']:.1f} s), run {r['total_s']:.1f} s", flush=True)
-                if i:
-                    results[mode].append(r)
+        # round 0 warms up (workers, imports) and is not counted
+        for i, mode, counted in alternating(MODES, args.rounds, warmup=1):
+            r = run(mode, ds, source, catalog, tmp, args.rows, args.fail_at)
+            print(f"round {i}{'' if counted else ' (warm-up)'} {mode}: struck at {100 * r['struck_at']:.0f} %, "
+                  f"went on from {100 * r['resumed_at']:.0f} %, {r['rows_read_again']:,} rows read again, "
+                  f"{r['lost_s']:.1f} s lost ({r['restart_s']:.1f} s to the first batch; audit "
+                  f"{r['audit_lost_s']:.1f} s), run {r['total_s']:.1f} s", flush=True)
+            if counted:
+                results[mode].append(r)
         ftbridge.release(ds)
         ftbridge.stop_spark()
     finally:

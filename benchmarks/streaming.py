@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRss, median, ray_init, run_elsewhere
+from _common import PeakRss, alternating, median, ray_init, run_elsewhere
 
 MODES = ("materialized", "streaming")
 
@@ -165,16 +165,15 @@ def main() -> None:
     results: dict = {m: [] for m in MODES}
     tmp_root = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ftbridge-bench-streaming-{os.getpid()}")
     try:
-        for i in range(args.rounds):
-            for mode in (MODES if i % 2 == 0 else MODES[::-1]):
-                tmp = os.path.join(tmp_root, f"{mode}-{i}")
-                os.makedirs(tmp)
-                r = run_child(mode, args, tmp)
-                shutil.rmtree(tmp, ignore_errors=True)
-                results[mode].append(r)
-                print(f"round {i} {mode}: convert {r['convert_s']:.2f} s, epochs {r['first_epoch_s']:.2f} / "
-                      f"{r['epoch_s']:.2f} s, store peak {r['store_peak_mb']:.0f} MB, spilled peak "
-                      f"{r['spilled_peak_mb']:.0f} MB, driver RSS {r['driver_rss_mb']:.0f} MB", flush=True)
+        for i, mode, _ in alternating(MODES, args.rounds):
+            tmp = os.path.join(tmp_root, f"{mode}-{i}")
+            os.makedirs(tmp)
+            r = run_child(mode, args, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            results[mode].append(r)
+            print(f"round {i} {mode}: convert {r['convert_s']:.2f} s, epochs {r['first_epoch_s']:.2f} / "
+                  f"{r['epoch_s']:.2f} s, store peak {r['store_peak_mb']:.0f} MB, spilled peak "
+                  f"{r['spilled_peak_mb']:.0f} MB, driver RSS {r['driver_rss_mb']:.0f} MB", flush=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     keys = ("convert_s", "first_epoch_s", "epoch_s", "store_peak_mb", "spilled_peak_mb", "driver_rss_mb")
