@@ -77,11 +77,10 @@ def main(spec: dict) -> None:
 
     parts: dict[str, list[float]] = {"convert": [], "count": [], "release": []}
     shared = spec["shared"]
-    frame: dict = {}
 
-    def via_ftbridge() -> int:
+    def via_ftbridge(df) -> int:
         t0 = time.perf_counter()
-        ds = ftbridge.from_spark_recoverable(frame["df"], catalog=os.path.join(shared, "catalog.duckdb"))
+        ds = ftbridge.from_spark_recoverable(df, catalog=os.path.join(shared, "catalog.duckdb"))
         t1 = time.perf_counter()
         n = ds.count()
         t2 = time.perf_counter()
@@ -90,15 +89,15 @@ def main(spec: dict) -> None:
             parts[name].append(round(took, 3))
         return n
 
-    def via_parquet() -> int:
+    def via_parquet(df) -> int:
         path = os.path.join(shared, "handoff.parquet")
-        frame["df"].write.mode("overwrite").parquet(path)
+        df.write.mode("overwrite").parquet(path)
         n = ray.data.read_parquet(path).materialize().count()
         shutil.rmtree(path, ignore_errors=True)
         return n
 
-    def via_collect() -> int:
-        return ray.data.from_arrow(frame["df"].toArrow()).materialize().count()
+    def via_collect(df) -> int:
+        return ray.data.from_arrow(df.toArrow()).materialize().count()
 
     paths = {"ftbridge": via_ftbridge, "parquet": via_parquet, "collect": via_collect}
     out: dict = {"spark": spark.version, "ray": ray.__version__, "cases": []}
@@ -118,12 +117,11 @@ def main(spec: dict) -> None:
             df = spark.range(0, rows, numPartitions=spec["partitions"]).selectExpr(
                 "id", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
             df.cache().count()  # every path starts from the same cached frame
-            frame["df"] = df
             times: dict[str, list[float]] = {k: [] for k in paths}
             rss: dict[str, list[float]] = {k: [] for k in paths}
             for _, name, counted in alternating(paths, spec["reps"], spec["warmup"]):
                 started = time.perf_counter()
-                n = paths[name]()
+                n = paths[name](df)
                 took = time.perf_counter() - started
                 if n != rows:
                     raise SystemExit(f"{name} counted {n} rows, not {rows}")

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import alternating, median, ray_init, write_results
 
 FIXED_COST_TARGET_S = 0.1
+PARTS = ("setup", "spill", "plan", "record", "rebuilder", "read")  # of the conversion's INFO line
 STEP = re.compile(r"(setup|spill|catalog|plan|record|rebuilder|read) ([\d.]+)s")
 
 
@@ -77,8 +78,12 @@ def main() -> None:
     spark = ftbridge.init_spark("breakdown", num_executors=2, executor_cores=1, executor_memory="1GB",
                                 configs=configs)
     spark.sparkContext.setLogLevel("ERROR")
-    df = spark.range(0, args.rows, numPartitions=8).selectExpr(
-        "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+
+    def frame(rows):
+        return spark.range(0, rows, numPartitions=8).selectExpr(
+            "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
+
+    df = frame(args.rows)
     target = SpillTarget.resolve(None)
     catalog = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ftbridge-breakdown-{os.getpid()}.duckdb")
 
@@ -110,10 +115,8 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {k: [] for k in paths}
     split: dict[str, list[float]] = {"setup": [], "spill": [], "catalog": [], "read": []}
-    tiny = spark.range(0, 8, numPartitions=8).selectExpr(
-        "id", "id * 3 as a", "cast(id as double) * 1.5 as b", "concat('s-', cast(id as string)) as s")
-    fixed: dict[str, list[float]] = {k: [] for k in ("floor", "end to end", "setup", "spill", "plan", "record",
-                                                      "rebuilder", "read", "count", "release")}
+    tiny = frame(8)
+    fixed: dict[str, list[float]] = {k: [] for k in ("floor", "end to end", *PARTS, "count", "release")}
     try:
         for rep, name, counted in alternating(paths, args.reps, warmup=1):
             t0 = time.perf_counter()
@@ -137,7 +140,7 @@ def main() -> None:
                 t2 = time.perf_counter()
                 ftbridge.release(ds, catalog=catalog)
                 took = {"end to end": t2 - t0, "count": t2 - t1, "release": time.perf_counter() - t2,
-                        **{k: steps.last.get(k, 0.0) for k in ("setup", "spill", "plan", "record", "rebuilder", "read")}}
+                        **{k: steps.last.get(k, 0.0) for k in PARTS}}
             if counted:
                 for key, value in took.items():
                     fixed[key].append(value)
@@ -156,7 +159,7 @@ def main() -> None:
     cost = fixed_ms["end to end"] / 1000
     lines.append(f"fixed cost: 8 partitions of one row, medians of {args.tiny_reps} (ms)")
     lines.append("  " + ", ".join(f"{k} {v:.1f}" for k, v in fixed_ms.items()))
-    accounted = sum(fixed_ms[k] for k in ("setup", "spill", "plan", "record", "rebuilder", "read", "count"))
+    accounted = sum(fixed_ms[k] for k in (*PARTS, "count"))
     lines.append(f"  end to end less its parts: {fixed_ms['end to end'] - accounted:.1f} ms (the call's own "
                  "bookkeeping and the medians' rounding)")
     lines.append(f"  target: fixed cost <= {FIXED_COST_TARGET_S} s: {cost:.3f} s, "

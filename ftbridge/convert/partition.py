@@ -13,11 +13,11 @@ from ftbridge.lineage.writer import CatalogClient
 
 
 def runs(n: int, k: int) -> list[tuple[int, int]]:
-    """[0, n) as at most `k` contiguous, non-empty runs `(start, stop)` whose lengths differ by at
-    most one (at least one run, even when n is 0)."""
+    """[0, n) as at most `k` contiguous runs `(start, stop)` whose lengths differ by at most one:
+    never empty when n > 0; one empty run (0, 0) when n is 0."""
     k = max(1, min(k, n))
     cuts = [i * n // k for i in range(k + 1)]
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, n)]
+    return list(zip(cuts, cuts[1:]))
 
 
 @dataclass(frozen=True)
