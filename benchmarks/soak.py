@@ -8,7 +8,9 @@ and content) against the rows it must hold, every 10th round also against Spark'
 and releases it. Every `--kill-every`-th round
 an executor actor is SIGKILLed first; every `--replace-every`-th round a worker node holding an
 executor is removed and a fresh one added. After each round it samples the driver's RSS and
-open file descriptors, the Ray objects it holds references to, the bytes ftbridge keeps in the temp dir (`$TMPDIR/ftbridge-$UID`
+open file descriptors, the Ray objects it holds references to (after a `gc.collect()`: Ray Data's
+Datasets sit in reference cycles, so their blocks' refs go at Python's next collection, not at
+`del`), the bytes ftbridge keeps in the temp dir (`$TMPDIR/ftbridge-$UID`
 without logs and spill), its log folders, the spill root, the catalog file and
 the round's time (every `--gc-every`-th round it prunes released history, as an operator's daily
 `ftbridge gc --events-older-than` would); it prints the first and last decile's medians, which should match
@@ -19,7 +21,9 @@ and keeps them in benchmarks/results/soak.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
 import shutil
 import signal
@@ -104,6 +108,7 @@ def plain_ray_data(rounds: int) -> dict:
             _same, batch_format="pyarrow").materialize()
         assert check(rows, pa.concat_tables(ray.get(list(ds.to_arrow_refs())))).ok, f"round {i}"
         del ds
+        gc.collect()  # as the soak does
         rss.append(rss_bytes())
     ray.shutdown()
     k = max(1, rounds // 10)
@@ -136,6 +141,7 @@ def main() -> None:
     spark = ftbridge.init_spark("soak", num_executors=2, executor_cores=1, executor_memory="512MB",
                                 executor_resources={NODE: 1})
     spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # each round's "Running Dataset" lines
     spill_root = SpillTarget.resolve(None).root
     root = scratch.root()  # everything ftbridge keeps in the temp dir; its logs are counted apart
     logs = settings().log_root
@@ -164,6 +170,7 @@ def main() -> None:
             del ds, got
             if i % args.gc_every == 0:
                 prune(Catalog(catalog), timedelta(0))
+            gc.collect()  # what is left is held, not waiting in a cycle for the collector
             samples.append({"round": i, "seconds": took, "rss": rss_bytes(), "fds": open_fds(),
                             "objects": ray_adapter.owned_object_count(),
                             "temp": tree_bytes(root, skip=(logs, spill_root)), "logs": tree_bytes(logs),
@@ -182,6 +189,9 @@ def main() -> None:
     command = "./dev bench soak " + " ".join(sys.argv[1:])
     summary["plain Ray Data, same rounds: rss growth first -> last decile (MiB)"] = \
         baseline["rss growth first -> last decile (MiB)"]
+    beyond = summary["rss growth first -> last decile (MiB)"] - baseline["rss growth first -> last decile (MiB)"]
+    summary["rss growth beyond Ray Data's own (MiB)"] = round(beyond, 2)
+    print(f"rss growth beyond Ray Data's own: {beyond:.1f} MiB")
     print("results: " + write_results("soak", command.strip(), conversions=len(samples), faults=faults,
                                       summary=summary))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,15 @@ def _make_private(path: str) -> None:
                 os.chmod(name, 0o600)
         except OSError:
             pass
+
+
+# Called with a catalog's path before each read of it in this process: its writer commits what
+# this process sent it without waiting (see `writer.CatalogClient.flush_soon`).
+_BEFORE_READ: list[Callable[[str], None]] = []
+
+
+def before_read(hook: Callable[[str], None]) -> None:
+    _BEFORE_READ.append(hook)
 
 
 class Catalog:
@@ -93,6 +103,8 @@ class Catalog:
     @contextlib.contextmanager
     def read(self):
         """A read-only connection on a checked schema."""
+        for hook in _BEFORE_READ:
+            hook(self.path)
         with self._connect(read_only=True) as con:
             self._check_schema(con, writable=False)
             yield con

@@ -35,7 +35,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ftbridge.common import foreign
 from ftbridge.common.config import RAY_NAMESPACE, settings
 from ftbridge.lineage import records
-from ftbridge.lineage.catalog import Catalog
+from ftbridge.lineage.catalog import Catalog, before_read
 from ftbridge.lineage.kinds import EventKind
 from ftbridge.lineage.rows import (
     ConversionRow,
@@ -599,6 +599,56 @@ def emit(writer, method: str, *args) -> None:
         SPOOL.keep(writer, method, args)
 
 
+class Pending:
+    """A catalog call under way (`CatalogClient.record_conversion_soon`): `wait()` until the writer
+    took it, bounded, raising what the call itself would. Safe to wait from several threads; the
+    outcome is kept."""
+
+    def __init__(self, ref: Any = None, again: Any = None, method: str = "") -> None:
+        self._ref, self._again, self._method = ref, again, method   # again(): the same call, made and waited for
+        self._lock = threading.Lock()
+        self._done = ref is None
+        self._error: BaseException | None = None
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        with self._lock:
+            if not self._done:
+                self._done = True
+                try:
+                    self._finish(settings().catalog_call_timeout_s if timeout_s is None else timeout_s)
+                except BaseException as exc:  # kept for every waiter
+                    self._error = exc
+                self._ref = None
+            if self._error is not None:
+                raise self._error
+
+    def _finish(self, timeout_s: float) -> None:
+        try:
+            ray.get(self._ref, timeout=timeout_s)
+        except ray.exceptions.ActorDiedError:  # as `call`: a fresh writer, the call once more (ids: nothing twice)
+            self._again()
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            raise foreign.writer_call_failed(exc, self._method, timeout_s) from exc
+
+
+# Flushes sent and not waited for, per catalog: a read of that catalog in this process waits for
+# them first (`Catalog.read`), so it sees every read event a returned Dataset's build recorded.
+_FLUSHES: dict[str, list] = {}
+
+
+def _await_flushes(path: str) -> None:
+    with _LOCK:
+        refs = _FLUSHES.pop(path, [])
+    if not refs or not ray.is_initialized():
+        return
+    _, late = ray.wait(refs, num_returns=len(refs), timeout=settings().catalog_call_timeout_s)
+    if late:  # journaled all the same: the writer commits them with its next flush
+        log.warning("the catalog writer for %s has not committed %d flushes; reading without them", path, len(late))
+
+
+before_read(_await_flushes)
+
+
 class CatalogClient:
     """Every catalog write of a process, typed, in front of both paths: the catalog's writer actor
     (drivers and tasks of a Ray job: `start_writer`) or the file itself (no Ray: `direct`).
@@ -639,6 +689,18 @@ class CatalogClient:
     def record_conversion(self, conversion: ConversionRow, partitions: list[PartitionRow],
                           events: list[EventRow]) -> None:
         self._send(records.Transactions.record_conversion, conversion, partitions, events)
+
+    def record_conversion_soon(self, conversion: ConversionRow, partitions: list[PartitionRow],
+                               events: list[EventRow]) -> Pending:
+        """`record_conversion` sent now and waited for later (`Pending.wait`): the reads of the
+        Dataset run while the writer commits it. A direct client writes it at once."""
+        if self.transactions is not None:
+            self.record_conversion(conversion, partitions, events)
+            return Pending()
+        current = _current(self.handle)
+        args = (conversion, partitions, events)
+        return Pending(current.record_conversion.remote(*args),
+                       lambda: call(current, "record_conversion", *args), "record_conversion")
 
     def record_events(self, events: list[EventRow]) -> None:
         self._send(records.Transactions.record_events, events)
@@ -684,6 +746,23 @@ class CatalogClient:
         if self.transactions is not None:
             return 0
         return self._send(CatalogWriter.flush, timeout_s=timeout_s)
+
+    def flush_soon(self) -> None:
+        """`flush` without waiting: what the writer buffered is journaled already (durable); a read
+        of the catalog in this process waits for this commit first. A writer this process did not
+        get a handle of from `get_writer` is flushed and waited for now."""
+        if self.transactions is not None:
+            return
+        path = _path_of(self.handle)
+        if path is None:
+            self.flush()
+            return
+        ref = _current(self.handle).flush.remote()
+        with _LOCK:
+            sent = _FLUSHES.get(path, [])
+            if sent:  # the ones committed since need no waiting (nor their refs kept)
+                _, sent = ray.wait(sent, num_returns=len(sent), timeout=0)
+            _FLUSHES[path] = [*sent, ref]
 
     def holders(self) -> list[str]:
         """The processes holding a lease on the writer (none for a direct client)."""

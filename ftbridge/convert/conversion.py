@@ -113,17 +113,24 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
     t_call = time.time()
-    writer.record_conversion(record, [PartitionRow.of(conversion_id, p) for p in partitions], [*retried, ev])
-    t_called = time.time()
+    # The reads run while the writer commits the record; the Dataset is returned only once it is
+    # committed, and a rebuild waits for it before it records anything (see SparkRebuilder).
+    pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
+                                            [*retried, ev])
     service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
-                                          allow_nondeterministic, cluster.current_or_none()))
-    recorded = time.time()
-    ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
+                                          allow_nondeterministic, cluster.current_or_none(), recorded=pending))
+    t_read = time.time()
+    try:
+        ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
+    finally:
+        read = time.time()
+        pending.wait()  # a failed read raises after the record is in: the catalog says which partition was lost
+    done = time.time()
     REGISTRY.remember(ds, conversion_id, cat.path)
-    log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, spill %.3fs, catalog %.3fs (plan "
-             "%.3fs, record %.3fs, rebuilder %.3fs), read %.3fs", conversion_id, batches.num_partitions,
-             record.total_rows, record.total_bytes, started - entered, spilled - started, recorded - spilled,
-             t_call - t_plan, t_called - t_call, recorded - t_called, time.time() - recorded)
+    log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, spill %.3fs, plan %.3fs, rebuilder "
+             "%.3fs, read %.3fs, then record %.3fs (sent before the read)", conversion_id, batches.num_partitions,
+             record.total_rows, record.total_bytes, started - entered, spilled - started, t_call - t_plan,
+             t_read - t_call, read - t_read, done - read)
     return ds
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pyarrow as pa
 import pytest
@@ -186,6 +187,46 @@ def test_deleted_spill_file_is_rebuilt_from_spark(spark, catalog):
     assert after["state"] == "healthy" and after["rebuilt_count"] == 1 and os.path.exists(after["path"])
     kinds = [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
     assert ("spill_missing", 2) in kinds and ("rebuilt_from_spark", 2) in kinds
+
+
+def test_a_file_lost_before_the_first_read_is_rebuilt_after_its_record_lands(spark, catalog, monkeypatch):
+    """The conversion's record is sent before the read and committed while it runs. A rebuild in
+    that read waits for the record: here the record is sent a second late, after the read found
+    the file gone, and the catalog still ends up with the rebuilt file (an update sent first
+    would match no row and be lost: rebuilt_count would stay 0)."""
+    from ftbridge.convert import conversion
+    from ftbridge.lineage.writer import CatalogClient
+
+    real_spill, real_soon = conversion.spill_all, CatalogClient.record_conversion_soon
+    lost = {}
+
+    def spill_then_lose_one(*args, **kwargs):
+        partitions, retried = real_spill(*args, **kwargs)
+        lost.update(partitions[2])
+        os.remove(lost["path"])
+        return partitions, retried
+
+    class Late:
+        def __init__(self, client, args):
+            self.sent: dict = {}
+            self.timer = threading.Timer(1.0, lambda: self.sent.update(pending=real_soon(client, *args)))
+            self.timer.start()
+
+        def wait(self, timeout_s=None):
+            self.timer.join()
+            self.sent["pending"].wait(timeout_s)
+
+    monkeypatch.setattr(conversion, "spill_all", spill_then_lose_one)
+    monkeypatch.setattr(CatalogClient, "record_conversion_soon", lambda self, *args: Late(self, args))
+    df = make_df(spark)
+    ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    assert_same(df, ds)
+    cid = ftbridge.conversion_id(ds)
+    after = parts_of(catalog, cid)[2]
+    assert after["state"] == "healthy" and after["rebuilt_count"] == 1 and os.path.exists(after["path"])
+    assert after["checksum"] == lost["checksum"]
+    kinds = [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
+    assert ("spill_missing", 2) in kinds and ("rebuilt_from_spark", 2) in kinds and ("created", None) in kinds
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

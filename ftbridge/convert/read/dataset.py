@@ -46,7 +46,7 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
     cfg = settings()
     if materialize and pinned_suits(refs):
         ds = _read_pinned(refs, ctx, conversion_id, cfg)
-        writer.flush()  # the read events of this build are durable when we return
+        writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
         return ds
     alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
     # Materialized: a few tasks per node (a cold read worker costs more than a read). Streaming:
@@ -60,7 +60,7 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
                                          concurrency=min(per_pass, source.num_tasks()))
     if materialize:
         ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
-        writer.flush()  # the read events of this build are durable when we return
+        writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
     return ds
 
 

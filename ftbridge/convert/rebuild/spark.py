@@ -25,7 +25,9 @@ class SparkRebuilder:
 
     def __init__(self, conversion_id: str, batches: ArrowBatches, target: SpillTarget, catalog, writer,
                  partitions: list[dict], allow_nondeterministic: bool, spark_owner=None,
-                 rebuilt_kind: EventKind = EventKind.REBUILT_FROM_SPARK) -> None:
+                 rebuilt_kind: EventKind = EventKind.REBUILT_FROM_SPARK, recorded=None) -> None:
+        """`recorded`: the conversion's record still under way (a `writer.Pending`): a rebuild waits
+        for it, so its partition update never lands before the partition's row."""
         self.conversion_id, self.batches, self.target = conversion_id, batches, target
         self.catalog, self.writer = catalog, writer
         self.original = {p["partition_id"]: dict(p) for p in partitions}
@@ -34,6 +36,7 @@ class SparkRebuilder:
         self.rebuilt_kind = rebuilt_kind
         self.lock = threading.Lock()
         self.rebuilt: dict[int, dict] = {}  # partition -> the file this rebuilder made for it last
+        self.recorded = recorded
 
     def rebuild(self, partition_id: int, why: str, failed_path: str = "") -> dict:
         """Run exactly this partition through Spark again; record it; return the new file's metadata.
@@ -43,6 +46,8 @@ class SparkRebuilder:
         if that one fails too, its path is the failed one and the partition is rebuilt again.
         """
         started = time.time()
+        if self.recorded is not None:
+            self.recorded.wait()
         with self.lock:
             last = self.rebuilt.get(partition_id)
             if last is not None and failed_path and failed_path != last["path"]:
