@@ -474,8 +474,11 @@ def _restart(writer):
     return start_writer(Catalog(path)).handle
 
 
-def call(writer, method: str, *args, timeout_s: float | None = None):
+def call(writer, method: str, *args, timeout_s: float | None = None, sent: Any = None):
     """Call a writer method and wait, bounded; raise CatalogUnavailableError on timeout.
+
+    `sent`: the call's ref if it was made already (`Pending`): its first attempt is waited for,
+    not made again.
 
     When the writer died (it was ended, or its actor was destroyed: not on a timeout) and this
     process owns that catalog's writer, the writer is started again and the call made once
@@ -485,7 +488,8 @@ def call(writer, method: str, *args, timeout_s: float | None = None):
     current = _current(writer)
     for attempt in (1, 2):
         try:
-            return ray.get(getattr(current, method).remote(*args), timeout=timeout_s)
+            ref = sent if attempt == 1 and sent is not None else getattr(current, method).remote(*args)
+            return ray.get(ref, timeout=timeout_s)
         except ray.exceptions.ActorDiedError as exc:
             fresh = _restart(current) if attempt == 1 else None
             if fresh is None:
@@ -601,11 +605,12 @@ def emit(writer, method: str, *args) -> None:
 
 class Pending:
     """A catalog call under way (`CatalogClient.record_conversion_soon`): `wait()` until the writer
-    took it, bounded, raising what the call itself would. Safe to wait from several threads; the
-    outcome is kept."""
+    took it, through `call` (bounded, a dead writer started again), raising what the call itself
+    would. Safe to wait from several threads; the outcome is kept."""
 
-    def __init__(self, ref: Any = None, again: Any = None, method: str = "") -> None:
-        self._ref, self._again, self._method = ref, again, method   # again(): the same call, made and waited for
+    def __init__(self, writer: Any = None, method: str = "", args: tuple = (), ref: Any = None) -> None:
+        self._call = (writer, method, args)  # what `call` makes again if the writer died before it took it
+        self._ref = ref
         self._lock = threading.Lock()
         self._done = ref is None
         self._error: BaseException | None = None
@@ -614,21 +619,14 @@ class Pending:
         with self._lock:
             if not self._done:
                 self._done = True
+                writer, method, args = self._call
                 try:
-                    self._finish(settings().catalog_call_timeout_s if timeout_s is None else timeout_s)
+                    call(writer, method, *args, timeout_s=timeout_s, sent=self._ref)
                 except BaseException as exc:  # kept for every waiter
                     self._error = exc
                 self._ref = None
             if self._error is not None:
                 raise self._error
-
-    def _finish(self, timeout_s: float) -> None:
-        try:
-            ray.get(self._ref, timeout=timeout_s)
-        except ray.exceptions.ActorDiedError:  # as `call`: a fresh writer, the call once more (ids: nothing twice)
-            self._again()
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
-            raise foreign.writer_call_failed(exc, self._method, timeout_s) from exc
 
 
 # Flushes sent and not waited for, per catalog: a read of that catalog in this process waits for
@@ -699,8 +697,7 @@ class CatalogClient:
             return Pending()
         current = _current(self.handle)
         args = (conversion, partitions, events)
-        return Pending(current.record_conversion.remote(*args),
-                       lambda: call(current, "record_conversion", *args), "record_conversion")
+        return Pending(current, "record_conversion", args, current.record_conversion.remote(*args))
 
     def record_events(self, events: list[EventRow]) -> None:
         self._send(records.Transactions.record_events, events)
