@@ -8,14 +8,15 @@ of `./dev bench convert`. Each repetition (after one warm-up) times, alternating
   spill, no cache  the spill job alone with StorageLevel.NONE (batches made and written to files)
   spill, cached    the spill job alone with MEMORY_AND_DISK (the default: batches also kept by Spark)
   end to end       ftbridge.from_spark_recoverable(df) (default level) + count, with its own
-                   log line split into setup / spill / read / record (the catalog's record,
-                   sent before the read and waited for after it)
+                   log line split into setup / spill (the reads of partitions written by then
+                   run during it) / read (what is left of them) / record (the catalog's record,
+                   sent after the job and waited for after the reads)
 and prints medians and each over the floor. Then the fixed cost: the same DataFrame as 8
 partitions of one row, `--tiny-reps` rounds (after two warm-ups) alternating the floor and
 the end-to-end conversion, each conversion split in milliseconds (setup: the argument checks,
 the catalog writer and the read workers' warm-up; spill: Spark's job; plan: the record made;
-rebuilder: its registration; read: the Dataset made; record: the wait for the catalog
-transaction after the read, which it overlaps; count) and `release` timed after it.
+rebuilder: its registration, before the job; read: the Dataset made once the job has ended;
+record: the wait for the catalog transaction after the reads, which it overlaps; count) and `release` timed after it.
 Target: fixed cost (end to end, median) <= 0.1 s, printed met / NOT met. The figures go to
 benchmarks/results/breakdown.json with the date, commit and command.
 """

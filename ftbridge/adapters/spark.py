@@ -133,6 +133,33 @@ class BatchRDD:
             log.debug("unpersist: %s", exc)
 
 
+class StreamedJob:
+    """A job over a bytes RDD run by ftbridge's JVM `SpillJob` (from `jvm_class`): submitted at
+    once, its partitions' rows taken as their tasks end, not all at the end as `collect` gives
+    them. Takes the calling thread's job group, as `collect` does."""
+
+    def __init__(self, job_class, rdd) -> None:
+        self._job = job_class(rdd._jrdd)
+
+    def take(self, wait_s: float) -> list[bytes]:
+        """The rows that arrived (waits up to `wait_s` for the first); [] when none came."""
+        text = self._job.take(int(wait_s * 1000))
+        return [row.encode() for row in text.split("\n")] if text else []
+
+    def completed(self) -> bool:
+        return bool(self._job.isCompleted())
+
+    def result(self) -> None:
+        """Once the job has ended: nothing, or Spark's own exception (a Py4JJavaError, as `collect`'s)."""
+        self._job.get()
+
+    def cancel(self) -> None:
+        try:
+            self._job.cancel()
+        except Exception as exc:  # Spark already stopped: nothing left to cancel
+            log.debug("cancel: %s", exc)
+
+
 def bytes_rdd(jrdd, sc):
     """A PySpark RDD over a JavaRDD of byte arrays, elements passed through as `bytes`."""
     from pyspark.rdd import RDD

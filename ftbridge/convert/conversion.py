@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -21,10 +22,11 @@ from pyspark import StorageLevel
 from ftbridge.adapters import ray as ray_adapter
 from ftbridge.adapters import spark as spark_adapter
 from ftbridge.cluster import session as cluster
-from ftbridge.common.errors import ConfigurationError, ConversionReleasedError
+from ftbridge.common.config import settings
+from ftbridge.common.errors import ConfigurationError, ConversionError, ConversionReleasedError, ConversionTimeoutError
 from ftbridge.convert import warm
 from ftbridge.convert.partition import PartitionRef, ReadContext
-from ftbridge.convert.read.dataset import open_dataset
+from ftbridge.convert.read.dataset import open_dataset, reads_during_spill
 from ftbridge.convert.read.task import prewarm_readers
 from ftbridge.convert.rebuild.recipe import RecipeRebuilder, check_recipe
 from ftbridge.convert.rebuild.spark import SparkRebuilder
@@ -39,7 +41,7 @@ from ftbridge.lineage import queries
 from ftbridge.lineage.catalog import Catalog, now
 from ftbridge.lineage.kinds import ConversionStatus, Direction, EventKind, PartitionState
 from ftbridge.lineage.rows import ConversionRow, PartitionRow, new_event
-from ftbridge.lineage.writer import CatalogClient, client_for, start_writer
+from ftbridge.lineage.writer import CatalogClient, Pending, client_for, start_writer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,38 @@ def _release_on_stop(conversion_id: str, catalog: str) -> None:
 
 REGISTRY = Registry(release=_release_on_stop)
 warm.install(REGISTRY)
+
+
+class _Recorded:
+    """A conversion's record, sent once its spill job has ended (`sent`): what a rebuild asked for
+    by a read during the job waits for (bounded by the job's and the catalog's own bounds)."""
+
+    def __init__(self, conversion_id: str) -> None:
+        self.conversion_id = conversion_id
+        self._ready = threading.Event()
+        self._pending: Pending | None = None
+        self._error: BaseException | None = None
+
+    def sent(self, pending: Pending) -> None:
+        self._pending = pending
+        self._ready.set()
+
+    def failed(self, error: BaseException) -> None:
+        self._error = error
+        self._ready.set()
+
+    def wait(self) -> None:
+        cfg = settings()
+        bound_s = cfg.spark_job_timeout_s + cfg.catalog_call_timeout_s
+        if not self._ready.wait(bound_s):
+            raise ConversionTimeoutError(f"conversion {self.conversion_id} was not recorded within {bound_s:.0f}s of "
+                                         "a rebuild's request; see the driver's log for its spill job",
+                                         conversion_id=self.conversion_id)
+        if self._pending is None:
+            raise ConversionError(f"conversion {self.conversion_id} failed before it was recorded "
+                                  f"({type(self._error).__name__}: {self._error}); nothing to rebuild",
+                                  conversion_id=self.conversion_id)
+        self._pending.wait()
 
 
 def _plan_text(df) -> str:
@@ -103,9 +137,38 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
             del warm
             return _reused(*found, batches, target, cat, writer, started, materialize)
         log.info("converting again, not reusing a recorded conversion: %s", why)
-    partitions, retried = spill_all(batches, target, conversion_id)
+    # The rebuilder serves the reads that run during the spill job; a rebuild waits for the record.
+    t_reg = time.time()
+    recorded = _Recorded(conversion_id)
+    rebuilder = SparkRebuilder(conversion_id, batches, target, cat, writer, [], allow_nondeterministic,
+                               cluster.current_or_none(), recorded=recorded)
+    service = REGISTRY.add(rebuilder)
+    t_rebuilder = time.time()
+    reads = reads_during_spill(conversion_id, batches.num_partitions, target, batches.schema, writer, service,
+                               materialize)
+    seen = [0]
+
+    def written(parts: list[dict]) -> None:
+        if reads is None:
+            return
+        reads.written(parts)
+        done = reads.read_so_far()
+        if done > seen[0]:
+            seen[0] = done
+            log.debug("conversion %s: %d partition(s) read while its spill job runs", conversion_id, done)
+
+    try:
+        partitions, retried = spill_all(batches, target, conversion_id, on_written=written)
+    except BaseException as exc:
+        if reads is not None:
+            reads.cancel()
+        REGISTRY.forget(conversion_id)
+        recorded.failed(exc)
+        raise
     spilled = time.time()
+    read_early = reads.read_so_far() if reads is not None else 0
     del warm  # fire and forget: they only start worker processes
+    rebuilder.know(partitions)
     t_plan = time.time()
     record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
                      storage_level)
@@ -117,20 +180,23 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     # committed, and a rebuild waits for it before it records anything (see SparkRebuilder).
     pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
                                             [*retried, ev])
-    service = REGISTRY.add(SparkRebuilder(conversion_id, batches, target, cat, writer, partitions,
-                                          allow_nondeterministic, cluster.current_or_none(), recorded=pending))
+    recorded.sent(pending)
     t_read = time.time()
     try:
-        ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
+        if reads is not None:
+            ds = reads.dataset()
+            writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
+        else:
+            ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
     finally:
         read = time.time()
         pending.wait()  # a failed read raises after the record is in: the catalog says which partition was lost
     done = time.time()
     REGISTRY.remember(ds, conversion_id, cat.path)
-    log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, spill %.3fs, plan %.3fs, rebuilder "
-             "%.3fs, read %.3fs, then record %.3fs (sent before the read)", conversion_id, batches.num_partitions,
-             record.total_rows, record.total_bytes, started - entered, spilled - started, t_call - t_plan,
-             t_read - t_call, read - t_read, done - read)
+    log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, rebuilder %.3fs, spill %.3fs (%d "
+             "partitions read during it), plan %.3fs, read %.3fs, then record %.3fs (sent before the read)",
+             conversion_id, batches.num_partitions, record.total_rows, record.total_bytes, started - entered,
+             t_rebuilder - t_reg, (t_reg - started) + (spilled - t_rebuilder), read_early, t_call - t_plan, read - t_read, done - read)
     return ds
 
 

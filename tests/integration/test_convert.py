@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -190,21 +191,25 @@ def test_deleted_spill_file_is_rebuilt_from_spark(spark, catalog):
 
 
 def test_a_file_lost_before_the_first_read_is_rebuilt_after_its_record_lands(spark, catalog, monkeypatch):
-    """The conversion's record is sent before the read and committed while it runs. A rebuild in
-    that read waits for the record: here the record is sent a second late, after the read found
-    the file gone, and the catalog still ends up with the rebuilt file (an update sent first
-    would match no row and be lost: rebuilt_count would stay 0)."""
+    """Reads run while the spill job writes the other partitions, and the record is committed
+    after the job. A read that finds its file gone asks for a rebuild, which waits until the
+    record is in: here the file is deleted as soon as its task reports it, before its read, and
+    the record is sent a second late; the catalog still ends up with the rebuilt file (an update
+    sent first would match no row and be lost: rebuilt_count would stay 0)."""
     from ftbridge.convert import conversion
     from ftbridge.lineage.writer import CatalogClient
 
     real_spill, real_soon = conversion.spill_all, CatalogClient.record_conversion_soon
     lost = {}
 
-    def spill_then_lose_one(*args, **kwargs):
-        partitions, retried = real_spill(*args, **kwargs)
-        lost.update(partitions[2])
-        os.remove(lost["path"])
-        return partitions, retried
+    def spill_losing_one(batches, target, cid, on_written):
+        def lose_then_read(partitions):
+            for p in partitions:
+                if p["partition_id"] == 2:
+                    lost.update(p)
+                    os.remove(p["path"])
+            on_written(partitions)
+        return real_spill(batches, target, cid, on_written=lose_then_read)
 
     class Late:
         def __init__(self, client, args):
@@ -216,7 +221,7 @@ def test_a_file_lost_before_the_first_read_is_rebuilt_after_its_record_lands(spa
             self.timer.join()
             self.sent["pending"].wait(timeout_s)
 
-    monkeypatch.setattr(conversion, "spill_all", spill_then_lose_one)
+    monkeypatch.setattr(conversion, "spill_all", spill_losing_one)
     monkeypatch.setattr(CatalogClient, "record_conversion_soon", lambda self, *args: Late(self, args))
     df = make_df(spark)
     ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
@@ -227,6 +232,50 @@ def test_a_file_lost_before_the_first_read_is_rebuilt_after_its_record_lands(spa
     assert after["checksum"] == lost["checksum"]
     kinds = [(e["kind"], e["partition_id"]) for e in events_of(catalog, cid)]
     assert ("spill_missing", 2) in kinds and ("rebuilt_from_spark", 2) in kinds and ("created", None) in kinds
+
+
+@pytest.mark.core
+def test_partitions_are_read_while_the_spill_job_writes_the_rest(spark, catalog, tmp_path):
+    """The spill job hands each partition's file over as its task ends, and its read starts then:
+    here the last partition's Spark task waits (bounded) until the driver has seen another
+    partition's read task return, which only happens if reads run during the job. Rows exact."""
+    import logging
+
+    go, went = tmp_path / "go", tmp_path / "went"
+
+    def rows(index, _):
+        if index == 3:
+            deadline = time.monotonic() + 60
+            while not go.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if go.exists():
+                went.touch()  # so the read was seen while this task still ran
+        yield from ((i, f"row-{i}", index) for i in range(index * 1000, (index + 1) * 1000))
+
+    df = spark.createDataFrame(spark.sparkContext.parallelize(range(4), 4).mapPartitionsWithIndex(rows),
+                               "id long, s string, part int")
+    said: list[str] = []
+
+    class ReadSeen(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+            if "read while its spill job runs" in record.getMessage():
+                go.touch()
+
+    logger = logging.getLogger("ftbridge.convert.conversion")
+    handler, level = ReadSeen(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        ds = ftbridge.from_spark_recoverable(df, catalog=catalog)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    early = [m for m in said if "read while its spill job runs" in m]
+    assert early and went.exists(), said  # the fourth task went on only once another partition was read
+    line = next(m for m in said if "partitions read during it" in m)
+    assert int(line.split("(")[1].split(" ")[0]) >= 1, line
+    assert_same(df, ds)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

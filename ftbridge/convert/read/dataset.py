@@ -45,7 +45,9 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()
     if materialize and pinned_suits(refs):
-        ds = _read_pinned(refs, ctx, conversion_id, cfg)
+        reads = PinnedReads(conversion_id, ctx, cfg)
+        reads.submit(refs)
+        ds = reads.dataset()
         writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
         return ds
     alive = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
@@ -62,6 +64,18 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
         ds = _materialize(ds, conversion_id, cfg.read_timeout_s)
         writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
     return ds
+
+
+def reads_during_spill(conversion_id: str, num_partitions: int, target: SpillTarget, schema: pa.Schema,
+                       writer: CatalogClient, service_name: str | None, materialize: bool) -> PinnedReads | None:
+    """The reads of a conversion's materialized Dataset, submitted while its spill job runs, as
+    each partition's file is written (`PinnedReads.written`); None when the Dataset is opened
+    once the job has ended (`open_dataset`): a streaming Dataset, no partitions, or more than
+    PINNED_MAX_SMALL_PARTITIONS of them (whose sizes decide how they are read)."""
+    if not materialize or not 0 < num_partitions <= PINNED_MAX_SMALL_PARTITIONS:
+        return None
+    ctx = ReadContext(uuid.uuid4().hex, writer.in_background(), service_name, schema, ray_adapter.target_block_bytes())
+    return PinnedReads(conversion_id, ctx, settings(), target)
 
 
 PINNED_MAX_SMALL_PARTITIONS = 64  # above it, partitions under SMALL_PARTITION_BYTES are joined by the Datasource
@@ -95,37 +109,63 @@ def pinned_groups(refs: list[PartitionRef], per_node: int) -> list[tuple[str | N
     return groups
 
 
-def _read_pinned(refs: list[PartitionRef], ctx: ReadContext, conversion_id: str, cfg):
-    """Every partition read by a task on its file's node (soft: a dead node's partitions are read
-    elsewhere and rebuilt), the blocks kept in Ray's object store and a MaterializedDataset made
-    of them in partition order. A lost block is made again by Ray's lineage: its task runs again."""
-    block_bytes = ctx.block_bytes
-    submitted = []  # (partitions, pieces, the task's return refs)
-    for node, group in pinned_groups(refs, cfg.read_tasks_per_node):
-        pieces = tuple(len(runs(r.num_rows, -(-r.num_bytes // block_bytes) if block_bytes else 1)) for r in group)
-        strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
-        out: Any = read_blocks.options(num_returns=sum(pieces) + 1, max_retries=cfg.read_max_retries,
-                                  scheduling_strategy=strategy).remote(group, ctx, pieces)
-        submitted.append((group, pieces, out))
-    metadata_refs = [out[-1] for _, _, out in submitted]
-    ready, _ = ray.wait(metadata_refs, num_returns=len(metadata_refs), timeout=cfg.read_timeout_s)
-    if len(ready) < len(metadata_refs):
-        for _, _, out in submitted:
+class PinnedReads:
+    """Partitions read by tasks on their files' nodes (soft: a dead node's partitions are read
+    elsewhere and rebuilt), submitted as they become readable (`submit`, any number of times),
+    the blocks kept in Ray's object store; `dataset()` waits for all of them and makes one
+    MaterializedDataset in partition order. A lost block is made again by Ray's lineage: its
+    task runs again."""
+
+    def __init__(self, conversion_id: str, ctx: ReadContext, cfg, target: SpillTarget | None = None) -> None:
+        self.conversion_id, self.ctx, self.cfg, self.target = conversion_id, ctx, cfg, target
+        self.submitted: list[tuple[tuple[PartitionRef, ...], tuple[int, ...], Any]] = []  # (partitions, pieces, refs)
+
+    def written(self, partitions: list[dict]) -> None:
+        """Read these partitions (the spill job's metadata rows of files it has written)."""
+        assert self.target is not None
+        if partitions:
+            self.submit([PartitionRef.of(self.conversion_id, p, self.target) for p in partitions])
+
+    def submit(self, refs: list[PartitionRef]) -> None:
+        block_bytes = self.ctx.block_bytes
+        for node, group in pinned_groups(refs, self.cfg.read_tasks_per_node):
+            pieces = tuple(len(runs(r.num_rows, -(-r.num_bytes // block_bytes) if block_bytes else 1)) for r in group)
+            strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+            out: Any = read_blocks.options(num_returns=sum(pieces) + 1, max_retries=self.cfg.read_max_retries,
+                                           scheduling_strategy=strategy).remote(group, self.ctx, pieces)
+            self.submitted.append((group, pieces, out))
+
+    def read_so_far(self) -> int:
+        """How many submitted partitions are read already (their tasks have returned)."""
+        metadata_refs = [out[-1] for _, _, out in self.submitted]
+        ready, _ = ray.wait(metadata_refs, num_returns=len(metadata_refs), timeout=0) if metadata_refs else ([], [])
+        done = set(ready)
+        return sum(len(group) for group, _, out in self.submitted if out[-1] in done)
+
+    def cancel(self) -> None:
+        for _, _, out in self.submitted:
             ray.cancel(out[0], recursive=True)
-        raise foreign.read_timed_out(conversion_id, cfg.read_timeout_s)
-    try:
-        metadata = ray.get(metadata_refs)
-    except Exception as exc:  # a RayTaskError around ftbridge's own error, or Ray's
-        raise foreign.read_failed(exc, conversion_id) from None
-    per_partition: dict[int, list[tuple]] = {}
-    for (group, pieces, out), metas in zip(submitted, metadata, strict=True):
-        at = 0
-        for ref, k in zip(group, pieces, strict=True):
-            per_partition[ref.partition_id] = list(zip(out[at:at + k], metas[at:at + k], strict=True))
-            at += k
-    ordered = [pair for pid in sorted(per_partition) for pair in per_partition[pid]]
-    with ray_adapter.data_context(preserve_order=True):
-        return ray_adapter.materialized_from_blocks([b for b, _ in ordered], [m for _, m in ordered])
+
+    def dataset(self):
+        cfg, conversion_id = self.cfg, self.conversion_id
+        metadata_refs = [out[-1] for _, _, out in self.submitted]
+        ready, _ = ray.wait(metadata_refs, num_returns=len(metadata_refs), timeout=cfg.read_timeout_s)
+        if len(ready) < len(metadata_refs):
+            self.cancel()
+            raise foreign.read_timed_out(conversion_id, cfg.read_timeout_s)
+        try:
+            metadata = ray.get(metadata_refs)
+        except Exception as exc:  # a RayTaskError around ftbridge's own error, or Ray's
+            raise foreign.read_failed(exc, conversion_id) from None
+        per_partition: dict[int, list[tuple]] = {}
+        for (group, pieces, out), metas in zip(self.submitted, metadata, strict=True):
+            at = 0
+            for ref, k in zip(group, pieces, strict=True):
+                per_partition[ref.partition_id] = list(zip(out[at:at + k], metas[at:at + k], strict=True))
+                at += k
+        ordered = [pair for pid in sorted(per_partition) for pair in per_partition[pid]]
+        with ray_adapter.data_context(preserve_order=True):
+            return ray_adapter.materialized_from_blocks([b for b, _ in ordered], [m for _, m in ordered])
 
 
 def _materialize(ds, conversion_id: str, timeout_s: float):

@@ -26,8 +26,9 @@ class SparkRebuilder:
     def __init__(self, conversion_id: str, batches: ArrowBatches, target: SpillTarget, catalog, writer,
                  partitions: list[dict], allow_nondeterministic: bool, spark_owner=None,
                  rebuilt_kind: EventKind = EventKind.REBUILT_FROM_SPARK, recorded=None) -> None:
-        """`recorded`: the conversion's record still under way (a `writer.Pending`): a rebuild waits
-        for it, so its partition update never lands before the partition's row."""
+        """`recorded`: the conversion's record still under way (anything with a `wait()`, such as a
+        `writer.Pending`): a rebuild waits for it, so its partition update never lands before the
+        partition's row (and a rebuilder made before the spill job has `know`n its partitions)."""
         self.conversion_id, self.batches, self.target = conversion_id, batches, target
         self.catalog, self.writer = catalog, writer
         self.original = {p["partition_id"]: dict(p) for p in partitions}
@@ -37,6 +38,10 @@ class SparkRebuilder:
         self.lock = threading.Lock()
         self.rebuilt: dict[int, dict] = {}  # partition -> the file this rebuilder made for it last
         self.recorded = recorded
+
+    def know(self, partitions: list[dict]) -> None:
+        """The spill job's rows, once it has ended (a conversion's rebuilder is made before it)."""
+        self.original = {p["partition_id"]: dict(p) for p in partitions}
 
     def rebuild(self, partition_id: int, why: str, failed_path: str = "") -> dict:
         """Run exactly this partition through Spark again; record it; return the new file's metadata.

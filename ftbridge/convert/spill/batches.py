@@ -131,6 +131,7 @@ class ArrowBatches:
         self._persisted = spark_adapter.BatchRDD(jrdd, sc, _cached_level(storage_level))
         self.rdd = self._persisted.rdd
         self.num_partitions = self._persisted.num_partitions
+        self.streamed_job = None  # the JVM SpillJob class for the last `spill_rdd`, when it has one
 
     def spill_rdd(self, target, conversion_id: str, only_partition: int | None = None):
         """An RDD with one metadata element per spilled partition (see `spill_metadata`).
@@ -141,6 +142,8 @@ class ArrowBatches:
         """
         sc = self.rdd.context
         writer = jars.writer_class(sc, target)
+        # The JVM writer's rows are JSON bytes, so its job can hand them over as tasks end.
+        self.streamed_job = None if writer is None else spark_adapter.jvm_class(sc, jars.SPILL_JOB_CLASS)
         if writer is None:
             return self.rdd.mapPartitionsWithIndex(
                 make_spill_fn(target, conversion_id, self.schema_message, only_partition))

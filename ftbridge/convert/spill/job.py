@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import ray
 
@@ -23,10 +24,16 @@ log = logging.getLogger(__name__)
 STRAGGLER_SWEEPS_S = (2.0, 10.0, 30.0)
 
 
-def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) -> tuple[list[dict], list[EventRow]]:
+def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str,
+              on_written: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], list[EventRow]]:
     """Write every partition; return their metadata rows in partition order, and a
     `spill_retried` event for each task attempt Spark ran again (an executor lost, a task
     that failed and was retried), for the catalog.
+
+    `on_written(partitions)` is called in this thread with the metadata rows of partitions whose
+    files are written and checked: with the JVM writer as their tasks end (while the job writes
+    the rest; with [] each time it waited for one in vain), with the Python writer once, when
+    the job has ended. An exception it raises ends the job.
 
     On failure the persisted batches are dropped and a ConversionError names the partition
     and Spark's root cause; nothing has been recorded yet.
@@ -34,9 +41,17 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
     rdd = batches.spill_rdd(target, conversion_id)
     group = new_group()
     started = time.time()
+    streamed = batches.streamed_job is not None and on_written is not None
+    if streamed:
+        job_class, hand_over = batches.streamed_job, on_written
+
+        def run():
+            return _streamed(spark_adapter.StreamedJob(job_class, rdd), batches.num_partitions, target, hand_over)
+    else:
+        run = rdd.collect
     try:
         rows = run_bounded(rdd.context, settings().spark_job_timeout_s, f"spill job of conversion {conversion_id}",
-                           rdd.collect, group=group, conversion_id=conversion_id)
+                           run, group=group, conversion_id=conversion_id)
     except Exception as exc:
         batches.unpersist()
         delete_conversion_dirs(target, conversion_id)  # partitions already written: unrecorded, so removed
@@ -54,8 +69,36 @@ def spill_all(batches: ArrowBatches, target: SpillTarget, conversion_id: str) ->
     if ids != list(range(batches.num_partitions)):
         raise ConversionError(f"spill job returned partitions {ids[:20]}, expected 0..{batches.num_partitions - 1}",
                               conversion_id=conversion_id)
-    place_on_ray_nodes(partitions, target)
+    if not streamed:
+        place_on_ray_nodes(partitions, target)
+        if on_written is not None:
+            on_written(partitions)
     return partitions, retried_events(rdd.context, group, conversion_id, started)
+
+
+TAKE_WAIT_S = 0.2  # one wait of the driver for the next finished partition (the job's end is seen sooner)
+
+
+def _streamed(job: spark_adapter.StreamedJob, expected: int, target: SpillTarget,
+              on_written: Callable[[list[dict]], None]) -> list[dict]:
+    """Run `job`, handing each set of finished partitions to `on_written` (placed on their Ray
+    nodes first); the metadata rows of all of them once the job has ended."""
+    rows: list[dict] = []
+    try:
+        while len(rows) < expected:
+            ended = job.completed()  # before the take: once ended, every row is already queued
+            got = job.take(0.0 if ended else TAKE_WAIT_S)
+            written = [spill_metadata(row) for row in got]
+            place_on_ray_nodes(written, target)
+            rows += written
+            on_written(written)  # [] while it waits
+            if ended and not got:
+                break  # failed or cancelled: its error comes from result()
+        job.result()
+    except BaseException:
+        job.cancel()
+        raise
+    return rows
 
 
 def place_on_ray_nodes(partitions: list[dict], target: SpillTarget) -> None:
