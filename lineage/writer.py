@@ -7,8 +7,8 @@ Ray retries after the actor restarts (kill -9) writes nothing twice.
 No driver owns the writer: it is detached, and every driver process that uses the catalog
 holds a lease on it, renewed in the background. A driver that exits (even SIGKILLed) leaves the
 writer to the others; when the last lease is let go, or has run out (its holder died), the
-writer commits what it buffered and ends itself. Buffered records (read events, training
-reports) are journaled beside the catalog before the call returns, so a kill -9 of the writer
+writer commits what it buffered and ends itself. Buffered records (a conversion's record, read
+events, training reports) are journaled beside the catalog before the call returns, so a kill -9 of the writer
 loses none of them: the restarted writer commits the journal first.
 """
 
@@ -55,6 +55,7 @@ START_TIMEOUT_S = 120
 START_GRACE_S = 10.0                  # a new writer waits this long for its creator's first lease
 RENEW_TICK_S = 0.2                    # how often the lease thread looks for leases due (a third of their length)
 RunBatch = tuple[str, RunUpdate, list[RunEventRow]]  # a run's buffered update and events
+ConversionBatch = tuple[ConversionRow, list[PartitionRow], list[EventRow]]  # a conversion's buffered record
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process, as a holder
 
 
@@ -122,6 +123,7 @@ class CatalogWriter(records.Transactions):
         self._reads: set = set()
         self._buffer: list[EventRow] = []
         self._run_buffer: list[RunBatch] = []
+        self._conv_buffer: list[ConversionBatch] = []  # conversions journaled, committed by the next flush
         self._buf_lock = threading.Lock()   # guards the buffers and the journal: read events never wait for DuckDB
         self._lock = threading.Lock()       # one DuckDB transaction at a time
         self.journal = Journal(path)
@@ -139,17 +141,21 @@ class CatalogWriter(records.Transactions):
         self._flusher.start()
 
     @staticmethod
-    def _split(entries: list[tuple]) -> tuple[list[EventRow], list[RunBatch]]:
+    def _split(entries: list[tuple]) -> tuple[list[ConversionBatch], list[EventRow], list[RunBatch]]:
+        convs = [payload for kind, payload in entries if kind == "conversion"]
         # A journal of a writer before typed rows holds dicts of the same columns.
         reads = [EventRow(**ev) if isinstance(ev, dict) else ev
                  for kind, payload in entries if kind == "read" for ev in payload]
         runs = [(run_id, RunUpdate(**update) if isinstance(update, dict) else update,
                  [RunEventRow(**e) if isinstance(e, dict) else e for e in events])
                 for kind, (run_id, update, events) in ((k, p) for k, p in entries if k == "run")]
-        return reads, runs
+        return convs, reads, runs
 
     @staticmethod
-    def _commit(con, reads: list[EventRow], runs: list[RunBatch]) -> None:
+    def _commit(con, convs: list[ConversionBatch], reads: list[EventRow], runs: list[RunBatch]) -> None:
+        for conversion, partitions, created in convs:  # first: the rows the others may refer to
+            records.insert_conversion(con, conversion, partitions)
+            records.insert_events(con, created)
         records.insert_events(con, reads)
         for run_id, update, events in runs:
             records.update_run(con, run_id, update)
@@ -186,7 +192,7 @@ class CatalogWriter(records.Transactions):
         now = time.monotonic()
         with self._buf_lock:
             if self._closing or now < self._quiet_until or any(until > now for until in self._leases.values()) \
-                    or self._lock.locked() or self._buffer or self._run_buffer:
+                    or self._lock.locked() or self._buffer or self._run_buffer or self._conv_buffer:
                 return False
             self._closing = True
             return True
@@ -205,36 +211,54 @@ class CatalogWriter(records.Transactions):
                 return
 
     def flush(self) -> int:
-        """Write buffered read events and training-run events now; returns how many."""
+        """Write buffered conversions, read events and training-run events now; returns how many."""
         with self._lock:
-            with self._buf_lock:
-                pending, self._buffer = self._buffer, []
-                runs, self._run_buffer = self._run_buffer, []
-                if not pending and not runs:
-                    return 0
-                self.journal.rotate()
-            try:
-                with self.catalog.write() as con:
-                    self._commit(con, pending, runs)
-            except BaseException:
-                with self._buf_lock:  # back into the buffers, and into the journal again
-                    self._buffer = pending + self._buffer
-                    self._run_buffer = runs + self._run_buffer
-                    self.journal.append(("read", pending))
-                    for run in runs:
-                        self.journal.append(("run", run))
-                    self.journal.committed()
-                raise
-            self.journal.committed()
-            return len(pending) + sum(len(e) for _, _, e in runs)
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        with self._buf_lock:
+            convs, self._conv_buffer = self._conv_buffer, []
+            pending, self._buffer = self._buffer, []
+            runs, self._run_buffer = self._run_buffer, []
+            if not convs and not pending and not runs:
+                return 0
+            self.journal.rotate()
+        try:
+            with self.catalog.write() as con:
+                self._commit(con, convs, pending, runs)
+        except BaseException:
+            with self._buf_lock:  # back into the buffers, and into the journal again
+                self._conv_buffer = convs + self._conv_buffer
+                self._buffer = pending + self._buffer
+                self._run_buffer = runs + self._run_buffer
+                for conv in convs:
+                    self.journal.append(("conversion", conv))
+                self.journal.append(("read", pending))
+                for run in runs:
+                    self.journal.append(("run", run))
+                self.journal.committed()
+            raise
+        self.journal.committed()
+        return len(convs) + len(pending) + sum(len(e) for _, _, e in runs)
 
     def pid(self) -> int:
         return os.getpid()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator:
-        with self._lock, self.catalog.write() as con:  # one DuckDB transaction at a time
-            yield con
+        with self._lock:  # one DuckDB transaction at a time
+            if self._conv_buffer:  # a conversion's rows go in before any change to them
+                self._flush_locked()
+            with self.catalog.write() as con:
+                yield con
+
+    def buffer_conversion(self, conversion: ConversionRow, partitions: list[PartitionRow],
+                          events: list[EventRow]) -> None:
+        """`record_conversion`, journaled now (durable when the call returns) and committed by the
+        next flush, or before the next transaction, which may change its rows."""
+        with self._buf_lock:
+            self.journal.append(("conversion", (conversion, partitions, events)))
+            self._conv_buffer.append((conversion, partitions, events))
 
     def record_read(self, token: str, events: list[EventRow]) -> None:
         """Read events; a second read of the same block of the same materialized Dataset is a
@@ -690,14 +714,16 @@ class CatalogClient:
 
     def record_conversion_soon(self, conversion: ConversionRow, partitions: list[PartitionRow],
                                events: list[EventRow]) -> Pending:
-        """`record_conversion` sent now and waited for later (`Pending.wait`): the reads of the
-        Dataset run while the writer commits it. A direct client writes it at once."""
+        """`record_conversion` sent now and waited for later (`Pending.wait`): the last reads of the
+        Dataset run while the writer journals it. The wait ends once it is journaled (durable); it
+        is committed by the writer's next flush (`flush_soon`; a read of the catalog in this process
+        waits for it) or before any later transaction. A direct client writes it at once."""
         if self.transactions is not None:
             self.record_conversion(conversion, partitions, events)
             return Pending()
         current = _current(self.handle)
         args = (conversion, partitions, events)
-        return Pending(current, "record_conversion", args, current.record_conversion.remote(*args))
+        return Pending(current, "buffer_conversion", args, current.buffer_conversion.remote(*args))
 
     def record_events(self, events: list[EventRow]) -> None:
         self._send(records.Transactions.record_events, events)

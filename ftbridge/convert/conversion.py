@@ -152,6 +152,8 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
         if reads is None:
             return
         reads.written(parts)
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         done = reads.read_so_far()
         if done > seen[0]:
             seen[0] = done
@@ -176,8 +178,8 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
                    detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
     t_call = time.time()
-    # The reads run while the writer commits the record; the Dataset is returned only once it is
-    # committed, and a rebuild waits for it before it records anything (see SparkRebuilder).
+    # The last reads run while the writer journals the record; the Dataset is returned only once
+    # it is journaled, and a rebuild waits for it before it records anything (see SparkRebuilder).
     pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
                                             [*retried, ev])
     recorded.sent(pending)
@@ -185,12 +187,14 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     try:
         if reads is not None:
             ds = reads.dataset()
-            writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
         else:
             ds = open_dataset(conversion_id, partitions, target, batches.schema, writer, service, materialize)
     finally:
         read = time.time()
         pending.wait()  # a failed read raises after the record is in: the catalog says which partition was lost
+        # The record and the read events are journaled (durable); they are committed while the
+        # caller goes on, and a read of the catalog in this process waits for that.
+        writer.flush_soon()
     done = time.time()
     REGISTRY.remember(ds, conversion_id, cat.path)
     log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, rebuilder %.3fs, spill %.3fs (%d "

@@ -185,24 +185,45 @@ def test_a_writer_whose_only_driver_was_sigkilled_ends_itself(ray_cluster, tmp_p
     raise AssertionError("the ended writer is still registered with Ray")
 
 
-def test_read_events_a_killed_writer_had_buffered_are_committed_by_its_restart(ray_cluster, tmp_path):
-    """A read event is in the catalog although the writer was SIGKILLed before it committed it:
-    it was journaled before the call returned, and the restarted writer commits the journal."""
+def test_records_a_killed_writer_had_buffered_are_committed_by_its_restart(ray_cluster, tmp_path):
+    """A conversion's record and its read events are in the catalog although the writer was
+    SIGKILLed before it committed them: they were journaled before the calls returned, and the
+    restarted writer commits the journal (the conversion first: the events name it)."""
     catalog = Catalog(str(tmp_path / "journal.duckdb"))
     writer = ray.remote(CatalogWriter).options(max_restarts=-1, max_task_retries=-1, num_cpus=0).remote(
         catalog.path, 30.0, 3600.0)  # its flusher never runs within the test: only the journal holds them
     conv, parts = conv_record(n=3)
-    ray.get(writer.record_conversion.remote(conv, parts, []), timeout=60)
+    created = new_event(conv.conversion_id, None, EventKind.CREATED)
+    ray.get(writer.buffer_conversion.remote(conv, parts, [created]), timeout=60)
     events = [new_event(conv.conversion_id, i, EventKind.READ) for i in range(3)]
     ray.get(writer.record_read.remote("", events), timeout=60)
     with catalog.read() as con:
+        assert queries.conversions(con) == [], "the record was committed before the kill"
         assert queries.events(con, conv.conversion_id) == [], "the events were committed before the kill"
     pid = ray.get(writer.pid.remote(), timeout=60)
     os.kill(pid, signal.SIGKILL)
     assert ray.get(writer.pid.remote(), timeout=120) != pid  # restarted
     with catalog.read() as con:
-        assert {e["event_id"] for e in queries.events(con, conv.conversion_id)} == {e.event_id for e in events}
+        assert len(queries.partitions(con, conv.conversion_id)) == 3
+        assert {e["event_id"] for e in queries.events(con, conv.conversion_id)} == \
+            {e.event_id for e in [created, *events]}
     assert not os.path.exists(catalog.path + ".journal") and not os.path.exists(catalog.path + ".journal.flushing")
+    ray.kill(writer, no_restart=True)
+
+
+def test_a_buffered_conversion_is_committed_before_a_transaction_that_changes_it(ray_cluster, tmp_path):
+    """A rebuild's partition update right after a conversion's record was journaled (not yet
+    committed) lands on the partition's row: the writer commits the buffered record first."""
+    from ftbridge.lineage.rows import PartitionUpdate
+
+    catalog = Catalog(str(tmp_path / "order.duckdb"))
+    writer = ray.remote(CatalogWriter).options(num_cpus=0).remote(catalog.path, 30.0, 3600.0)
+    conv, parts = conv_record(n=2)
+    ray.get(writer.buffer_conversion.remote(conv, parts, []), timeout=60)
+    ray.get(writer.update_partitions.remote(conv.conversion_id, [(1, PartitionUpdate(state="healthy", rebuilt_count=1))], []),
+            timeout=60)
+    with catalog.read() as con:
+        assert [p["rebuilt_count"] for p in queries.partitions(con, conv.conversion_id)] == [0, 1]
     ray.kill(writer, no_restart=True)
 
 

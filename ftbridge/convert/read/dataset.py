@@ -89,11 +89,13 @@ def pinned_suits(refs: list[PartitionRef]) -> bool:
     return len(refs) <= PINNED_MAX_SMALL_PARTITIONS or sum(r.num_bytes for r in refs) >= SMALL_PARTITION_BYTES * len(refs)
 
 
-def pinned_groups(refs: list[PartitionRef], per_node: int) -> list[tuple[str | None, tuple[PartitionRef, ...]]]:
+def pinned_groups(refs: list[PartitionRef], per_node: int,
+                  nodes: list[dict] | None = None) -> list[tuple[str | None, tuple[PartitionRef, ...]]]:
     """(node, partitions) per read task: node-local files on live nodes with their node; the rest
     (shared storage, files of dead or unknown nodes) spread over the live nodes with CPUs. Each
-    node's partitions (in partition order) are cut into `per_node` contiguous runs."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    node's partitions (in partition order) are cut into `per_node` contiguous runs. `nodes`:
+    `ray.nodes()`, when the caller has it."""
+    nodes = [n for n in (ray.nodes() if nodes is None else nodes) if n.get("Alive")]
     alive = {n["NodeID"] for n in nodes}
     spread = sorted(n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0) or [None]
     by_node: dict[str | None, list[PartitionRef]] = {}
@@ -119,6 +121,7 @@ class PinnedReads:
     def __init__(self, conversion_id: str, ctx: ReadContext, cfg, target: SpillTarget | None = None) -> None:
         self.conversion_id, self.ctx, self.cfg, self.target = conversion_id, ctx, cfg, target
         self.submitted: list[tuple[tuple[PartitionRef, ...], tuple[int, ...], Any]] = []  # (partitions, pieces, refs)
+        self._nodes: list[dict] | None = None  # Ray's nodes, asked once per Dataset (placement is soft)
 
     def written(self, partitions: list[dict]) -> None:
         """Read these partitions (the spill job's metadata rows of files it has written)."""
@@ -128,7 +131,9 @@ class PinnedReads:
 
     def submit(self, refs: list[PartitionRef]) -> None:
         block_bytes = self.ctx.block_bytes
-        for node, group in pinned_groups(refs, self.cfg.read_tasks_per_node):
+        if self._nodes is None:
+            self._nodes = ray.nodes()
+        for node, group in pinned_groups(refs, self.cfg.read_tasks_per_node, self._nodes):
             pieces = tuple(len(runs(r.num_rows, -(-r.num_bytes // block_bytes) if block_bytes else 1)) for r in group)
             strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
             out: Any = read_blocks.options(num_returns=sum(pieces) + 1, max_retries=self.cfg.read_max_retries,
