@@ -14,9 +14,10 @@ of `./dev bench convert`. Each repetition (after one warm-up) times, alternating
 and prints medians and each over the floor. Then the fixed cost: the same DataFrame as 8
 partitions of one row, `--tiny-reps` rounds (after two warm-ups) alternating the floor and
 the end-to-end conversion, each conversion split in milliseconds (setup: the argument checks,
-the catalog writer and the read workers' warm-up; spill: Spark's job; plan: the record made;
-rebuilder: its registration, before the job; read: the Dataset made once the job has ended;
-record: the wait for the catalog transaction after the reads, which it overlaps; count) and `release` timed after it.
+the catalog writer and the read workers' warm-up; rebuilder: its registration, before the job;
+spill: Spark's job, with the reads of the partitions it has written; plan: the record made;
+read: the record sent and the Dataset made once the job has ended; record: the wait for the
+catalog writer's journal of the record after the reads, which it overlaps; count) and `release` timed after it.
 Target: fixed cost (end to end, median) <= 0.1 s, printed met / NOT met. The figures go to
 benchmarks/results/breakdown.json with the date, commit and command.
 """

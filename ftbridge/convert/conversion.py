@@ -171,7 +171,6 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     read_early = reads.read_so_far() if reads is not None else 0
     del warm  # fire and forget: they only start worker processes
     rebuilder.know(partitions)
-    t_plan = time.time()
     record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
                      storage_level)
     record.reuse_key = key
@@ -183,7 +182,6 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
                                             [*retried, ev])
     recorded.sent(pending)
-    t_read = time.time()
     try:
         if reads is not None:
             ds = reads.dataset()
@@ -198,9 +196,10 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     done = time.time()
     REGISTRY.remember(ds, conversion_id, cat.path)
     log.info("conversion %s: %d partitions, %d rows, %d bytes; setup %.3fs, rebuilder %.3fs, spill %.3fs (%d "
-             "partitions read during it), plan %.3fs, read %.3fs, then record %.3fs (sent before the read)",
+             "partitions read during it), plan %.3fs, read %.3fs (the record sent first), then record %.3fs",
              conversion_id, batches.num_partitions, record.total_rows, record.total_bytes, started - entered,
-             t_rebuilder - t_reg, (t_reg - started) + (spilled - t_rebuilder), read_early, t_call - t_plan, read - t_read, done - read)
+             t_rebuilder - t_reg, (t_reg - started) + (spilled - t_rebuilder), read_early, t_call - spilled,
+             read - t_call, done - read)
     return ds
 
 
