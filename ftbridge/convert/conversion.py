@@ -161,26 +161,26 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
 
     try:
         partitions, retried = spill_all(batches, target, conversion_id, on_written=written)
-    except BaseException as exc:
+        spilled = time.time()
+        read_early = reads.read_so_far() if reads is not None else 0
+        del warm  # fire and forget: they only start worker processes
+        rebuilder.know(partitions)
+        record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
+                         storage_level)
+        record.reuse_key = key
+        ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
+                       detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
+        t_call = time.time()
+        # The last reads run while the writer journals the record; the Dataset is returned only once
+        # it is journaled, and a rebuild waits for it before it records anything (see SparkRebuilder).
+        pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
+                                                [*retried, ev])
+    except BaseException as exc:  # nothing recorded: its reads and rebuilds end with it
         if reads is not None:
             reads.cancel()
         REGISTRY.forget(conversion_id)
         recorded.failed(exc)
         raise
-    spilled = time.time()
-    read_early = reads.read_so_far() if reads is not None else 0
-    del warm  # fire and forget: they only start worker processes
-    rebuilder.know(partitions)
-    record = _record(df, conversion_id, name, batches, target, partitions, recipe, allow_nondeterministic,
-                     storage_level)
-    record.reuse_key = key
-    ev = new_event(conversion_id, None, EventKind.CREATED, started, source="driver",
-                   detail=f"{batches.num_partitions} partitions, {record.total_rows} rows")
-    t_call = time.time()
-    # The last reads run while the writer journals the record; the Dataset is returned only once
-    # it is journaled, and a rebuild waits for it before it records anything (see SparkRebuilder).
-    pending = writer.record_conversion_soon(record, [PartitionRow.of(conversion_id, p) for p in partitions],
-                                            [*retried, ev])
     recorded.sent(pending)
     try:
         if reads is not None:

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 
-import duckdb
 import pytest
 import ray
 from moto.server import ThreadedMotoServer
@@ -23,6 +22,7 @@ from ftbridge.cluster import scratch
 from ftbridge.cluster.net import free_port
 from ftbridge.convert.ops.rowcheck import check, content_checksum, read_all, spark_to_arrow
 from ftbridge.errors import ConfigurationError
+from ftbridge.lineage.catalog import Catalog
 from tests.conftest import python_env
 
 KEY_ID, SECRET = "AKIAFTBRIDGETESTKEY", "sEcReT-must-not-be-stored"
@@ -44,13 +44,11 @@ def s3_endpoint():
 
 
 def _everything_in(catalog: str) -> str:
-    """Every value of every table of the catalog, as text."""
-    con = duckdb.connect(catalog, read_only=True)
-    try:
+    """Every value of every table of the catalog, as text (read as ftbridge reads it: after the
+    writer's pending commit, retried while the writer holds the file)."""
+    with Catalog(catalog).read() as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
         return "\n".join(str(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
-    finally:
-        con.close()
 
 
 @pytest.mark.core
