@@ -55,6 +55,13 @@ def insert_conversion(con, conversion: ConversionRow, partitions: list[Partition
     insert_rows(con, PartitionRow, partitions)
 
 
+def insert_recorded_conversion(con, conversion: ConversionRow, partitions: list[PartitionRow],
+                               events: list[EventRow]) -> None:
+    """A conversion's whole record: its row, its partitions and its events (its `created` event)."""
+    insert_conversion(con, conversion, partitions)
+    insert_events(con, events)
+
+
 def insert_events(con, events: list[EventRow]) -> None:
     """Insert events; ids already there are skipped (a replayed call writes nothing twice)."""
     insert_rows(con, EventRow, events, "ON CONFLICT DO NOTHING")
@@ -147,8 +154,7 @@ class Transactions:
     def record_conversion(self, conversion: ConversionRow, partitions: list[PartitionRow],
                           events: list[EventRow]) -> None:
         with self.transaction() as con:
-            insert_conversion(con, conversion, partitions)
-            insert_events(con, events)
+            insert_recorded_conversion(con, conversion, partitions, events)
 
     def record_events(self, events: list[EventRow]) -> None:
         with self.transaction() as con:

@@ -153,9 +153,8 @@ class CatalogWriter(records.Transactions):
 
     @staticmethod
     def _commit(con, convs: list[ConversionBatch], reads: list[EventRow], runs: list[RunBatch]) -> None:
-        for conversion, partitions, created in convs:  # first: the rows the others may refer to
-            records.insert_conversion(con, conversion, partitions)
-            records.insert_events(con, created)
+        for conv in convs:  # first: the rows the others may refer to
+            records.insert_recorded_conversion(con, *conv)
         records.insert_events(con, reads)
         for run_id, update, events in runs:
             records.update_run(con, run_id, update)

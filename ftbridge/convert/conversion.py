@@ -149,8 +149,7 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
     seen = [0]
 
     def written(parts: list[dict]) -> None:
-        if reads is None:
-            return
+        assert reads is not None
         reads.written(parts)
         if not log.isEnabledFor(logging.DEBUG):
             return
@@ -160,7 +159,8 @@ def create(df, storage_level=None, *, spill_dir=None, catalog=None, name=None,
             log.debug("conversion %s: %d partition(s) read while its spill job runs", conversion_id, done)
 
     try:
-        partitions, retried = spill_all(batches, target, conversion_id, on_written=written)
+        partitions, retried = spill_all(batches, target, conversion_id,
+                                        on_written=None if reads is None else written)
         spilled = time.time()
         read_early = reads.read_so_far() if reads is not None else 0
         del warm  # fire and forget: they only start worker processes

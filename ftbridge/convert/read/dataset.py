@@ -39,13 +39,12 @@ def open_dataset(conversion_id: str, partitions: list[dict], target: SpillTarget
             object store holds only the blocks in flight.
     """
     refs = [PartitionRef.of(conversion_id, p, target) for p in partitions]
-    ctx = ReadContext(uuid.uuid4().hex if materialize else "", writer.in_background(), service_name, schema,
-                      ray_adapter.target_block_bytes())
+    ctx = _context(writer, service_name, schema, materialize)
     if not refs:  # no partitions at all: an empty Dataset that still knows its schema
         return ray.data.from_arrow(pa.Table.from_batches([], schema=schema))
     cfg = settings()
     if materialize and pinned_suits(refs):
-        reads = PinnedReads(conversion_id, ctx, cfg)
+        reads = PinnedReads(conversion_id, ctx, cfg, target)
         reads.submit(refs)
         ds = reads.dataset()
         writer.flush_soon()  # journaled (durable) already; committed while the caller goes on
@@ -74,8 +73,13 @@ def reads_during_spill(conversion_id: str, num_partitions: int, target: SpillTar
     PINNED_MAX_SMALL_PARTITIONS of them (whose sizes decide how they are read)."""
     if not materialize or not 0 < num_partitions <= PINNED_MAX_SMALL_PARTITIONS:
         return None
-    ctx = ReadContext(uuid.uuid4().hex, writer.in_background(), service_name, schema, ray_adapter.target_block_bytes())
-    return PinnedReads(conversion_id, ctx, settings(), target)
+    return PinnedReads(conversion_id, _context(writer, service_name, schema, True), settings(), target)
+
+
+def _context(writer: CatalogClient, service_name: str | None, schema: pa.Schema, materialize: bool) -> ReadContext:
+    """The read tasks' context of one Dataset build (a materialized one's token tells re-reads)."""
+    return ReadContext(uuid.uuid4().hex if materialize else "", writer.in_background(), service_name, schema,
+                       ray_adapter.target_block_bytes())
 
 
 PINNED_MAX_SMALL_PARTITIONS = 64  # above it, partitions under SMALL_PARTITION_BYTES are joined by the Datasource
@@ -118,14 +122,13 @@ class PinnedReads:
     MaterializedDataset in partition order. A lost block is made again by Ray's lineage: its
     task runs again."""
 
-    def __init__(self, conversion_id: str, ctx: ReadContext, cfg, target: SpillTarget | None = None) -> None:
+    def __init__(self, conversion_id: str, ctx: ReadContext, cfg, target: SpillTarget) -> None:
         self.conversion_id, self.ctx, self.cfg, self.target = conversion_id, ctx, cfg, target
         self.submitted: list[tuple[tuple[PartitionRef, ...], tuple[int, ...], Any]] = []  # (partitions, pieces, refs)
         self._nodes: list[dict] | None = None  # Ray's nodes, asked once per Dataset (placement is soft)
 
     def written(self, partitions: list[dict]) -> None:
         """Read these partitions (the spill job's metadata rows of files it has written)."""
-        assert self.target is not None
         if partitions:
             self.submit([PartitionRef.of(self.conversion_id, p, self.target) for p in partitions])
 
